@@ -1,0 +1,226 @@
+"""Typed model configuration, loaded from `configs/model/*.yaml`.
+
+Every section is a strict pydantic model: an unknown key or a value outside the allowed set fails at
+load time with the dotted key, the offending value and what is allowed, before any tensor is built.
+Defaults are the AsymDSD-S reference values (`../shared/reference/asymdsd.md`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TrainingMode = Literal["cls_mask", "cls", "mask"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenizerConfig(StrictModel):
+    """Mini-PointNet patch embedding.
+
+    `hidden_dims` lists the per-point MLP stages; after every stage but the last the max-pooled patch
+    descriptor is concatenated to each point. S uses [[128, 256], [512]] without biases, B and L use
+    [[256, 512, 1024], [2048]] with biases. The final stage always ends at the encoder width.
+    """
+
+    hidden_dims: list[list[int]] = Field(default_factory=lambda: [[128, 256], [512]], min_length=2)
+    bias: bool = False
+    num_chunks: int = Field(1, ge=1, description="split the patch batch into chunks (memory only)")
+    checkpoint: bool = Field(False, description="activation-checkpoint each chunk")
+    pos_hidden_dim: int = Field(128, ge=1)
+
+    @model_validator(mode="after")
+    def _stages_not_empty(self) -> TokenizerConfig:
+        if any(len(stage) == 0 for stage in self.hidden_dims):
+            raise ValueError("every stage of tokenizer.hidden_dims needs at least one width")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    dim: int = Field(384, ge=1)
+    depth: int = Field(12, ge=1)
+    num_heads: int = Field(6, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+    drop_path: float = Field(0.0, ge=0, lt=1)
+    drop_path_schedule: Literal["uniform", "linear"] = "uniform"
+    cls_token: bool = True
+    checkpoint_blocks: bool = Field(False, description="activation-checkpoint student encoder blocks")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> EncoderConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        return self
+
+
+class PredictorConfig(StrictModel):
+    """Cross-attention-only predictor (no self-attention between masked queries)."""
+
+    dim: int = Field(192, ge=1)
+    depth: int = Field(6, ge=1)
+    num_heads: int = Field(3, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> PredictorConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        return self
+
+
+class HeadConfig(StrictModel):
+    """DINO projection head: 3-layer MLP, L2-normalised bottleneck, weight-normalised prototypes."""
+
+    hidden_dim: int = Field(1024, ge=1)
+    bottleneck_dim: int = Field(256, ge=1)
+    num_prototypes: int = Field(4096, ge=2)
+
+
+class PatchifyConfig(StrictModel):
+    global_patches: int = Field(64, ge=1)
+    local_patches: int = Field(16, ge=1)
+    patch_size: int = Field(32, ge=1, description="points per patch (k of the kNN grouping)")
+
+
+class MaskingConfig(StrictModel):
+    """Inverse block masking: the visible context is a union of kNN blocks of patch centres."""
+
+    ratio: float = Field(0.7, gt=0, lt=1)
+    num_masks: int = Field(4, ge=1, description="independent masks per global crop (multi-mask)")
+    block_ratio: float = Field(0.1, gt=0, le=1)
+    adjust_ratio: float = Field(0.1, ge=0, lt=1)
+
+
+class TemperatureConfig(StrictModel):
+    """Linear warm-up from `start` to `end` over `warmup_epochs`, then constant."""
+
+    start: float = Field(gt=0)
+    end: float = Field(gt=0)
+    warmup_epochs: float = Field(10.0, ge=0)
+
+
+class ContrastConfig(StrictModel):
+    """Distillation with Contrast: InfoNCE between student and teacher CLS embeddings."""
+
+    weight: float = Field(0.0, ge=0)
+    temperature: float = Field(0.2, gt=0)
+
+
+class LossConfig(StrictModel):
+    student_temp: float = Field(0.1, gt=0)
+    teacher_cls_temp: TemperatureConfig = TemperatureConfig(start=0.04, end=0.07)
+    teacher_patch_temp: TemperatureConfig = TemperatureConfig(start=0.05, end=0.07)
+    center_momentum: float = Field(0.9, ge=0, lt=1)
+    cls_weight: float = Field(1.0, ge=0)
+    patch_weight: float = Field(1.0, ge=0)
+    koleo_weight: float = Field(0.01, ge=0)
+    regression_weight: float = Field(1.0, ge=0, description="Huber feature regression, `mask` mode only")
+    huber_beta: float = Field(2.0, gt=0)
+    patch_loss_chunk: int = Field(
+        8192, ge=0, description="rows per checkpointed patch-loss chunk; 0 computes it in one piece"
+    )
+    contrast: ContrastConfig = ContrastConfig()
+
+
+class TeacherConfig(StrictModel):
+    momentum_start: float = Field(0.995, ge=0, le=1)
+    momentum_end: float = Field(1.0, ge=0, le=1)
+    drop_path: bool = Field(
+        True,
+        description="apply the encoder's drop path in the teacher forward too; the reference keeps the"
+        " teacher in train mode, so B/L targets are stochastic",
+    )
+
+
+class ModelConfig(StrictModel):
+    name: str = "asymdsd_s"
+    mode: TrainingMode = "cls_mask"
+    num_global_crops: int = Field(2, ge=1)
+    num_local_crops: int = Field(4, ge=0)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    head: HeadConfig = HeadConfig()
+    patchify: PatchifyConfig = PatchifyConfig()
+    masking: MaskingConfig = MaskingConfig()
+    loss: LossConfig = LossConfig()
+    teacher: TeacherConfig = TeacherConfig()
+
+    @model_validator(mode="after")
+    def _mode_is_consistent(self) -> ModelConfig:
+        if self.mode == "mask":
+            if self.encoder.cls_token:
+                raise ValueError("mode 'mask' (AsymSD-MPM) has no CLS token: set encoder.cls_token: false")
+            if self.loss.contrast.weight > 0:
+                raise ValueError("loss.contrast needs CLS embeddings; it is not available in mode 'mask'")
+        elif not self.encoder.cls_token:
+            raise ValueError(f"mode '{self.mode}' distils CLS tokens: encoder.cls_token must be true")
+        if self.mode == "cls" and self.num_global_crops < 2:
+            raise ValueError("mode 'cls' compares global crops pairwise: num_global_crops must be >= 2")
+        if self.mode == "cls_mask" and self.num_global_crops < 2:
+            raise ValueError("mode 'cls_mask' pairs global crop 0 with crop 1: num_global_crops must be >= 2")
+        if self.masking.num_masks > 0 and self.mode != "cls":
+            from model.masking import mask_counts  # local import: masking is a leaf module
+
+            mask_counts(self.patchify.global_patches, self.masking)
+        return self
+
+    @property
+    def uses_masking(self) -> bool:
+        return self.mode in ("cls_mask", "mask")
+
+    @property
+    def uses_cls(self) -> bool:
+        return self.mode in ("cls_mask", "cls")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not validate; the message names every bad key."""
+
+
+def _section_at(root: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The config class at a dotted location (for listing the keys it allows)."""
+    cls = root
+    for part in path:
+        field_info = cls.model_fields.get(str(part))
+        if field_info is None or not (isinstance(field_info.annotation, type) and issubclass(field_info.annotation, BaseModel)):
+            return None
+        cls = field_info.annotation
+    return cls
+
+
+def format_validation_error(err: ValidationError, source: str, root: type[BaseModel] = None) -> str:
+    root = root or ModelConfig
+    lines = [f"invalid model config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            section = _section_at(root, tuple(e["loc"][:-1]))
+            allowed = f" (allowed: {', '.join(section.model_fields)})" if section else ""
+            lines.append(f"  {key}: unknown key{allowed}")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def model_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelConfig:
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model config not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid model config ({path}): top level must be a mapping, got {type(data).__name__}")
+    return model_config_from_dict(data, str(path))

@@ -1,0 +1,74 @@
+"""Inverse block multi-masking (reference section 4.1).
+
+The *visible* context is block-shaped: the union of a few kNN blocks of patch centres, trimmed or
+topped up at random so that every mask hides exactly round(ratio * P) patches (45 of 64). Each
+global crop gets `num_masks` independent masks; rows are crop-major, then mask:
+row = crop * num_masks + m.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from model.config import MaskingConfig
+
+
+@dataclass(frozen=True)
+class MaskCounts:
+    num_masked: int
+    num_visible: int
+    block_size: int
+    num_seeds: int
+
+
+def mask_counts(num_patches: int, cfg: MaskingConfig) -> MaskCounts:
+    """Exact counts for P patches: n_m = round(r P), k_b = floor(b P), n_s = round(P (1 - r + a) / k_b)."""
+    num_masked = round(cfg.ratio * num_patches)
+    block_size = math.floor(cfg.block_ratio * num_patches)
+    if not 0 < num_masked < num_patches:
+        raise ValueError(
+            f"masking.ratio={cfg.ratio} masks {num_masked} of {num_patches} patches; need between 1 and P-1"
+        )
+    if block_size < 1:
+        raise ValueError(f"masking.block_ratio={cfg.block_ratio} gives blocks of 0 of {num_patches} patches")
+    num_seeds = round(num_patches * (1 - cfg.ratio + cfg.adjust_ratio) / block_size)
+    num_seeds = min(max(num_seeds, 1), num_patches)
+    return MaskCounts(num_masked, num_patches - num_masked, block_size, num_seeds)
+
+
+def inverse_block_mask(
+    centers: Tensor, cfg: MaskingConfig, generator: torch.Generator | None = None
+) -> Tensor:
+    """Boolean masks (C * num_masks, P), True = masked (a prediction target).
+
+    centers: (C, P, 3) patch centres of C global crops.
+    """
+    c, p, _ = centers.shape
+    counts = mask_counts(p, cfg)
+    m = cfg.num_masks
+    dist = torch.cdist(centers.float(), centers.float(), compute_mode="donot_use_mm_for_euclid_dist")
+    blocks = dist.topk(counts.block_size, dim=-1, largest=False).indices  # (C, P, k_b), seed included
+    blocks = blocks.repeat_interleave(m, dim=0)
+    rows = c * m
+    seeds = torch.rand(rows, p, generator=generator, device=centers.device).argsort(dim=1)[:, : counts.num_seeds]
+    members = blocks.gather(1, seeds[..., None].expand(-1, -1, counts.block_size)).flatten(1)
+    in_blocks = torch.zeros(rows, p, dtype=torch.bool, device=centers.device).scatter_(1, members, True)
+    # Patches outside the blocks rank first (keys in [0, 1)), block patches last (keys in [1, 2)),
+    # random order within each group; the first n_m ranked patches are masked.
+    key = torch.rand(rows, p, generator=generator, device=centers.device) + in_blocks.float()
+    masked = key.argsort(dim=1)[:, : counts.num_masked]
+    return torch.zeros(rows, p, dtype=torch.bool, device=centers.device).scatter_(1, masked, True)
+
+
+def split_mask(mask: Tensor, num_visible: int) -> tuple[Tensor, Tensor]:
+    """(visible_idx, masked_idx) per row, each in original (FPS) patch order.
+
+    Every row must hide the same number of patches (`inverse_block_mask` guarantees it); the count
+    is passed in rather than read from the mask to avoid a device sync.
+    """
+    order = mask.to(torch.uint8).argsort(dim=1, stable=True)
+    return order[:, :num_visible], order[:, num_visible:]
