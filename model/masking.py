@@ -40,6 +40,35 @@ def mask_counts(num_patches: int, cfg: MaskingConfig) -> MaskCounts:
     return MaskCounts(num_masked, num_patches - num_masked, block_size, num_seeds)
 
 
+def block_union(centers: Tensor, cfg: MaskingConfig, generator: torch.Generator | None = None) -> Tensor:
+    """Candidate visible sets (C * num_masks, P): the union of the kNN blocks of n_s random seeds.
+
+    Every row draws its own seeds; a block is a seed's k_b nearest patch centres, itself included.
+    """
+    c, p, _ = centers.shape
+    counts = mask_counts(p, cfg)
+    rows = c * cfg.num_masks
+    dist = torch.cdist(centers.float(), centers.float(), compute_mode="donot_use_mm_for_euclid_dist")
+    blocks = dist.topk(counts.block_size, dim=-1, largest=False).indices  # (C, P, k_b)
+    blocks = blocks.repeat_interleave(cfg.num_masks, dim=0)
+    seeds = torch.rand(rows, p, generator=generator, device=centers.device).argsort(dim=1)[:, : counts.num_seeds]
+    members = blocks.gather(1, seeds[..., None].expand(-1, -1, counts.block_size)).flatten(1)
+    return torch.zeros(rows, p, dtype=torch.bool, device=centers.device).scatter_(1, members, True)
+
+
+def mask_from_union(in_blocks: Tensor, num_masked: int, generator: torch.Generator | None = None) -> Tensor:
+    """Mask exactly `num_masked` patches per row, taking patches outside the blocks first.
+
+    Patches outside the blocks rank first (keys in [0, 1)), block patches last (keys in [1, 2)), in
+    random order within each group. So if the union holds at least P - n_m patches, the visible
+    set lies inside it; otherwise the whole union stays visible plus random others.
+    """
+    rows, p = in_blocks.shape
+    key = torch.rand(rows, p, generator=generator, device=in_blocks.device) + in_blocks.float()
+    masked = key.argsort(dim=1)[:, :num_masked]
+    return torch.zeros(rows, p, dtype=torch.bool, device=in_blocks.device).scatter_(1, masked, True)
+
+
 def inverse_block_mask(
     centers: Tensor, cfg: MaskingConfig, generator: torch.Generator | None = None
 ) -> Tensor:
@@ -47,21 +76,8 @@ def inverse_block_mask(
 
     centers: (C, P, 3) patch centres of C global crops.
     """
-    c, p, _ = centers.shape
-    counts = mask_counts(p, cfg)
-    m = cfg.num_masks
-    dist = torch.cdist(centers.float(), centers.float(), compute_mode="donot_use_mm_for_euclid_dist")
-    blocks = dist.topk(counts.block_size, dim=-1, largest=False).indices  # (C, P, k_b), seed included
-    blocks = blocks.repeat_interleave(m, dim=0)
-    rows = c * m
-    seeds = torch.rand(rows, p, generator=generator, device=centers.device).argsort(dim=1)[:, : counts.num_seeds]
-    members = blocks.gather(1, seeds[..., None].expand(-1, -1, counts.block_size)).flatten(1)
-    in_blocks = torch.zeros(rows, p, dtype=torch.bool, device=centers.device).scatter_(1, members, True)
-    # Patches outside the blocks rank first (keys in [0, 1)), block patches last (keys in [1, 2)),
-    # random order within each group; the first n_m ranked patches are masked.
-    key = torch.rand(rows, p, generator=generator, device=centers.device) + in_blocks.float()
-    masked = key.argsort(dim=1)[:, : counts.num_masked]
-    return torch.zeros(rows, p, dtype=torch.bool, device=centers.device).scatter_(1, masked, True)
+    num_masked = mask_counts(centers.shape[1], cfg).num_masked
+    return mask_from_union(block_union(centers, cfg, generator), num_masked, generator)
 
 
 def split_mask(mask: Tensor, num_visible: int) -> tuple[Tensor, Tensor]:

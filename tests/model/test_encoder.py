@@ -1,0 +1,101 @@
+"""Tokenizer, encoder structure and the exact reference parameter counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.config import EncoderConfig, TokenizerConfig, load_model_config
+from model.encoder import PointEncoder, PointPatchEmbed
+from model.patchify import patchify
+from model.summary import parameter_counts
+from tests.conftest import ROOT
+
+REFERENCE = {
+    "asymdsd_s": {"encoder": 21_786_240, "predictor": 2_804_736, "cls_head": 2_763_008, "patch_head": 2_763_008,
+                  "student_total": 30_117_376, "teacher_total": 27_312_256},
+    "asymdsd_b": {"encoder": 91_484_928, "predictor": 11_212_800, "cls_head": 3_156_224, "patch_head": 3_156_224},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_parameter_counts_equal_the_reference(name):
+    counts = parameter_counts(load_model_config(ROOT / f"configs/model/{name}.yaml"))
+    for key, value in REFERENCE[name].items():
+        assert counts[key] == value, key
+
+
+def test_summary_cli_prints_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "model.summary", "--config", "configs/model/asymdsd_s.yaml", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    data = json.loads(out.stdout)
+    assert data["encoder"] == 21_786_240 and data["predictor"] == 2_804_736
+    assert {"cls_head", "patch_head", "student_total", "teacher_total"} <= data.keys()
+
+
+def test_tokenizer_equals_concatenating_formulation():
+    """The split first linear must equal the reference's [point, pooled] concatenation."""
+    torch.manual_seed(0)
+    embed = PointPatchEmbed(TokenizerConfig(hidden_dims=[[16, 32], [64]], bias=True), dim=48, eps=1e-5)
+    x = torch.randn(5, 32, 3)
+    s1, s2 = embed.stages
+    h = s1(x)
+    cat = torch.cat([h, h.amax(-2, keepdim=True).expand_as(h)], dim=-1)
+    expected = s2.layers(cat).amax(-2)
+    assert torch.allclose(embed._embed(x), expected, atol=1e-5)
+    assert embed(x.view(1, 5, 32, 3)).shape == (1, 5, 48)
+
+
+def test_bias_rules():
+    s = PointPatchEmbed(TokenizerConfig(), 384, 1e-5)
+    b = PointPatchEmbed(TokenizerConfig(hidden_dims=[[256, 512, 1024], [2048]], bias=True), 768, 1e-5)
+    assert all(m.bias is None for m in s.modules() if isinstance(m, torch.nn.Linear))
+    assert all(m.bias is not None for m in b.modules() if isinstance(m, torch.nn.Linear))
+    enc = PointEncoder(TokenizerConfig(), EncoderConfig(dim=64, depth=2, num_heads=2))
+    assert all(m.bias is None for m in enc.blocks.modules() if isinstance(m, torch.nn.Linear))
+    assert enc.pos_embed.fc1.bias is not None and enc.pos_embed.fc2.bias is not None
+
+
+def manual_forward(enc: PointEncoder, tokens: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    """The encoder written out: CLS with zero pe, pe added before every block, pre-norm, final norm."""
+    c, p, d = tokens.shape
+    x = torch.cat([enc.cls_token.expand(c, 1, d), tokens], dim=1)
+    pe = torch.cat([torch.zeros(c, 1, d), pe], dim=1)
+    for blk in enc.blocks:
+        x = x + pe
+        h = F.rms_norm(x, (d,), blk.norm1.weight, 1e-5)
+        x = x + blk.attn(h)
+        h = F.rms_norm(x, (d,), blk.norm2.weight, 1e-5)
+        x = x + blk.mlp.fc2(F.gelu(blk.mlp.fc1(h)))
+    return F.rms_norm(x, (d,), enc.norm.weight, 1e-5)
+
+
+def test_encoder_adds_position_before_every_block(gen):
+    torch.manual_seed(0)
+    enc = PointEncoder(TokenizerConfig(hidden_dims=[[16, 32], [64]]), EncoderConfig(dim=64, depth=3, num_heads=4))
+    with torch.no_grad():
+        enc.cls_token.normal_()
+        for blk in enc.blocks:
+            blk.norm1.weight.uniform_(0.5, 1.5)
+    pts = torch.randn(3, 256, 3, generator=gen)
+    patches = patchify(pts, torch.full((3,), 256), 16, 32, generator=gen)
+    tokens, pe = enc.embed(patches)
+    out = enc(patches)
+    assert out.shape == (3, 17, 64)
+    assert torch.allclose(out, manual_forward(enc, tokens, pe), atol=1e-5)
+
+
+def test_cls_attention_maps(gen):
+    enc = PointEncoder(TokenizerConfig(hidden_dims=[[16, 32], [64]]), EncoderConfig(dim=64, depth=3, num_heads=4))
+    patches = patchify(torch.randn(2, 256, 3, generator=gen), torch.full((2,), 256), 16, 32, generator=gen)
+    maps = enc.cls_attention(patches, blocks=[0, -1])
+    assert set(maps) == {0, 2}
+    assert maps[2].shape == (2, 4, 16)
+    assert torch.all(maps[2] >= 0) and torch.all(maps[2].sum(-1) <= 1.0 + 1e-6)
