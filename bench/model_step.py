@@ -1,0 +1,352 @@
+"""Steady-state throughput of one full AsymDSD training step on synthetic point clouds.
+
+One step is exactly what the trainer does: `AsymDSD.losses` (patchify + masking, EMA teacher,
+student encoder, predictor, losses) under optional bf16 autocast, `backward`, a fused AdamW step
+on the student, `zero_grad`, and the EMA teacher update.
+
+Input: one fixed synthetic batch, built once on the device and reused every step (no data loading
+is measured). Every crop is the surface of a random ellipsoid (axes uniform in [0.3, 1.0], random
+rotation) with small Gaussian jitter, and every crop is full (num_points = N, no padding). Global
+crops have --global-points points, local crops --local-points (defaults 1024 / 256, or 512 / 128
+for the `tiny` config).
+
+Measured:
+
+* shapes/s = batch_size * steps / wall time of the timed steps (after --warmup untimed steps;
+  CUDA is synchronised before each clock read), and the mean step time;
+* peak memory: `torch.cuda.max_memory_allocated` over the timed steps on CUDA; on CPU the process'
+  peak resident set size (`ru_maxrss`, whole lifetime, model build included);
+* student / teacher parameter counts;
+* a time split from 2 extra steps under `torch.profiler`: kernel (device) time on CUDA, CPU time on
+  CPU, per `record_function` label of the model ("asymdsd/patchify", "asymdsd/teacher",
+  "asymdsd/student_encoder", "asymdsd/predictor", "asymdsd/losses") and of this script
+  ("bench/backward" around `backward`, "bench/optimizer" around the optimizer step, `zero_grad`
+  and the teacher update). Labels nest (the local-crop student encoder pass runs inside
+  "asymdsd/losses"), so two figures are given: `excl` charges each op to its innermost label and
+  the rows plus "other" (unlabelled work in the step) add up to the profiled step; `incl` charges
+  it to every enclosing label (for "other" both are the same). On CUDA the autograd engine runs
+  the backward on its own thread, so all work on threads other than the one running the steps is
+  charged to "backward" (checkpoint recomputation included).
+
+Run on a GPU from the repository root:
+
+    python bench/model_step.py --config configs/model/asymdsd_s.yaml --device cuda --batch-size 128
+
+CPU smoke run:
+
+    python bench/model_step.py --config configs/model/tiny.yaml --device cpu
+
+The last printed line is `RESULT {json}`; --json PATH also writes that object to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
+from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
+from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
+
+from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch  # noqa: E402
+from model.config import ModelConfig, load_model_config  # noqa: E402
+from model.schedules import distill_schedule  # noqa: E402
+
+STEPS_PER_EPOCH = 100
+TOTAL_STEPS = 10_000
+PROFILED_STEPS = 2
+STEP_LABEL = "bench/step"
+SPLIT_LABELS = {
+    "asymdsd/patchify": "patchify",
+    "asymdsd/teacher": "teacher",
+    "asymdsd/student_encoder": "student_encoder",
+    "asymdsd/predictor": "predictor",
+    "asymdsd/losses": "losses",
+    "bench/backward": "backward",
+    "bench/optimizer": "optimizer",
+}
+OTHER = "other"
+
+
+@dataclass
+class Bench:
+    model: AsymDSD
+    optimizer: torch.optim.Optimizer
+    batch: MultiCropBatch
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    step: int = 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="model YAML, e.g. configs/model/asymdsd_s.yaml")
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
+    parser.add_argument("--batch-size", type=int, help="shapes per step (default 128 on cuda, 8 on cpu)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="autocast (default bf16 on cuda)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 5 on cpu)")
+    parser.add_argument("--global-points", type=int, help="points per global crop (default 1024, tiny 512)")
+    parser.add_argument("--local-points", type=int, help="points per local crop (default 256, tiny 128)")
+    parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 on cuda")
+    parser.add_argument("--json", type=Path, help="also write the result object to this file")
+    args = parser.parse_args(argv)
+    on_cuda = args.device == "cuda"
+    if args.batch_size is None:
+        args.batch_size = 128 if on_cuda else 8
+    if args.dtype is None:
+        args.dtype = "bf16" if on_cuda else "fp32"
+    if args.steps is None:
+        args.steps = 10 if on_cuda else 5
+    return args
+
+
+def default_points(cfg: ModelConfig) -> tuple[int, int]:
+    return (512, 128) if cfg.name == "tiny" else (1024, 256)
+
+
+def random_rotations(n: int, generator: torch.Generator) -> Tensor:
+    """(n, 3, 3) random rotations (QR of Gaussian matrices, signs fixed to det = +1)."""
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
+    return q * torch.sign(torch.linalg.det(q))[:, None, None]
+
+
+def ellipsoid_crops(batch: int, crops: int, points: int, generator: torch.Generator) -> CropBatch:
+    """`crops` full crops per sample, each `points` points on a random ellipsoid's surface."""
+    n = batch * crops
+    directions = torch.nn.functional.normalize(torch.randn(n, points, 3, generator=generator), dim=-1)
+    axes = 0.3 + 0.7 * torch.rand(n, 1, 3, generator=generator)
+    surface = (directions * axes) @ random_rotations(n, generator).transpose(1, 2)
+    surface = surface + 0.01 * torch.randn(surface.shape, generator=generator)
+    num_points = torch.full((batch, crops), points, dtype=torch.long)
+    return CropBatch(surface.view(batch, crops, points, 3), num_points)
+
+
+def synthetic_batch(cfg: ModelConfig, batch: int, global_points: int, local_points: int) -> MultiCropBatch:
+    generator = torch.Generator().manual_seed(0)
+    global_crops = ellipsoid_crops(batch, cfg.num_global_crops, global_points, generator)
+    local_crops = None
+    if cfg.num_local_crops:
+        local_crops = ellipsoid_crops(batch, cfg.num_local_crops, local_points, generator)
+    return MultiCropBatch(global_crops, local_crops)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(bench: Bench) -> None:
+    model, opt = bench.model, bench.optimizer
+    sched = distill_schedule(model.cfg, bench.step, STEPS_PER_EPOCH, TOTAL_STEPS)
+    autocast = (
+        torch.autocast(bench.device.type, dtype=bench.autocast_dtype)
+        if bench.autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        out = model.losses(bench.batch, sched)
+    with record_function("bench/backward"):
+        out.total.backward()
+    with record_function("bench/optimizer"):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.update_teacher(sched.momentum)
+    bench.step += 1
+
+
+def timed_steps(bench: Bench, steps: int) -> float:
+    """Wall seconds for `steps` consecutive training steps."""
+    synchronize(bench.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(bench)
+    synchronize(bench.device)
+    return time.perf_counter() - start
+
+
+def profiled_events(bench: Bench) -> list[FunctionEvent]:
+    activities = [ProfilerActivity.CPU]
+    if bench.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    synchronize(bench.device)
+    with profile(activities=activities) as prof:
+        for _ in range(PROFILED_STEPS):
+            with record_function(STEP_LABEL):
+                train_step(bench)
+                synchronize(bench.device)
+    return list(prof.events())
+
+
+Labelled = tuple[FunctionEvent, tuple[str, ...]]
+
+
+def walk(events: list[FunctionEvent], labels: tuple[str, ...]) -> Iterator[Labelled]:
+    """Every event below `events` (included), with the tracked labels enclosing it, innermost last."""
+    for evt in events:
+        label = SPLIT_LABELS.get(evt.name) or (OTHER if evt.name == STEP_LABEL else None)
+        inner = labels + (label,) if label else labels
+        yield evt, inner
+        yield from walk(evt.cpu_children, inner)
+
+
+def time_split(events: list[FunctionEvent], on_device: bool) -> dict[str, dict[str, float] | None]:
+    """Per-step ms of every split label, exclusive and inclusive, plus the profiled step totals.
+
+    On CUDA each CPU op is charged its own kernels' time (`self_device_time_total`), on CPU its own
+    CPU time (`self_cpu_time_total`). Returns {label: {"ms", "pct", "incl_ms", "incl_pct"} or None
+    when the label never ran, "step": {"ms": profiled time, "wall_ms": wall time of the step range}}.
+    """
+    cpu_events = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async]
+    steps = [e for e in cpu_events if e.name == STEP_LABEL]
+    main_thread = steps[0].thread
+    roots = [e for e in cpu_events if e.cpu_parent is None]
+    main_roots = [e for e in roots if e.thread == main_thread]
+    walked = list(walk(main_roots, ()))
+    if on_device:  # autograd engine threads: the backward
+        walked += list(walk([e for e in roots if e.thread != main_thread], ("backward",)))
+    seen = {labels[-1] for _, labels in walked if labels}
+    excl = dict.fromkeys([*SPLIT_LABELS.values(), OTHER], 0.0)
+    incl = dict(excl)
+    for evt, labels in walked:
+        if not labels:
+            continue
+        us = evt.self_device_time_total if on_device else evt.self_cpu_time_total
+        excl[labels[-1]] += us
+        for label in {label for label in labels if label != OTHER} | {labels[-1]}:
+            incl[label] += us
+    total = sum(excl.values())
+    split: dict[str, dict[str, float] | None] = {}
+    for label in excl:
+        split[label] = None if label not in seen or total <= 0 else {
+            "ms": excl[label] / 1e3 / PROFILED_STEPS,
+            "pct": 100.0 * excl[label] / total,
+            "incl_ms": incl[label] / 1e3 / PROFILED_STEPS,
+            "incl_pct": 100.0 * incl[label] / total,
+        }
+    split["step"] = {
+        "ms": total / 1e3 / PROFILED_STEPS,
+        "wall_ms": sum(e.cpu_time_total for e in steps) / 1e3 / PROFILED_STEPS,
+    }
+    return split
+
+
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated (timed steps)"
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kib / 2**10, "cpu peak RSS (ru_maxrss, process lifetime)"
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build(args: argparse.Namespace, cfg: ModelConfig) -> tuple[Bench, int, int]:
+    device = torch.device(args.device)
+    if device.type == "cuda" and args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(0)
+    global_default, local_default = default_points(cfg)
+    global_points = args.global_points or global_default
+    local_points = args.local_points or local_default
+    model = AsymDSD(cfg).to(device)
+    optimizer = torch.optim.AdamW(
+        model.student.parameters(), lr=5e-4, weight_decay=0.05, fused=True if device.type == "cuda" else None
+    )
+    batch = synthetic_batch(cfg, args.batch_size, global_points, local_points).to(device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    return Bench(model, optimizer, batch, device, dtype), global_points, local_points
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = load_model_config(args.config)
+    bench, global_points, local_points = build(args, cfg)
+    timed_steps(bench, args.warmup)
+    if bench.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(bench.device)
+    seconds = timed_steps(bench, args.steps)
+    memory, memory_kind = peak_memory_mib(bench.device)
+    split = time_split(profiled_events(bench), on_device=bench.device.type == "cuda")
+    return {
+        "config": str(args.config),
+        "name": cfg.name,
+        "mode": cfg.mode,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": args.dtype,
+        "tf32": bool(args.tf32 and bench.device.type == "cuda"),
+        "batch_size": args.batch_size,
+        "global_points": global_points,
+        "local_points": local_points,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "shapes_per_s": args.batch_size * args.steps / seconds,
+        "step_ms": 1e3 * seconds / args.steps,
+        "peak_memory_mib": memory,
+        "peak_memory_kind": memory_kind,
+        "params_student": count_params(bench.model.student),
+        "params_teacher": count_params(bench.model.teacher),
+        "split_basis": "cuda kernel time" if bench.device.type == "cuda" else "cpu time",
+        "split": split,
+    }
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def report(result: dict) -> None:
+    print(
+        f"{result['name']} ({result['mode']}) on {result['device_name']}, torch {result['torch']},"
+        f" {result['dtype']}{', tf32' if result['tf32'] else ''}, batch {result['batch_size']},"
+        f" points {result['global_points']}/{result['local_points']},"
+        f" {result['warmup']} warmup + {result['steps']} timed steps"
+    )
+    print(f"  params        student {result['params_student']:,}  teacher {result['params_teacher']:,}")
+    print(f"  throughput    {result['shapes_per_s']:.1f} shapes/s  ({result['step_ms']:.1f} ms/step)")
+    print(f"  peak memory   {result['peak_memory_mib']:.0f} MiB  [{result['peak_memory_kind']}]")
+    step = result["split"]["step"]
+    print(
+        f"  split ({result['split_basis']}, {PROFILED_STEPS} profiled steps): {step['ms']:.1f} ms/step"
+        f" (wall {step['wall_ms']:.1f} ms/step)"
+    )
+    print(f"    {'label':<16}{'excl ms':>10}{'excl %':>8}{'incl ms':>10}{'incl %':>8}")
+    for label, row in result["split"].items():
+        if label == "step":
+            continue
+        row = row or {}
+        print(
+            f"    {label:<16}{fmt(row.get('ms'), '.2f'):>10}{fmt(row.get('pct'), '.1f'):>8}"
+            f"{fmt(row.get('incl_ms'), '.2f'):>10}{fmt(row.get('incl_pct'), '.1f'):>8}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    report(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
