@@ -30,6 +30,16 @@ def test_parameter_counts_equal_the_reference(name):
         assert counts[key] == value, key
 
 
+@pytest.mark.parametrize(
+    "name, megabytes",
+    [("asymdsd_s", 229.7), ("asymsd_cls_s", 196.4), ("asymsd_mpm_s", 207.6), ("asymdsd_b", 827.2)],
+)
+def test_student_plus_teacher_match_the_released_checkpoint_sizes(name, megabytes):
+    """Appendix B: fp32 student + teacher parameters account for each published checkpoint's size."""
+    counts = parameter_counts(load_model_config(ROOT / f"configs/model/{name}.yaml"))
+    assert round((counts["student_total"] + counts["teacher_total"]) * 4 / 1e6, 1) == megabytes
+
+
 def test_summary_cli_prints_json():
     out = subprocess.run(
         [sys.executable, "-m", "model.summary", "--config", "configs/model/asymdsd_s.yaml", "--json"],
