@@ -21,8 +21,8 @@ Measured:
   CPU, per `record_function` label of the model ("asymdsd/patchify", "asymdsd/teacher",
   "asymdsd/student_encoder", "asymdsd/predictor", "asymdsd/losses") and of this script
   ("bench/backward" around `backward`, "bench/optimizer" around the optimizer step, `zero_grad`
-  and the teacher update). Labels nest (the local-crop student encoder pass runs inside
-  "asymdsd/losses"), so two figures are given: `excl` charges each op to its innermost label and
+  and the teacher update). Labels may nest (the profiler's record_function scopes
+  are not exclusive), so two figures are given: `excl` charges each op to its innermost label and
   the rows plus "other" (unlabelled work in the step) add up to the profiled step; `incl` charges
   it to every enclosing label (for "other" both are the same). On CUDA the autograd engine runs
   the backward on its own thread, so all work on threads other than the one running the steps is

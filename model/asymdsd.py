@@ -191,9 +191,9 @@ class Student(nn.Module):
         else:  # mask
             memory, pred = self._masked_views(tokens, pe, views)
 
+        local = self._local_cls(views) if cfg.uses_cls else None
         with record_function("asymdsd/losses"):
             if cfg.uses_cls:
-                local = self._local_cls(views)
                 if local is not None:
                     cls_views.append(local)
                     view_crop += [-1] * local.shape[1]
@@ -245,7 +245,12 @@ class Student(nn.Module):
 
 
 class Teacher(nn.Module):
-    """EMA copy of the student's encoder and heads, in fp32, plus the centering buffers."""
+    """EMA copy of the student's encoder and heads, plus the centering buffers.
+
+    The weights stay fp32 (a bf16 EMA at m ~ 0.996-1 would stall); the forward runs under the
+    caller's autocast like the reference's, so under bf16 the teacher's matmuls are bf16 too, while
+    centering and the softmax are computed in fp32.
+    """
 
     def __init__(self, cfg: ModelConfig, student: Student) -> None:
         super().__init__()
@@ -293,10 +298,12 @@ class AsymDSD:
         self.cfg = cfg
         self.student = Student(cfg)
         self.teacher = Teacher(cfg, self.student)
+        self._pairs: tuple[list[Tensor], list[Tensor]] | None = None
 
     def to(self, device: torch.device | str) -> AsymDSD:
         self.student.to(device)
         self.teacher.to(device)
+        self._pairs = None
         return self
 
     @torch.no_grad()
@@ -339,7 +346,16 @@ class AsymDSD:
         """
         if momentum >= 1.0:
             return
-        student = dict(self.student.named_parameters())
-        t_params = [p for _, p in self.teacher.named_parameters()]
-        s_params = [student[n].detach().to(p.dtype) for n, p in self.teacher.named_parameters()]
-        torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+        t_params, s_params = self._ema_pairs()
+        torch._foreach_lerp_(t_params, [p.detach().float() for p in s_params], 1.0 - momentum)
+
+    def _ema_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Teacher parameters and their student counterparts, matched by name (cached).
+
+        Engines cast a module in place (the Parameter objects survive), so the pairs stay valid.
+        """
+        if self._pairs is None:
+            student = dict(self.student.named_parameters())
+            names = [n for n, _ in self.teacher.named_parameters()]
+            self._pairs = ([p for _, p in self.teacher.named_parameters()], [student[n] for n in names])
+        return self._pairs
