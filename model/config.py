@@ -41,7 +41,17 @@ class TokenizerConfig(StrictModel):
         return self
 
 
-class EncoderConfig(StrictModel):
+class AttentionConfig(StrictModel):
+    """Shared check of the transformer sections: heads must split the width evenly."""
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> AttentionConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        return self
+
+
+class EncoderConfig(AttentionConfig):
     dim: int = Field(384, ge=1)
     depth: int = Field(12, ge=1)
     num_heads: int = Field(6, ge=1)
@@ -52,26 +62,14 @@ class EncoderConfig(StrictModel):
     cls_token: bool = True
     checkpoint_blocks: bool = Field(False, description="activation-checkpoint student encoder blocks")
 
-    @model_validator(mode="after")
-    def _heads_divide_dim(self) -> EncoderConfig:
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
-        return self
 
-
-class PredictorConfig(StrictModel):
+class PredictorConfig(AttentionConfig):
     """Cross-attention-only predictor (no self-attention between masked queries)."""
 
     dim: int = Field(192, ge=1)
     depth: int = Field(6, ge=1)
     num_heads: int = Field(3, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self) -> PredictorConfig:
-        if self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
-        return self
 
 
 class HeadConfig(StrictModel):
