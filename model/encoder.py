@@ -121,8 +121,14 @@ class PointEncoder(nn.Module):
         return self.cls_token is not None
 
     def embed(self, patches: Patches) -> tuple[Tensor, Tensor]:
-        """Patch tokens and positional embeddings, each (C, P, D)."""
-        return self.patch_embed(patches.neighborhoods), self.pos_embed(patches.centers)
+        """Patch tokens and positional embeddings, each (C, P, D).
+
+        Coordinates are cast to the weights' dtype, so a module cast to bf16 by an engine (DeepSpeed's
+        `bf16` mode) takes the fp32 patches as they come; under autocast the weights are fp32 and
+        nothing changes.
+        """
+        dtype = self.pos_embed.fc1.weight.dtype
+        return self.patch_embed(patches.neighborhoods.to(dtype)), self.pos_embed(patches.centers.to(dtype))
 
     def _with_cls(self, tokens: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
         if self.cls_token is None:
