@@ -122,15 +122,18 @@ class ZipContainer(Container):
 
 
 class TarContainer(Container):
-    """A tar archive (optionally gzip/bz2/xz-compressed), read sequentially."""
+    """A tar archive (optionally gzip/bz2/xz-compressed), read front to back in one pass."""
 
     def __init__(self, uri: str, storage_options: dict | None = None) -> None:
         self.uri = uri
         self._storage_options = storage_options or {}
 
     def _stream(self) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+        # Random-access mode: in an uncompressed tar each header is reached by seeking over the
+        # member data, so listing a 150 GB archive reads only its headers. Compressed tars are
+        # decompressed once, front to back.
         with fsspec.open(self.uri, "rb", **self._storage_options) as f:
-            with tarfile.open(fileobj=f, mode="r|*") as tar:
+            with tarfile.open(fileobj=f, mode="r:*") as tar:
                 for info in tar:
                     if info.isfile():
                         yield tar, info

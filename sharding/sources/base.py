@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from sharding.containers import Container, open_container
+from sharding.limits import Limits, time_limit
 from sharding.meshio import decode_geometry
-from sharding.records import InputRef, Loaded
+from sharding.records import InputRef, Loaded, ShapeError
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class SourceReader(ABC):
         self.spec = spec
         self.name = spec.source_name
         self.opts = {**self.options, **spec.options}
+        self.limits = Limits()  # the shard writer sets the job's limits
         self._containers: dict[str, Container] = {}
 
     def container(self, uri: str | None = None) -> Container:
@@ -87,10 +89,16 @@ class SourceReader(ABC):
                     if isinstance(data, Exception):
                         yield r, data
                         continue
-                    try:
-                        yield r, self.decode(r, data, container)
-                    except Exception as err:
-                        yield r, err
+                    yield r, self._decode_limited(r, data, container)
+
+    def _decode_limited(self, ref: InputRef, data: bytes, container: Container) -> Loaded | Exception:
+        if len(data) > self.limits.max_bytes:
+            return ShapeError("limits", f"input is {len(data)} bytes > max_bytes {self.limits.max_bytes}")
+        try:
+            with time_limit(self.limits.time_s):
+                return self.decode(ref, data, container)
+        except Exception as err:
+            return err
 
     def close(self) -> None:
         for c in self._containers.values():

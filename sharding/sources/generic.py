@@ -1,6 +1,7 @@
 """`generic`: any directory or archive of meshes or point clouds.
 
-Every file with a supported suffix becomes one input; its id is the member path without the suffix.
+Every file with a supported suffix becomes one input; its id is the member path, suffix included, so
+`chair.obj` and `chair.ply` side by side stay two inputs.
 Options:
   label_from_parent (false): use the parent folder's name as the label;
   up ('z'): 'y' for Y-up data, rotated to Z-up like the Y-up datasets.
@@ -36,4 +37,4 @@ class GenericReader(SourceReader):
                 continue
             parent = posixpath.basename(posixpath.dirname(member))
             label = parent if self.opts["label_from_parent"] and parent else None
-            yield self.ref(member, posixpath.splitext(member)[0] or member, label=label, category=label)
+            yield self.ref(member, member, label=label, category=label)

@@ -1,0 +1,241 @@
+"""Turn raw shape corpora into WebDataset shards of surface-sampled point clouds, with Ray.
+
+    python -m sharding.shard_corpus --config configs/data/shapenet.yaml --output /data/shards/shapenet
+    python -m sharding.shard_corpus --source synthetic:2000 --source generic:/data/my_meshes --output out/
+    ray job submit --working-dir . -- python -m sharding.shard_corpus --config configs/data/mixture.yaml ...
+    ray submit configs/ray/cluster.yaml sharding/shard_corpus.py -- --config configs/data/mixture.yaml ...
+
+Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is started. Re-running the
+same command resumes: finished shards are skipped and the final manifest equals an uninterrupted
+run's. Exits non-zero when more than --max-failure-ratio of the inputs failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (`ray submit ... sharding/shard_corpus.py`)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
+from sharding.plan import Plan, build_plan  # noqa: E402
+from sharding.sources import parse_source  # noqa: E402
+from sharding.storage import Output  # noqa: E402
+from sharding.writer import ShardJob, build_shard  # noqa: E402
+
+TOOL_VERSION = "asymdsd-scale sharding 1"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sharding.shard_corpus", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML job config (configs/data/*.yaml); flags below override it")
+    p.add_argument("--source", action="append", default=[], metavar="KIND:PATH",
+                   help="add a source, e.g. modelnet40:/data/ModelNet40.zip or synthetic:1000 (repeatable)")
+    p.add_argument("--output", help="output directory or URL (local path or s3://bucket/prefix)")
+    p.add_argument("--shard-size", type=int, help="samples per shard (default 1000)")
+    p.add_argument("--num-points", type=int, help="surface samples per mesh (default 16384)")
+    p.add_argument("--dtype", choices=["float32", "float16"], help="stored point dtype (default float32)")
+    p.add_argument("--max-failure-ratio", type=float, help="fail the job above this ratio (default 0.01)")
+    p.add_argument("--time-limit", type=float, dest="time_limit_s", help="seconds per shape (default 120)")
+    p.add_argument("--max-faces", type=int, help="reject meshes with more faces (default 5,000,000)")
+    p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray cluster to join (default: RAY_ADDRESS, else start a local instance)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--max-in-flight", type=int, default=0, help="shard tasks queued at once (default 2x CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    return p.parse_args(argv)
+
+
+def job_config(args: argparse.Namespace) -> ShardingConfig:
+    sources = [SourceConfig(kind=s.kind, path=s.path) for s in map(parse_source, args.source)]
+    overrides = {
+        "sources": [s.model_dump() for s in sources],
+        "output": args.output,
+        "shard_size": args.shard_size,
+        "num_points": args.num_points,
+        "dtype": args.dtype,
+        "max_failure_ratio": args.max_failure_ratio,
+        "time_limit_s": args.time_limit_s,
+        "max_faces": args.max_faces,
+    }
+    cfg = load_sharding_config(args.config, overrides)
+    if not cfg.sources:
+        raise SystemExit("no sources: give --source KIND:PATH or a --config with `sources:`")
+    if not cfg.output:
+        raise SystemExit("no output: give --output DIR_OR_URL or `output:` in the config")
+    names = Counter(s.spec().source_name for s in cfg.sources)
+    clashes = [n for n, c in names.items() if c > 1]
+    if clashes:
+        raise SystemExit(f"sources share the name(s) {clashes}: give each a distinct `name:` (it prefixes keys)")
+    return cfg
+
+
+def init_ray(args: argparse.Namespace) -> bool:
+    """Connect to a cluster or start a local instance; returns whether we started it."""
+    if ray.is_initialized():
+        return False
+    if args.ray_address:
+        ray.init(address=args.ray_address, log_to_driver=True)
+        return False
+    # A local instance is private to this job; without this an in-process ray.init writes an auth
+    # token that later breaks `ray job submit` on the same machine (see stack notes).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, object_store_memory=256 * 2**20)
+    return True
+
+
+def run_shards(plan: Plan, job: ShardJob, cfg: ShardingConfig, args: argparse.Namespace) -> list[dict]:
+    """Submit every shard as a Ray task (at most `max_in_flight` queued) and collect the records."""
+    task = ray.remote(build_shard).options(num_cpus=1, max_retries=cfg.task_retries, retry_exceptions=True)
+    max_in_flight = args.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    records: dict[str, dict] = {}
+    in_flight: dict[ray.ObjectRef, tuple[str, int]] = {}
+    todo = iter(plan.shards)
+    bar = tqdm(total=len(plan.shards), unit="shard", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+    shapes = failed = 0
+    try:
+        while True:
+            while len(in_flight) < max_in_flight:
+                shard = next(todo, None)
+                if shard is None:
+                    break
+                refs = plan.refs(shard)
+                in_flight[task.remote(shard.name, refs, job)] = (shard.name, len(refs))
+            if not in_flight:
+                break
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            name, n = in_flight.pop(done[0])
+            try:
+                record = ray.get(done[0])
+            except Exception as err:  # the task failed after all its retries
+                record = failed_shard_record(plan, name, err)
+            records[name] = record
+            shapes += record["nsamples"]
+            failed += record["ninputs"] - record["nsamples"]
+            bar.update(1)
+            bar.set_postfix(shapes=shapes, failed=failed, refresh=False)
+    finally:
+        bar.close()
+    return [records[s.name] for s in plan.shards]
+
+
+def failed_shard_record(plan: Plan, name: str, err: Exception) -> dict:
+    """A shard whose task kept failing: every one of its inputs is counted and logged as failed."""
+    from sharding.plan import failure_record
+
+    shard = next(s for s in plan.shards if s.name == name)
+    refs = plan.refs(shard)
+    reason = f"shard task failed after retries: {type(err).__name__}: {str(err).splitlines()[0][:500]}"
+    counts: dict[str, Counter] = {}
+    for r in refs:
+        counts.setdefault(r.source, Counter()).update({"inputs": 1, "failed": 1})
+    return {"shard": name, "nsamples": 0, "ninputs": len(refs), "filesize": None, "sha256": None,
+            "sources": {s: dict(c) for s, c in counts.items()}, "skipped": False, "task_failed": True,
+            "failures": [failure_record(r, "shard", reason, name) for r in refs]}
+
+
+def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingConfig, seconds: float) -> dict:
+    """errors.jsonl, sizes.json, manifest.json (last); returns the manifest."""
+    failures = list(plan.failures) + [f for r in records for f in r["failures"]]
+    out.publish_bytes("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode(), "errors.jsonl")
+    written = [r for r in records if not r.get("task_failed")]
+    split_of = {s.name: s.split for s in plan.shards}
+    out.publish_json({r["shard"]: r["nsamples"] for r in written}, "sizes.json")
+    sources: dict[str, Counter] = {}
+    for r in records:
+        for s, c in r["sources"].items():
+            sources.setdefault(s, Counter()).update(c)
+    for f in plan.failures:
+        sources.setdefault(f["source"], Counter()).update({"inputs": 1, "failed": 1})
+    splits: dict[str, Counter] = {}
+    for r in written:
+        splits.setdefault(split_of[r["shard"]], Counter()).update({"shards": 1, "samples": r["nsamples"]})
+    total_samples = sum(r["nsamples"] for r in written)
+    manifest = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "shardlist": [
+            {"url": r["shard"], "nsamples": r["nsamples"], "filesize": r["filesize"], "sha256": r["sha256"],
+             "split": split_of[r["shard"]]}
+            for r in written
+        ],
+        "total_inputs": plan.total_inputs,
+        "total_samples": total_samples,
+        "total_failed": len(failures),
+        "sources": {s: {k: c.get(k, 0) for k in ("inputs", "samples", "failed")} for s, c in sorted(sources.items())},
+        "splits": {s: dict(c) for s, c in sorted(splits.items())},
+        "sample": {"num_points": cfg.num_points, "dtype": cfg.dtype, "format": "<key>.points.npy + <key>.json"},
+        "config_hash": cfg.config_hash(),
+        "plan_hash": plan.plan_hash,
+        "tool_version": TOOL_VERSION,
+    }
+    if manifest["total_inputs"] != manifest["total_samples"] + manifest["total_failed"]:
+        raise RuntimeError(f"accounting error: {plan.total_inputs} inputs != {total_samples} samples + "
+                           f"{len(failures)} failed")
+    stats = {"seconds": round(seconds, 2), "shapes_per_s": round(total_samples / max(seconds, 1e-9), 2),
+             "shards_written": sum(not r.get("skipped") and not r.get("task_failed") for r in records),
+             "shards_skipped": sum(bool(r.get("skipped")) for r in records),
+             "shards_failed": sum(bool(r.get("task_failed")) for r in records)}
+    out.publish_json(stats, "stats.json")
+    out.publish_json(manifest, "manifest.json")
+    out.clear_tmp()
+    return {**manifest, "stats": stats}
+
+
+def top_errors(failures: list[dict], n: int = 5) -> list[tuple[str, int]]:
+    counter = Counter(f"{f['stage']}: {f['reason'][:120]}" for f in failures)
+    return counter.most_common(n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = job_config(args)
+    start = time.perf_counter()
+    out = Output(cfg.output, cfg.storage_options)
+    out.clear_tmp()
+    with tempfile.TemporaryDirectory(prefix="shard-plan-") as workdir:
+        with tqdm(desc="listing", unit=" inputs", disable=args.no_progress, file=sys.stderr) as listing:
+            try:
+                plan = build_plan([s.spec() for s in cfg.sources], cfg.shard_size, Path(workdir), listing.update)
+            except Exception as err:  # unreadable source, hostile archive, bad option: nothing was written
+                raise SystemExit(f"cannot list the sources: {type(err).__name__}: {err}") from None
+        print(f"planned {plan.total_inputs} inputs into {len(plan.shards)} shards "
+              f"({len(plan.failures)} duplicate keys) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        job = ShardJob(cfg.output, cfg.storage_options, {s.spec().source_name: s.spec() for s in cfg.sources},
+                       cfg.sample_spec(), cfg.limits(), plan.plan_hash, cfg.config_hash())
+        started_ray = init_ray(args)
+        try:
+            records = run_shards(plan, job, cfg, args)
+        finally:
+            if started_ray:
+                ray.shutdown()
+        manifest = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
+    failures = list(plan.failures) + [f for r in records for f in r["failures"]]
+    ratio = manifest["total_failed"] / max(manifest["total_inputs"], 1)
+    stats = manifest["stats"]
+    print(f"done: {manifest['total_samples']} samples in {len(manifest['shardlist'])} shards, "
+          f"{manifest['total_failed']} failed ({ratio:.2%}), {stats['shards_skipped']} shards already done, "
+          f"{stats['seconds']} s ({stats['shapes_per_s']} shapes/s) -> {cfg.output}/manifest.json", file=sys.stderr)
+    if failures:
+        print("most common errors (all in errors.jsonl):", file=sys.stderr)
+        for text, count in top_errors(failures):
+            print(f"  {count:6d}  {text}", file=sys.stderr)
+    if ratio > cfg.max_failure_ratio:
+        print(f"FAILED: {ratio:.2%} of inputs failed, above --max-failure-ratio {cfg.max_failure_ratio:.2%}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

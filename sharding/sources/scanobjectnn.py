@@ -1,0 +1,138 @@
+"""`scanobjectnn`: the ScanObjectNN h5 release (`h5_files.zip`), or the same tree extracted.
+
+Layout: `h5_files/main_split/` holds OBJ_BG (`training_objectdataset.h5`, `test_objectdataset.h5`)
+and PB_T50_RS (`training_objectdataset_augmentedrot_scale75.h5`,
+`test_objectdataset_augmentedrot_scale75.h5`); `h5_files/main_split_nobg/` holds OBJ_ONLY (the two
+files without a suffix). Each file has `data` (N, 2048, 3) float32, `label` (N,) int and `mask`
+(unused). Every row is one input: its ref points at the h5 member with `index` = row, its id is
+`<variant>_<split>_<row:05d>`, its label and category the class name (the official 15 classes,
+h5 label order). The other splits in the release (split1..4, other augmentations) are not listed.
+The clouds are Y-up and are kept as published (2,048 points, not resampled).
+
+Listing reads each selected file's `label` dataset only. Decoding parses a member's `data` once per
+reader and serves its rows from that array; the hash of a sample is the sha256 of its (2048, 3)
+float32 C-order bytes, since the member's own bytes are shared by thousands of samples.
+Options:
+  variants (["obj_bg", "obj_only", "pb_t50_rs"]): which variants to list;
+  splits (["train"]): "train" and/or "test" (the pretraining mixture uses the training files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+
+import h5py
+import numpy as np
+
+from sharding.containers import Container
+from sharding.records import InputRef, Loaded, PointData, ShapeError
+from sharding.sources import register
+from sharding.sources.base import SourceReader, SourceSpec
+
+# h5 label i is CLASS_NAMES[i] (ScanObjectNN training_data/README.md, "H5 labels").
+CLASS_NAMES = (
+    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
+    "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet",
+)  # fmt: skip
+# (variant, split) -> the last two components of its h5 path.
+FILES = {
+    ("obj_bg", "train"): "main_split/training_objectdataset.h5",
+    ("obj_bg", "test"): "main_split/test_objectdataset.h5",
+    ("obj_only", "train"): "main_split_nobg/training_objectdataset.h5",
+    ("obj_only", "test"): "main_split_nobg/test_objectdataset.h5",
+    ("pb_t50_rs", "train"): "main_split/training_objectdataset_augmentedrot_scale75.h5",
+    ("pb_t50_rs", "test"): "main_split/test_objectdataset_augmentedrot_scale75.h5",
+}
+VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
+SPLITS = ("train", "test")
+
+
+def _subset(option: str, value: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The chosen values in canonical order, so listing order never depends on how options are written."""
+    if not isinstance(value, (list, tuple)) or not value or not set(value) <= set(allowed):
+        raise ValueError(
+            f"source scanobjectnn: option {option} must be a non-empty list drawn from {list(allowed)}, "
+            f"got {value!r}"
+        )
+    return tuple(v for v in allowed if v in value)
+
+
+def _parse_clouds(member: str, data: bytes) -> np.ndarray | ShapeError:
+    """The (N, P, 3) `data` array of an h5 file, or the error that says why it is unusable."""
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            clouds = np.asarray(f["data"][()])
+    except Exception as err:
+        return ShapeError("decode", f"{member}: {type(err).__name__}: {err}")
+    if clouds.ndim != 3 or clouds.shape[2] != 3:
+        return ShapeError("decode", f"{member}: data has shape {clouds.shape}, expected (N, P, 3)")
+    return clouds
+
+
+@register
+class ScanObjectNNReader(SourceReader):
+    kind = "scanobjectnn"
+    y_up = True
+    options = {"variants": list(VARIANTS), "splits": ["train"]}
+
+    def __init__(self, spec: SourceSpec) -> None:
+        super().__init__(spec)
+        self.variants = _subset("variants", self.opts["variants"], VARIANTS)
+        self.splits = _subset("splits", self.opts["splits"], SPLITS)
+        self._cached: tuple[tuple[str, str], np.ndarray | ShapeError] | None = None
+
+    def list_inputs(self) -> Iterator[InputRef]:
+        members = self._locate()
+        for variant in self.variants:
+            for split in self.splits:
+                member = members[FILES[variant, split]]
+                with h5py.File(io.BytesIO(self.container().read(member)), "r") as f:
+                    labels = np.asarray(f["label"][()]).reshape(-1).astype(np.int64)
+                for row, label in enumerate(labels.tolist()):
+                    if not 0 <= label < len(CLASS_NAMES):
+                        raise ValueError(
+                            f"source scanobjectnn: {member} row {row}: label {label} is not 0..14"
+                        )
+                    name = CLASS_NAMES[label]
+                    uid = f"{variant}_{split}_{row:05d}"
+                    yield self.ref(member, uid, label=name, category=name, split=split, index=row)
+
+    def _locate(self) -> dict[str, str]:
+        """FILES path -> container member for every selected file; missing or ambiguous files are errors."""
+        wanted = {FILES[v, s] for v in self.variants for s in self.splits}
+        found: dict[str, str] = {}
+        for member in self.container().members():
+            tail = "/".join(member.split("/")[-2:])
+            if tail in wanted:
+                if tail in found:
+                    raise ValueError(f"source scanobjectnn: {tail} twice, as {found[tail]} and {member}")
+                found[tail] = member
+        missing = sorted(wanted - set(found))
+        if missing:
+            raise FileNotFoundError(f"source scanobjectnn: {self.spec.path} has no {', '.join(missing)}")
+        return found
+
+    def decode(self, ref: InputRef, data: bytes, container: Container) -> Loaded:
+        clouds = self._clouds(ref, data)
+        if ref.index is None or not 0 <= ref.index < len(clouds):
+            raise ShapeError("decode", f"{ref.member}: row {ref.index} not in 0..{len(clouds) - 1}")
+        points = np.ascontiguousarray(clouds[ref.index], dtype=np.float32)
+        raw_sha256 = hashlib.sha256(points.tobytes()).hexdigest()
+        return Loaded(PointData(points.astype(np.float64)), raw_sha256, self.y_up)
+
+    def _clouds(self, ref: InputRef, data: bytes) -> np.ndarray:
+        """The member's `data` array (or its error), parsed once: a shard's refs share a few large files."""
+        key = (ref.container, ref.member)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = None  # drop the previous member's array before parsing the next one
+            self._cached = (key, _parse_clouds(ref.member, data))
+        clouds = self._cached[1]
+        if isinstance(clouds, ShapeError):
+            raise ShapeError(clouds.stage, clouds.reason)
+        return clouds
+
+    def close(self) -> None:
+        self._cached = None
+        super().close()

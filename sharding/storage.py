@@ -1,0 +1,75 @@
+"""The output location (local directory or s3://...), with atomic publishing.
+
+A file becomes visible under its final name only when complete: it is first written under
+`_tmp/<name>.<token>`, then renamed (local filesystems: an atomic `os.replace`) or copied and the
+temporary deleted (object stores have no rename; a server-side copy makes the object appear whole).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+class Output:
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.root = root.rstrip("/")
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.root, name)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def size(self, name: str) -> int:
+        return self.fs.size(self.path(name))
+
+    def read_json(self, name: str) -> Any:
+        with self.fs.open(self.path(name), "r") as f:
+            return json.load(f)
+
+    def _tmp(self, name: str) -> str:
+        return self.path(f"_tmp/{posixpath.basename(name)}.{uuid.uuid4().hex}")
+
+    def _staging(self, name: str) -> tuple[str, str]:
+        tmp, final = self._tmp(name), self.path(name)
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        self.fs.makedirs(posixpath.dirname(tmp), exist_ok=True)
+        return tmp, final
+
+    def publish_file(self, local_path: str, name: str) -> None:
+        """Move a finished local file to `name` atomically."""
+        tmp, final = self._staging(name)
+        self.fs.put_file(local_path, tmp)
+        self._commit(tmp, final)
+
+    def publish_bytes(self, data: bytes, name: str) -> None:
+        tmp, final = self._staging(name)
+        self.fs.pipe_file(tmp, data)
+        self._commit(tmp, final)
+
+    def _commit(self, tmp: str, final: str) -> None:
+        if self.local:
+            os.replace(tmp, final)
+        else:
+            self.fs.copy(tmp, final)
+            self.fs.rm(tmp)
+
+    def publish_json(self, obj: Any, name: str) -> None:
+        self.publish_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), name)
+
+    def clear_tmp(self) -> None:
+        """Remove temporaries left by an interrupted run."""
+        tmp = self.path("_tmp")
+        if self.fs.exists(tmp):
+            self.fs.rm(tmp, recursive=True)

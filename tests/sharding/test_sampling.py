@@ -1,0 +1,166 @@
+"""The stored point cloud: deterministic per key, uniform over the surface, Z-up, strict about bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from sharding.records import Loaded, MeshData, PointData, ShapeError
+from sharding.sampling import SampleSpec, make_points, sample_surface, seed_from_key
+
+
+def _mesh(vertices, faces, y_up: bool = False) -> Loaded:
+    return Loaded(MeshData(np.asarray(vertices, np.float64), np.asarray(faces, np.int64)), "0" * 64, y_up)
+
+
+def _cloud(points, y_up: bool = False) -> Loaded:
+    return Loaded(PointData(np.asarray(points, np.float64)), "0" * 64, y_up)
+
+
+def _sphere(subdivisions: int = 3) -> Loaded:
+    sphere = trimesh.creation.icosphere(subdivisions)
+    return _mesh(sphere.vertices, sphere.faces)
+
+
+def _within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:
+    """`count` successes out of `n` is within `sigmas` binomial standard deviations of n * p."""
+    return abs(count - n * p) <= sigmas * np.sqrt(n * p * (1 - p))
+
+
+# Two triangles of area 0.5 (z = 0) and 1.5 (z = 1), and zero-area faces first, between and last (z = 5).
+TWO_TRIANGLES = (
+    [[0, 0, 0], [1, 0, 0], [0, 1, 0]]
+    + [[0, 0, 1], [3**0.5, 0, 1], [0, 3**0.5, 1]]
+    + [[0, 0, 5], [1, 0, 5], [2, 0, 5]],
+    [[6, 7, 8], [0, 1, 2], [6, 8, 7], [3, 4, 5], [7, 7, 7]],
+)
+
+
+def test_seed_from_key_is_stable_and_64_bit():
+    # A golden value: changing the derivation would silently change every shard ever written.
+    assert seed_from_key("modelnet40_chair_0001") == 0xC38CC4C88392F6F2
+    seeds = {seed_from_key(f"key{i}") for i in range(1000)}
+    assert len(seeds) == 1000 and all(0 <= s < 2**64 for s in seeds)
+    assert seed_from_key("abc") == seed_from_key("abc")
+
+
+def test_mesh_sampling_is_deterministic_per_key():
+    spec = SampleSpec(num_points=2048)
+    first = make_points(_sphere(), "src_a", spec)
+    assert first.shape == (2048, 3) and first.dtype == np.float32
+    assert make_points(_sphere(), "src_a", spec).tobytes() == first.tobytes()
+    assert make_points(_sphere(), "src_b", spec).tobytes() != first.tobytes()
+
+
+def test_area_weighted_split_and_zero_area_faces():
+    vertices, faces = (np.asarray(a) for a in TWO_TRIANGLES)
+    n = 200_000
+    points = sample_surface(vertices.astype(np.float64), faces, n, np.random.default_rng(0))
+    assert points.shape == (n, 3) and points.dtype == np.float64
+    on_small, on_large = points[:, 2] == 0, np.abs(points[:, 2] - 1) < 1e-12
+    assert (on_small | on_large).all()  # nothing on the zero-area faces at z = 5
+    assert _within(int(on_large.sum()), n, 0.75)
+    small, large = points[on_small], points[on_large] / [3**0.5, 3**0.5, 1]
+    for tri in (small, large):  # inside the triangle x, y >= 0, x + y <= 1
+        assert (tri[:, :2] >= 0).all() and (tri[:, 0] + tri[:, 1] <= 1 + 1e-12).all()
+    # Uniform inside a triangle: the corner x + y < t holds a fraction t^2 of its area.
+    inner = small[:, 0] + small[:, 1] < 0.5
+    assert _within(int(inner.sum()), len(small), 0.25)
+
+
+def test_unit_sphere_samples_are_centred_on_the_surface():
+    points = make_points(_sphere(4), "sphere", SampleSpec()).astype(np.float64)
+    radii = np.linalg.norm(points, axis=1)
+    assert radii.max() <= 1 + 1e-6 and radii.min() > 0.99  # faces are chords of the unit sphere
+    assert np.abs(points.mean(axis=0)).max() < 0.03  # 6 standard errors of a mean of 16,384 points
+    octant = (points > 0) @ [1, 2, 4]
+    assert all(_within(int(np.sum(octant == k)), len(points), 1 / 8) for k in range(8))
+
+
+def test_y_up_sources_are_rotated_to_z_up():
+    spec = SampleSpec(num_points=512)
+    native = make_points(_sphere(), "k", spec)
+    rotated = make_points(Loaded(_sphere().geometry, "0" * 64, y_up=True), "k", spec)
+    np.testing.assert_array_equal(rotated, native[:, (2, 0, 1)])
+    np.testing.assert_array_equal(make_points(_cloud([[1, 2, 3]], y_up=True), "k", spec), [[3, 1, 2]])
+
+
+def test_large_point_clouds_are_subsampled_without_replacement():
+    cloud = np.arange(3 * 5000, dtype=np.float64).reshape(5000, 3)  # every row distinct
+    spec = SampleSpec(num_points=1000)
+    points = make_points(_cloud(cloud), "pc", spec)
+    assert points.shape == (1000, 3)
+    rows = (points[:, 0] / 3).astype(int)
+    assert len(np.unique(rows)) == 1000
+    np.testing.assert_array_equal(points, cloud[rows])
+    assert make_points(_cloud(cloud), "pc", spec).tobytes() == points.tobytes()
+    assert make_points(_cloud(cloud), "pc2", spec).tobytes() != points.tobytes()
+
+
+def test_small_point_clouds_are_kept_whole_in_order():
+    cloud = np.random.default_rng(1).normal(size=(300, 3))
+    points = make_points(_cloud(cloud), "pc", SampleSpec(num_points=1000))
+    np.testing.assert_array_equal(points, cloud.astype(np.float32))
+
+
+def test_float16_output():
+    points = make_points(_sphere(), "k", SampleSpec(num_points=256, dtype="float16"))
+    assert points.dtype == np.float16 and points.shape == (256, 3)
+    reference = make_points(_sphere(), "k", SampleSpec(num_points=256))
+    np.testing.assert_allclose(points, reference, atol=1e-3)
+
+
+FLAT = ([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [[0, 1, 2], [0, 2, 1]])
+
+
+@pytest.mark.parametrize(
+    ("loaded", "spec", "stage", "reason"),
+    [
+        (_mesh([[np.nan, 0, 0], [1, 0, 0], [0, 1, np.inf]], [[0, 1, 2]]), SampleSpec(), "validate",
+         "2 non-finite vertex coordinates"),
+        (_mesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2], [0, 1, 3]]), SampleSpec(), "validate",
+         "1 face indices out of range [0, 3)"),
+        (_mesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, -1]]), SampleSpec(), "validate",
+         "1 face indices out of range [0, 3)"),
+        (_mesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.zeros((0, 3))), SampleSpec(), "validate",
+         "mesh has no faces"),
+        (_mesh(*FLAT), SampleSpec(), "validate", "total surface area is 0 (2 faces)"),
+        (_mesh([[0, 0, 0], [1e200, 0, 0], [0, 1e200, 0]], [[0, 1, 2]]), SampleSpec(), "validate",
+         "total surface area is inf (1 faces)"),
+        (_cloud([[0, 0, 0], [np.nan, 1, 1]]), SampleSpec(), "validate", "1 non-finite point coordinates"),
+        (_cloud(np.zeros((5, 3))), SampleSpec(min_points=10), "filter", "5 points < min_points 10"),
+        (_cloud(np.zeros((0, 3))), SampleSpec(), "filter", "0 points < min_points 1"),
+        (_cloud([[7e4, 0, 0]]), SampleSpec(dtype="float16"), "encode",
+         "coordinates up to 70000 exceed the float16 range (max 65504)"),
+        (_mesh([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 1, 2]]), SampleSpec(max_vertices=3),
+         "limits", "4 vertices > max_vertices 3"),
+    ],
+    ids=[
+        "nan-vertex", "index-high", "index-negative", "no-faces", "all-degenerate", "area-overflow",
+        "nan-point", "few-points", "empty-cloud", "float16-overflow", "max-vertices",
+    ],
+)
+def test_bad_inputs_raise_with_stage(loaded: Loaded, spec: SampleSpec, stage: str, reason: str):
+    with pytest.raises(ShapeError) as info:
+        make_points(loaded, "bad", spec)
+    assert (info.value.stage, info.value.reason) == (stage, reason)
+
+
+def test_max_faces_is_checked_before_any_work():
+    # A zero-stride view claims 10^12 faces in 24 bytes: validating or sampling it would never finish.
+    faces = np.broadcast_to(np.zeros(3, np.int64), (10**12, 3))
+    loaded = Loaded(MeshData(np.full((3, 3), np.nan), faces), "0" * 64, False)
+    with pytest.raises(ShapeError) as info:
+        make_points(loaded, "huge", SampleSpec(max_faces=1000))
+    assert (info.value.stage, info.value.reason) == ("limits", f"{10**12} faces > max_faces 1000")
+
+
+def test_mesh_at_the_face_limit_is_sampled():
+    points = make_points(_mesh(*TWO_TRIANGLES), "k", SampleSpec(num_points=64, max_faces=5))
+    assert points.shape == (64, 3)
+
+
+def test_spec_rejects_unknown_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        SampleSpec(dtype="float64")  # type: ignore[arg-type]
