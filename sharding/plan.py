@@ -27,12 +27,12 @@ def key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compare by identity
 class ShardPlan:
     name: str  # "<split>-<index:06d>.tar"
     split: str
     index: int
-    offsets: tuple[int, ...]  # plan-file offsets of its refs, in shard order
+    offsets: np.ndarray  # plan-file offsets of its refs, in shard order (int64)
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Plan:
 
     def refs(self, shard: ShardPlan) -> list[InputRef]:
         with open(self.refs_path, "rb") as f:
-            return [_read_ref(f, offset) for offset in shard.offsets]
+            return [_read_ref(f, int(offset)) for offset in shard.offsets]
 
 
 def _read_ref(f, offset: int) -> InputRef:
@@ -119,7 +119,7 @@ def build_plan(
             start = 0
             for i, size in enumerate(shard_sizes(len(keep), shard_size)):
                 part = keep[start : start + size]
-                shards.append(ShardPlan(f"{sanitize_id(split)}-{i:06d}.tar", split, i, tuple(offsets[part].tolist())))
+                shards.append(ShardPlan(f"{sanitize_id(split)}-{i:06d}.tar", split, i, offsets[part]))
                 start += size
     return Plan(refs_path, total, shards, failures, digest.hexdigest())
 

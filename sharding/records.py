@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,7 +39,8 @@ class InputRef:
         return f"{sanitize_id(self.source)}_{sanitize_id(self.uid)}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # vars(), not dataclasses.asdict: asdict deep-copies every field, 3x slower over 930K refs.
+        return json.dumps(vars(self), separators=(",", ":"))
 
     @staticmethod
     def from_json(line: str) -> InputRef:
