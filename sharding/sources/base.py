@@ -50,6 +50,20 @@ class SourceReader(ABC):
         self.limits = Limits()  # the shard writer sets the job's limits
         self._containers: dict[str, Container] = {}
 
+    def subset_option(self, option: str, allowed: tuple) -> tuple:
+        """A list option drawn from `allowed`, returned in `allowed`'s order so that the listing order
+        never depends on how the option was written."""
+        value = self.opts[option]
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+            any(v == a and type(v) is type(a) for a in allowed) for v in value
+        )
+        if not ok:
+            raise ValueError(
+                f"source {self.kind}: option {option} must be a non-empty list drawn from {list(allowed)}, "
+                f"got {value!r}"
+            )
+        return tuple(a for a in allowed if a in value)
+
     def container(self, uri: str | None = None) -> Container:
         uri = uri or self.spec.path
         if uri not in self._containers:

@@ -39,13 +39,7 @@ class ModelNet40Reader(SourceReader):
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
-        splits = self.opts["splits"]
-        if not isinstance(splits, (list, tuple)) or not splits or not set(splits) <= set(SPLITS):
-            raise ValueError(
-                f"source modelnet40: option splits must be a non-empty list drawn from {list(SPLITS)}, "
-                f"got {splits!r}"
-            )
-        self.splits = frozenset(splits)
+        self.splits = frozenset(self.subset_option("splits", SPLITS))
 
     def list_inputs(self) -> Iterator[InputRef]:
         for member in self.container().members():

@@ -44,12 +44,7 @@ class S3DISReader(SourceReader):
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
-        areas = self.opts["areas"]
-        numbers = isinstance(areas, (list, tuple)) and all(type(a) is int for a in areas)
-        if not (numbers and areas and set(areas) <= set(AREAS)):
-            allowed = ", ".join(map(str, AREAS))
-            raise ValueError(f"source s3dis: option areas takes a non-empty list of {allowed}; got {areas!r}")
-        self.areas = set(areas)
+        self.areas = set(self.subset_option("areas", AREAS))
 
     def list_inputs(self) -> Iterator[InputRef]:
         for member in self.container().members():

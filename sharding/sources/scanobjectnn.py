@@ -49,16 +49,6 @@ VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
 SPLITS = ("train", "test")
 
 
-def _subset(option: str, value: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """The chosen values in canonical order, so listing order never depends on how options are written."""
-    if not isinstance(value, (list, tuple)) or not value or not set(value) <= set(allowed):
-        raise ValueError(
-            f"source scanobjectnn: option {option} must be a non-empty list drawn from {list(allowed)}, "
-            f"got {value!r}"
-        )
-    return tuple(v for v in allowed if v in value)
-
-
 def _parse_clouds(member: str, data: bytes) -> np.ndarray | ShapeError:
     """The (N, P, 3) `data` array of an h5 file, or the error that says why it is unusable."""
     try:
@@ -79,8 +69,8 @@ class ScanObjectNNReader(SourceReader):
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
-        self.variants = _subset("variants", self.opts["variants"], VARIANTS)
-        self.splits = _subset("splits", self.opts["splits"], SPLITS)
+        self.variants = self.subset_option("variants", VARIANTS)
+        self.splits = self.subset_option("splits", SPLITS)
         self._cached: tuple[tuple[str, str], np.ndarray | ShapeError] | None = None
 
     def list_inputs(self) -> Iterator[InputRef]:

@@ -19,6 +19,8 @@ import h5py
 import numpy as np
 import trimesh
 
+from tests.sharding.archives import write_tree, write_zip
+
 
 @dataclass(frozen=True)
 class Expected:
@@ -37,24 +39,6 @@ MESHES: tuple[Callable[[], trimesh.Trimesh], ...] = (
 
 def _mesh(i: int) -> trimesh.Trimesh:
     return MESHES[i % len(MESHES)]()
-
-
-def _write_zip(path: Path, files: dict[str, bytes]) -> Path:
-    """A zip with explicit folder entries, as `zip -r` writes them."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        folders = {name.rsplit("/", i)[0] + "/" for name in files for i in range(1, name.count("/") + 1)}
-        for folder in sorted(folders):
-            z.writestr(zipfile.ZipInfo(folder), b"")
-        for name, data in files.items():
-            z.writestr(name, data)
-    return path
-
-
-def _write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
 
 
 def write_zip_with_escaping_member(path: Path, inside: str) -> Path:
@@ -88,7 +72,7 @@ def write_modelnet40(root: Path) -> tuple[Path, dict[str, Expected]]:
             expected[f"modelnet40_{uid}"] = Expected(label, label, split, len(mesh.vertices))
     files["ModelNet40/README.txt"] = b"not an input\n"
     files["__MACOSX/ModelNet40/chair/train/._chair_0001.off"] = b"\x00\x05\x16\x07 resource fork"
-    return _write_zip(root / "ModelNet40.zip", files), expected
+    return write_zip(root / "ModelNet40.zip", files), expected
 
 
 # ShapeNetCore v2 ----------------------------------------------------------------------------------
@@ -135,8 +119,8 @@ def write_shapenetcore(
     if taxonomy:
         files["ShapeNetCore.v2/taxonomy.json"] = json.dumps(SHAPENET_TAXONOMY).encode()
     if archive:
-        return _write_zip(root / "ShapeNetCore.v2.zip", files), expected
-    return _write_tree(root, files) / "ShapeNetCore.v2", expected
+        return write_zip(root / "ShapeNetCore.v2.zip", files), expected
+    return write_tree(root, files) / "ShapeNetCore.v2", expected
 
 
 # ScanObjectNN -------------------------------------------------------------------------------------
@@ -183,7 +167,7 @@ def write_scanobjectnn(
         arrays[key] = (points, labels)
     for path in SCANOBJECTNN_OTHER:
         files[f"h5_files/{path}"] = _h5(np.zeros((1, 2048, 3), np.float32), np.zeros(1, np.int64))
-    return _write_zip(root / "h5_files.zip", files), arrays
+    return write_zip(root / "h5_files.zip", files), arrays
 
 
 # Objaverse 1.0 ------------------------------------------------------------------------------------
@@ -224,4 +208,4 @@ def write_objaverse(root: Path, archive: str | None = None) -> tuple[Path, dict[
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         return path, expected, lvis
-    return _write_tree(root / "download", files) / "hf-objaverse-v1", expected, lvis
+    return write_tree(root / "download", files) / "hf-objaverse-v1", expected, lvis

@@ -17,6 +17,8 @@ import h5py
 import numpy as np
 import trimesh
 
+from tests.sharding.archives import write_tree, write_zip
+
 VERTICES = (8, 42, 66)
 MTL = b"newmtl material_0\nKd 0.8 0.8 0.8\nmap_Kd texture.png\n"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)  # never decoded: materials are skipped
@@ -36,21 +38,6 @@ def obj_bytes(i: int, mtllib: str | None = None) -> bytes:
 
 def glb_bytes(i: int) -> bytes:
     return mesh(i).export(file_type="glb")
-
-
-def write_zip(path: Path, files: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return path
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for name, data in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-    return root
 
 
 # ABO: abo-3dmodels.tar -> 3dmodels/original/<X>/<item_id>.glb

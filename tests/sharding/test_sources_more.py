@@ -264,7 +264,7 @@ def test_s3dis_raw_hash_is_the_files(tmp_path):
 @pytest.mark.parametrize(
     "kind, options, message",
     [
-        ("s3dis", {"areas": [7]}, "option areas takes a non-empty list of 1, 2, 3, 4, 5, 6"),
+        ("s3dis", {"areas": [7]}, "option areas must be a non-empty list drawn from \\[1, 2, 3, 4, 5, 6\\]"),
         ("s3dis", {"areas": []}, "option areas"),
         ("s3dis", {"areas": "1"}, "option areas"),
         ("s3dis", {"areas": [True]}, "option areas"),
