@@ -122,6 +122,10 @@ def test_ray_start_and_job_submit(tmp_path):
     subprocess.run(
         [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(free_port()),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", "2",
+         # Own ports for the agents: another Ray on this machine (the session's in-process one) may
+         # hold the fixed defaults, and a head whose job agent cannot bind never accepts jobs.
+         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
          "--temp-dir", temp_dir, "--disable-usage-stats"],
         check=True, env=env, capture_output=True, timeout=120,
     )
@@ -130,7 +134,7 @@ def test_ray_start_and_job_submit(tmp_path):
         submit = [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
                   sys.executable, "-m", "sharding.shard_corpus", "--source", "synthetic:10", "--output", str(out),
                   "--shard-size", "5", "--no-progress"]
-        deadline = time.monotonic() + 180  # the head's job agent comes up some seconds after `ray start`
+        deadline = time.monotonic() + 60  # the head's job agent comes up some seconds after `ray start`
         while True:
             proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
             if "No available agent" not in proc.stderr + proc.stdout or time.monotonic() > deadline:
