@@ -1,4 +1,4 @@
-"""Sharding test fixtures: one local Ray instance per session, corpora with good and hostile inputs."""
+"""Sharding test inputs: corpora with good and hostile inputs."""
 
 from __future__ import annotations
 
@@ -6,19 +6,7 @@ import os
 import zipfile
 from pathlib import Path
 
-import pytest
 import trimesh
-
-
-@pytest.fixture(scope="session")
-def local_ray():
-    """A small in-process Ray instance shared by the tests that run whole jobs in-process."""
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=128 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 BAD_INPUTS = {

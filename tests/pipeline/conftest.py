@@ -1,0 +1,17 @@
+"""Pipeline fixtures: a small real dataset written by the sharding job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sharding.shard_corpus import main as shard_corpus
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory, local_ray) -> Path:
+    """24 synthetic shapes in 3 uneven-free shards of 8, with manifest (read-only: copy to modify)."""
+    out = tmp_path_factory.mktemp("pipeline") / "synthetic"
+    assert shard_corpus(["--source", "synthetic:24", "--output", str(out), "--shard-size", "8", "--no-progress"]) == 0
+    return out

@@ -1,0 +1,133 @@
+"""Manifests and shard access: validation, checksums, broken tars, S3 with retries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import s3fs
+
+from pipeline.manifest import ManifestError, load_manifest, parse_manifest
+from pipeline.shards import ReadPolicy, ShardError, ShardStore
+
+
+def copy_dataset(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_manifest_resolves_shards_next_to_it(dataset):
+    m = load_manifest(str(dataset))  # a directory means its manifest.json
+    assert m.num_samples == 24 and len(m.shards) == 3
+    assert all(s.url.startswith(str(dataset)) and s.sha256 and s.filesize for s in m.shards)
+    assert load_manifest(str(dataset / "manifest.json")).digest == m.digest
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"__kind__": "other", "shardlist": []}', "__kind__ must be 'wids-shard-index-v1'"),
+        (b'{"__kind__": "wids-shard-index-v1", "shardlist": {}}', "shardlist must be a list"),
+        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"url": "a.tar", "nsamples": "8"}]}',
+         r"shardlist\[0\].nsamples: expected int"),
+        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"nsamples": 8}]}', r"shardlist\[0\].url"),
+        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"url": "a.tar", "nsamples": 0}]}', "no samples"),
+    ],
+)
+def test_malformed_manifests_are_named(text, message):
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(text, "/data/x/manifest.json")
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="manifest not found"):
+        load_manifest(str(tmp_path / "nowhere"))
+
+
+def test_store_reads_every_sample_of_the_manifest(dataset):
+    m = load_manifest(str(dataset))
+    store = ShardStore()
+    keys = []
+    for shard in m.shards:
+        for i in range(shard.nsamples):
+            sample = store.sample(shard, i)
+            assert sample.points.shape == (16384, 3) and sample.points.dtype == np.float32
+            assert sample.meta["key"] == sample.key
+            keys.append(sample.key)
+    assert len(set(keys)) == 24
+
+
+def test_corrupt_shard_fails_its_checksum(dataset, tmp_path):
+    data = copy_dataset(dataset, tmp_path / "d")
+    m = load_manifest(str(data))
+    raw = bytearray(open(m.shards[1].url, "rb").read())
+    raw[5000] ^= 0xFF  # same size, different content
+    open(m.shards[1].url, "wb").write(bytes(raw))
+    store = ShardStore()
+    store.sample(m.shards[0], 0)
+    with pytest.raises(ShardError, match="sha256 differs"):
+        store.sample(m.shards[1], 0)
+
+
+def test_truncated_and_missing_shards(dataset, tmp_path):
+    data = copy_dataset(dataset, tmp_path / "d")
+    m = load_manifest(str(data))
+    with open(m.shards[0].url, "r+b") as f:
+        f.truncate(20000)
+    with pytest.raises(ShardError, match="size 20000 bytes, the manifest says"):
+        ShardStore().sample(m.shards[0], 0)
+    # Without checksums in the manifest the tar structure is still checked.
+    doc = json.loads((data / "manifest.json").read_text())
+    for entry in doc["shardlist"]:
+        entry.pop("filesize"), entry.pop("sha256")
+    unchecked = parse_manifest(json.dumps(doc).encode(), str(data / "manifest.json"))
+    with pytest.raises(ShardError, match="broken tar|holds .* samples"):
+        ShardStore().sample(unchecked.shards[0], 0)
+    (data / m.shards[2].url.rsplit("/", 1)[1]).unlink()
+    with pytest.raises(ShardError, match="missing"):
+        ShardStore().sample(m.shards[2], 0)
+
+
+def test_same_reader_on_s3(dataset, tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        storage = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+        fs = s3fs.S3FileSystem(**storage)
+        fs.mkdir("data")
+        for f in sorted(dataset.iterdir()):
+            if f.is_file():
+                fs.put_file(str(f), f"data/synthetic/{f.name}")
+        m = load_manifest("s3://data/synthetic", storage)
+        assert m.digest == load_manifest(str(dataset)).digest
+        store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache")), storage)
+        local = ShardStore()
+        local_m = load_manifest(str(dataset))
+        for shard, local_shard in zip(m.shards, local_m.shards):
+            assert np.array_equal(store.sample(shard, 3).points, local.sample(local_shard, 3).points)
+        assert len(list((tmp_path / "cache").iterdir())) == 3  # downloaded once each, then read locally
+    finally:
+        server.stop()
+
+
+def test_unreachable_storage_fails_after_retries(dataset, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    storage = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    m = load_manifest(str(dataset))
+    shard = type(m.shards[0])("s3://data/synthetic/train-000000.tar", 8, None, None)
+    store = ShardStore(ReadPolicy(retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c")), storage)
+    with pytest.raises(ShardError, match="unreadable after 3 attempts"):
+        store.sample(shard, 0)
+    assert store.retries_used == 2
