@@ -7,6 +7,7 @@ import shutil
 from collections import Counter
 
 import pytest
+import s3fs
 import torch
 
 from model.asymdsd import AsymDSD
@@ -16,7 +17,7 @@ from pipeline.crops import CropSpec, MultiCropSpec
 from pipeline.loader import DatasetSource, LoaderConfig, PatchSpec, load_manifests, make_loader
 from pipeline.order import LoaderState
 from pipeline.shards import ShardError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, s3_storage
 
 SMALL = MultiCropSpec(global_crops=CropSpec(2, 512, (0.4, 1.0)), local_crops=CropSpec(4, 128, (0.05, 0.4)))
 
@@ -106,31 +107,18 @@ def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_dataset, tmp_path, cap
         run_epoch(config(data, on_shard_error="stop"), world=1, workers=0)
 
 
-def test_the_same_pipeline_reads_from_s3(uneven_dataset, tmp_path):
-    import socket
-
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        storage = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
-        fs = s3fs.S3FileSystem(**storage)
-        fs.mkdir("bucket")
-        for f in sorted(uneven_dataset.iterdir()):
-            if f.is_file():
-                fs.put_file(str(f), f"bucket/uneven/{f.name}")
-        remote = LoaderConfig(datasets=(DatasetSource("s3://bucket/uneven", storage_options=storage),),
-                              crops=SMALL, block_shards=2, patches=None)
-        from_s3, _ = run_epoch(remote, world=1, workers=2)
-        local, _ = run_epoch(config(uneven_dataset), world=1, workers=0)
-        for a, b in zip(from_s3[0], local[0]):
-            assert torch.equal(a.crops.global_crops.points, b.crops.global_crops.points)
-            assert torch.equal(a.crops.local_crops.points, b.crops.local_crops.points)
-        assert len(from_s3[0]) == len(local[0]) == 4
-    finally:
-        server.stop()
+def test_the_same_pipeline_reads_from_s3(uneven_dataset, s3_endpoint):
+    storage = s3_storage(s3_endpoint)
+    fs = s3fs.S3FileSystem(**storage)
+    fs.mkdir("bucket")
+    for f in sorted(uneven_dataset.iterdir()):
+        if f.is_file():
+            fs.put_file(str(f), f"bucket/uneven/{f.name}")
+    remote = LoaderConfig(datasets=(DatasetSource("s3://bucket/uneven", storage_options=storage),),
+                          crops=SMALL, block_shards=2, patches=None)
+    from_s3, _ = run_epoch(remote, world=1, workers=2)
+    local, _ = run_epoch(config(uneven_dataset), world=1, workers=0)
+    for a, b in zip(from_s3[0], local[0]):
+        assert torch.equal(a.crops.global_crops.points, b.crops.global_crops.points)
+        assert torch.equal(a.crops.local_crops.points, b.crops.local_crops.points)
+    assert len(from_s3[0]) == len(local[0]) == 4

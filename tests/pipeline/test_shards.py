@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import s3fs
 
 from pipeline.manifest import ManifestError, load_manifest, parse_manifest
 from pipeline.shards import ReadPolicy, ShardError, ShardStore
+from tests.conftest import free_port, s3_storage
 
 
 def copy_dataset(src, dst):
@@ -92,38 +92,25 @@ def test_truncated_and_missing_shards(dataset, tmp_path):
         ShardStore().sample(m.shards[2], 0)
 
 
-def test_same_reader_on_s3(dataset, tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        storage = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
-        fs = s3fs.S3FileSystem(**storage)
-        fs.mkdir("data")
-        for f in sorted(dataset.iterdir()):
-            if f.is_file():
-                fs.put_file(str(f), f"data/synthetic/{f.name}")
-        m = load_manifest("s3://data/synthetic", storage)
-        assert m.digest == load_manifest(str(dataset)).digest
-        store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache")), storage)
-        local = ShardStore()
-        local_m = load_manifest(str(dataset))
-        for shard, local_shard in zip(m.shards, local_m.shards):
-            assert np.array_equal(store.sample(shard, 3).points, local.sample(local_shard, 3).points)
-        assert len(list((tmp_path / "cache").iterdir())) == 3  # downloaded once each, then read locally
-    finally:
-        server.stop()
+def test_same_reader_on_s3(dataset, tmp_path, s3_endpoint):
+    storage = s3_storage(s3_endpoint)
+    fs = s3fs.S3FileSystem(**storage)
+    fs.mkdir("data")
+    for f in sorted(dataset.iterdir()):
+        if f.is_file():
+            fs.put_file(str(f), f"data/synthetic/{f.name}")
+    m = load_manifest("s3://data/synthetic", storage)
+    assert m.digest == load_manifest(str(dataset)).digest
+    store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache")), storage)
+    local = ShardStore()
+    local_m = load_manifest(str(dataset))
+    for shard, local_shard in zip(m.shards, local_m.shards):
+        assert np.array_equal(store.sample(shard, 3).points, local.sample(local_shard, 3).points)
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # downloaded once each, then read locally
 
 
 def test_unreachable_storage_fails_after_retries(dataset, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    storage = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
+    storage = {**s3_storage(f"http://127.0.0.1:{free_port()}"),  # nothing listens there
                "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
     m = load_manifest(str(dataset))
     shard = type(m.shards[0])("s3://data/synthetic/train-000000.tar", 8, None, None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,31 +20,14 @@ import webdataset as wds
 import yaml
 
 from sharding.shard_corpus import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port, s3_storage
 from tests.sharding.conftest import write_mesh_dir
 
 SECRET = "s3cr3t-never-logged"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def test_s3_round_trip(tmp_path, local_ray, s3_endpoint):
-    storage = {"key": "testing", "secret": SECRET, "client_kwargs": {"endpoint_url": s3_endpoint}}
+    storage = s3_storage(s3_endpoint, secret=SECRET)
     fs = s3fs.S3FileSystem(**storage)
     fs.mkdir("raw")
     fs.mkdir("shards")
