@@ -122,3 +122,37 @@ def test_the_same_pipeline_reads_from_s3(uneven_dataset, s3_endpoint):
         assert torch.equal(a.crops.global_crops.points, b.crops.global_crops.points)
         assert torch.equal(a.crops.local_crops.points, b.crops.local_crops.points)
     assert len(from_s3[0]) == len(local[0]) == 4
+
+
+def test_meter_separates_data_wait_from_the_step():
+    from pipeline.loader import Batch
+    from pipeline.metrics import LoaderMeter
+
+    now = [0.0]
+
+    def batches():
+        for step in range(3):
+            now[0] += 1.0  # the loader takes 1 s per batch
+            yield Batch(step, None, torch.arange(4), padding=step == 2, skipped=1, load_seconds=0.5)
+
+    meter = LoaderMeter(batches(), clock=lambda: now[0])
+    for _ in meter:
+        now[0] += 3.0  # the training step takes 3 s
+    s = meter.stats
+    assert (s.batches, s.samples, s.skipped, s.padding) == (3, 12, 3, 1)
+    assert s.wait_seconds == 3.0 and s.elapsed_seconds == 12.0
+    assert s.data_wait_fraction == 0.25 and s.samples_per_s == 1.0
+    assert s.as_metrics()["data/worker_seconds_per_batch"] == 0.5
+
+
+def test_single_crop_mode_feeds_the_mask_model(uneven_dataset):
+    from model.config import model_config_from_dict
+
+    single = MultiCropSpec(global_crops=CropSpec(1, 512, (0.4, 1.0)), local_crops=None)
+    cfg = LoaderConfig(datasets=(DatasetSource(str(uneven_dataset)),), crops=single, patches=PatchSpec(32, 8, 16))
+    batch = run_epoch(cfg, world=1, workers=0)[0][0][0]
+    assert batch.crops.local_crops is None and batch.crops.global_crops.points.shape == (6, 1, 512, 3)
+    tiny = load_model_config(ROOT / "configs/model/tiny.yaml").model_dump()
+    tiny.update(mode="mask", num_global_crops=1, num_local_crops=0, encoder={**tiny["encoder"], "cls_token": False})
+    out = AsymDSD(model_config_from_dict(tiny)).losses(batch.crops, DistillSchedule(0.04, 0.05, 0.99))
+    assert set(out.terms) == {"patch", "regression"} and torch.isfinite(out.total)
