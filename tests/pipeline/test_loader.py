@@ -156,3 +156,12 @@ def test_single_crop_mode_feeds_the_mask_model(uneven_dataset):
     tiny.update(mode="mask", num_global_crops=1, num_local_crops=0, encoder={**tiny["encoder"], "cls_token": False})
     out = AsymDSD(model_config_from_dict(tiny)).losses(batch.crops, DistillSchedule(0.04, 0.05, 0.99))
     assert set(out.terms) == {"patch", "regression"} and torch.isfinite(out.total)
+
+
+def test_missing_shard_is_skipped_and_counted(uneven_dataset, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(uneven_dataset, data)
+    (data / "train-000002.tar").unlink()
+    batches, order = run_epoch(config(data), world=1, workers=0)
+    assert sum(b.skipped for b in batches[0]) == int((order.positions().shard == 2).sum()) > 0
+    assert "train-000002.tar: missing" in capsys.readouterr().out
