@@ -100,13 +100,13 @@ def run_shards(plan: Plan, job: ShardJob, cfg: ShardingConfig, args: argparse.Na
     max_in_flight = args.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     records: dict[str, dict] = {}
     in_flight: dict[ray.ObjectRef, tuple[str, int]] = {}
-    todo = iter(plan.shards)
+    pending = iter(plan.shards)
     bar = tqdm(total=len(plan.shards), unit="shard", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
     shapes = failed = 0
     try:
         while True:
             while len(in_flight) < max_in_flight:
-                shard = next(todo, None)
+                shard = next(pending, None)
                 if shard is None:
                     break
                 refs = plan.refs(shard)

@@ -1,6 +1,6 @@
 """`objaverse`: Objaverse 1.0 as downloaded from the `allenai/objaverse` Hugging Face dataset.
 
-Layout: `hf-objaverse-v1/glbs/<000-xxx>/<uid>.glb` (the `objaverse` package's cache, or a snapshot
+Layout: `hf-objaverse-v1/glbs/<000-NNN>/<uid>.glb` (the `objaverse` package's cache, or a snapshot
 of the dataset repository), as a directory or an archive. Every `.glb` directly inside a chunk
 folder of `glbs/` is one input, its id the file stem; the metadata, `object-paths.json.gz` and
 anything else are not inputs. Objaverse has no labels; the LVIS annotation subset (~46K objects)
