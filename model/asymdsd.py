@@ -27,6 +27,7 @@ from model.centering import Centering
 from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.heads import DINOHead
+from model.layers import SelfAttention
 from model.losses import (
     contrastive_loss,
     koleo_loss,
@@ -111,8 +112,6 @@ def init_weights(module: nn.Module) -> None:
     PyTorch's default init with g = row norms (the reference's init writes into the computed weight,
     which leaves g and v untouched); its bias is zeroed.
     """
-    from model.layers import SelfAttention
-
     for m in module.modules():
         if isinstance(m, nn.Linear):
             if not parametrize.is_parametrized(m):

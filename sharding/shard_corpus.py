@@ -28,7 +28,7 @@ import ray  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
-from sharding.plan import Plan, build_plan  # noqa: E402
+from sharding.plan import Plan, build_plan, failure_record  # noqa: E402
 from sharding.sources import parse_source  # noqa: E402
 from sharding.storage import Output  # noqa: E402
 from sharding.writer import ShardJob, build_shard  # noqa: E402
@@ -131,8 +131,6 @@ def run_shards(plan: Plan, job: ShardJob, cfg: ShardingConfig, args: argparse.Na
 
 def failed_shard_record(plan: Plan, name: str, err: Exception) -> dict:
     """A shard whose task kept failing: every one of its inputs is counted and logged as failed."""
-    from sharding.plan import failure_record
-
     shard = next(s for s in plan.shards if s.name == name)
     refs = plan.refs(shard)
     reason = f"shard task failed after retries: {type(err).__name__}: {str(err).splitlines()[0][:500]}"

@@ -58,3 +58,14 @@ def s3_endpoint():
 def s3_storage(endpoint: str, secret: str = "s") -> dict:
     """fsspec storage options for `s3_endpoint`."""
     return {"key": "k", "secret": secret, "client_kwargs": {"endpoint_url": endpoint}}
+
+
+def upload_dir(storage: dict, local: Path, url: str) -> None:
+    """Copy the files of `local` (not recursive) to s3://`url`/, creating the bucket."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**storage)
+    fs.mkdir(url.split("/")[0])
+    for f in sorted(local.iterdir()):
+        if f.is_file():
+            fs.put_file(str(f), f"{url}/{f.name}")

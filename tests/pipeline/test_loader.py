@@ -7,7 +7,6 @@ import shutil
 from collections import Counter
 
 import pytest
-import s3fs
 import torch
 
 from model.asymdsd import AsymDSD
@@ -17,7 +16,7 @@ from pipeline.crops import CropSpec, MultiCropSpec
 from pipeline.loader import DatasetSource, LoaderConfig, PatchSpec, load_manifests, make_loader
 from pipeline.order import LoaderState
 from pipeline.shards import ShardError
-from tests.conftest import ROOT, s3_storage
+from tests.conftest import ROOT, s3_storage, upload_dir
 
 SMALL = MultiCropSpec(global_crops=CropSpec(2, 512, (0.4, 1.0)), local_crops=CropSpec(4, 128, (0.05, 0.4)))
 
@@ -109,11 +108,7 @@ def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_dataset, tmp_path, cap
 
 def test_the_same_pipeline_reads_from_s3(uneven_dataset, s3_endpoint):
     storage = s3_storage(s3_endpoint)
-    fs = s3fs.S3FileSystem(**storage)
-    fs.mkdir("bucket")
-    for f in sorted(uneven_dataset.iterdir()):
-        if f.is_file():
-            fs.put_file(str(f), f"bucket/uneven/{f.name}")
+    upload_dir(storage, uneven_dataset, "bucket/uneven")
     remote = LoaderConfig(datasets=(DatasetSource("s3://bucket/uneven", storage_options=storage),),
                           crops=SMALL, block_shards=2, patches=None)
     from_s3, _ = run_epoch(remote, world=1, workers=2)

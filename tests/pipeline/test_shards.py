@@ -7,11 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-import s3fs
 
 from pipeline.manifest import ManifestError, load_manifest, parse_manifest
 from pipeline.shards import ReadPolicy, ShardError, ShardStore
-from tests.conftest import free_port, s3_storage
+from tests.conftest import free_port, s3_storage, upload_dir
 
 
 def copy_dataset(src, dst):
@@ -94,11 +93,7 @@ def test_truncated_and_missing_shards(dataset, tmp_path):
 
 def test_same_reader_on_s3(dataset, tmp_path, s3_endpoint):
     storage = s3_storage(s3_endpoint)
-    fs = s3fs.S3FileSystem(**storage)
-    fs.mkdir("data")
-    for f in sorted(dataset.iterdir()):
-        if f.is_file():
-            fs.put_file(str(f), f"data/synthetic/{f.name}")
+    upload_dir(storage, dataset, "data/synthetic")
     m = load_manifest("s3://data/synthetic", storage)
     assert m.digest == load_manifest(str(dataset)).digest
     store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache")), storage)
