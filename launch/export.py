@@ -1,0 +1,68 @@
+"""The pretrained encoder as plain files: safetensors weights + the model config + provenance.
+
+What evaluation and fine-tuning need is the teacher's point encoder (reference section 9.1), not the
+DeepSpeed checkpoint: an export directory holds
+
+    encoder.safetensors   the `PointEncoder` state dict (fp32), no pickle anywhere
+    model.yaml            the full `ModelConfig` that built it
+    export.json           provenance: step, epoch, MLflow run id, dataset manifest digest, ...
+
+and `load_encoder` rebuilds the module from those alone, without DeepSpeed or the training code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig, load_model_config
+from model.encoder import PointEncoder
+
+WEIGHTS = "encoder.safetensors"
+CONFIG = "model.yaml"
+METADATA = "export.json"
+
+
+def build_encoder(cfg: ModelConfig) -> PointEncoder:
+    return PointEncoder(cfg.tokenizer, cfg.encoder)
+
+
+def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.PathLike,
+                   metadata: dict[str, Any] | None = None) -> Path:
+    """Write the three files atomically enough for readers: each file is renamed into place."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
+    _atomic(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "model": cfg.name}))
+    _atomic(out / CONFIG, lambda p: p.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)))
+    _atomic(out / METADATA, lambda p: p.write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n"))
+    return out
+
+
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
+                 ) -> tuple[PointEncoder, ModelConfig, dict[str, Any]]:
+    """(encoder in eval mode, its model config, the export metadata) from an export directory."""
+    root = Path(path)
+    if not (root / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{root} is not an encoder export: {WEIGHTS} is missing")
+    cfg = load_model_config(root / CONFIG)
+    encoder = build_encoder(cfg)
+    state = load_file(str(root / WEIGHTS), device=str(device))
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{root / WEIGHTS} does not match {root / CONFIG}: missing {missing}, unexpected {unexpected}")
+    meta_path = root / METADATA
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return encoder.to(device).eval(), cfg, meta
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
