@@ -165,7 +165,7 @@ def train_step(bench: Bench) -> None:
     with record_function("bench/optimizer"):
         opt.step()
         opt.zero_grad(set_to_none=True)
-        model.update_teacher(sched.momentum)
+        model.end_step(sched.momentum)
     bench.step += 1
 
 

@@ -6,8 +6,8 @@ Split so that a training engine can wrap the student alone:
 * `Teacher` (fp32, never trained): encoder + heads on the unmasked global crops, centred and sharpened.
 * `Student` (the only module an optimizer or DeepSpeed engine sees): `student(views, teacher_out)`
   returns the losses.
-* `AsymDSD.update_teacher(m)`: EMA of the student into the teacher, to be called only after an
-  optimizer step was actually applied.
+* `AsymDSD.end_step(m, applied)`: after each optimizer step, the EMA of the student into the teacher and
+  the centre updates, or, for a skipped step, dropping that step's centre statistics.
 
 Shapes follow the reference (Appendix A): crops are flattened sample-major (row = b * C + c) and
 masked views crop-major (row = (b * Cg + c) * M + m).
@@ -335,6 +335,19 @@ class AsymDSD:
         views = self.prepare(batch, generator)
         targets = self.teacher(views, schedule)
         return (student or self.student)(views, targets)
+
+    @torch.no_grad()
+    def end_step(self, momentum: float, applied: bool = True) -> None:
+        """Close one optimizer step (after all its micro-batches): teacher EMA and centre updates.
+
+        A step that was not applied (non-finite loss) moves neither the teacher nor the centres.
+        The centre commit is a collective when distributed: every rank calls this at every step.
+        """
+        centers = [m for m in self.teacher.modules() if isinstance(m, Centering)]
+        for center in centers:
+            center.commit() if applied else center.discard()
+        if applied:
+            self.update_teacher(momentum)
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

@@ -52,14 +52,38 @@ def test_ema_update_formula_and_fp32(tiny_cfg):
     assert all(torch.equal(p, q) for p, q in zip(model.teacher.parameters(), snapshot))
 
 
-def test_centering_uses_the_old_center_then_updates():
+def test_centering_uses_the_old_center_then_updates_on_commit():
     center = Centering(3, momentum=0.9)
     a = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
     assert torch.equal(center(a), a)  # centre starts at 0
+    assert torch.equal(center.center, torch.zeros(3))  # nothing moves before the optimizer step commits
+    center.commit()
     assert torch.allclose(center.center, 0.1 * a.mean(0))
     b = torch.ones(4, 3)
     assert torch.allclose(center(b), b - 0.1 * a.mean(0))
+    center.commit()
     assert torch.allclose(center.center, 0.9 * 0.1 * a.mean(0) + 0.1 * b.mean(0))
+
+
+def test_centering_over_micro_batches_equals_one_batch():
+    """Gradient accumulation: two micro-batches then one commit == the whole batch at once."""
+    rows = torch.randn(6, 5)
+    split, whole = Centering(5, momentum=0.8), Centering(5, momentum=0.8)
+    whole.center.fill_(0.3)
+    split.center.fill_(0.3)
+    first, second = split(rows[:4]), split(rows[4:])
+    assert torch.equal(torch.cat([first, second]), whole(rows))  # both micro-batches see the old centre
+    split.commit()
+    whole.commit()
+    assert torch.allclose(split.center, whole.center)
+
+
+def test_discarded_step_leaves_the_center_alone():
+    center = Centering(2, momentum=0.5)
+    center(torch.tensor([[float("nan"), 1.0]]))
+    center.discard()
+    center.commit()  # nothing pending
+    assert torch.equal(center.center, torch.zeros(2))
 
 
 def _free_port() -> int:
@@ -76,6 +100,7 @@ def _distributed_worker(rank: int, port: int, results: dict) -> None:
 
         center = Centering(2, momentum=0.5)
         center(torch.full((3, 2), float(rank + 1)))  # rank means 1 and 2 -> global mean 1.5
+        center.commit()
         torch.manual_seed(0)
         student, teacher = torch.randn(4, 2, 8), torch.randn(4, 2, 8)
         rows = slice(rank * 2, rank * 2 + 2)
