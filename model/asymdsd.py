@@ -60,6 +60,10 @@ class CropBatch:
     def _tensors(self) -> list[Tensor | None]:
         return [getattr(self, f.name) for f in fields(self)]
 
+    def rows(self, start: int, stop: int) -> CropBatch:
+        """Samples start..stop (a view, no copy)."""
+        return CropBatch(*(None if t is None else t[start:stop] for t in self._tensors()))
+
     def flat_patchify(self, num_patches: int, patch_size: int, generator: torch.Generator | None) -> Patches:
         flat = [None if t is None else t.flatten(0, 1) for t in self._tensors()]
         return patchify(flat[0], flat[1], num_patches, patch_size, flat[2], flat[3], generator)
@@ -77,6 +81,16 @@ class MultiCropBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MultiCropBatch:
         local = None if self.local_crops is None else self.local_crops.to(device, non_blocking)
         return MultiCropBatch(self.global_crops.to(device, non_blocking), local)
+
+    def chunks(self, n: int) -> list[MultiCropBatch]:
+        """`n` consecutive equal micro-batches (gradient accumulation); the batch size must divide."""
+        b = self.batch_size
+        if b % n:
+            raise ValueError(f"batch of {b} samples does not split into {n} equal micro-batches")
+        size = b // n
+        return [MultiCropBatch(self.global_crops.rows(i * size, (i + 1) * size),
+                               None if self.local_crops is None else self.local_crops.rows(i * size, (i + 1) * size))
+                for i in range(n)]
 
 
 @dataclass

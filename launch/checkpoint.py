@@ -1,0 +1,87 @@
+"""Checkpoints that resume exactly: DeepSpeed engine state + everything that lives outside the engine.
+
+A checkpoint tag `step00001234/` holds the engine's own files (module, ZeRO-partitioned optimizer state),
+and in the client state the teacher (fp32 weights and centering buffers), the optimizer step, the
+pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters and the MLflow run
+id. Schedules are functions of the step and model randomness is reseeded from the samples, so this
+is all a bit-exact continuation needs. Each tag also carries `teacher/`, the teacher encoder exported
+as safetensors (`launch.export`), so any checkpoint can be evaluated without DeepSpeed.
+
+Every rank must call `save` (DeepSpeed writes partitioned state per rank and hangs otherwise); the
+`latest` file is written by DeepSpeed after the tag is complete, so a job killed mid-save resumes
+from the previous tag.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+TAG_PATTERN = re.compile(r"^step(\d{8,})$")
+TEACHER_EXPORT = "teacher"
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:08d}"
+
+
+@dataclass
+class ClientState:
+    step: int  # optimizer steps completed
+    loader: dict[str, Any]  # pipeline.order.LoaderState.to_dict() at that step
+    teacher: dict[str, Any]  # Teacher.state_dict(): EMA weights and centres
+    mlflow_run_id: str | None = None
+    nonfinite_total: int = 0
+    nonfinite_streak: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"asymdsd": {k: getattr(self, k) for k in self.__dataclass_fields__}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str) -> ClientState:
+        if not data or "asymdsd" not in data:
+            raise ValueError(f"{where} is not an asymdsd pretraining checkpoint (no 'asymdsd' client state)")
+        return cls(**data["asymdsd"])
+
+
+def resolve_resume(arg: str, checkpoint_dir: Path) -> tuple[Path, str] | None:
+    """(directory, tag) to load for `--resume latest|PATH`; None when `latest` finds nothing yet.
+
+    `latest` on an empty directory starts fresh, so the same command serves the first launch and every
+    restart of a cluster job. An explicit path that is not a checkpoint is an error.
+    """
+    if arg == "latest":
+        latest = checkpoint_dir / "latest"
+        if not latest.is_file():
+            return None
+        return checkpoint_dir, latest.read_text().strip()
+    path = Path(arg)
+    if (path / "latest").is_file():
+        return path, (path / "latest").read_text().strip()
+    if path.is_dir() and TAG_PATTERN.match(path.name):
+        return path.parent, path.name
+    raise FileNotFoundError(f"--resume {arg}: neither a checkpoint directory (with a 'latest' file) nor a "
+                            f"checkpoint tag directory like .../checkpoints/step00001000")
+
+
+def prune(checkpoint_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` tags (never the one `latest` points to); returns the deleted."""
+    latest_file = checkpoint_dir / "latest"
+    latest = latest_file.read_text().strip() if latest_file.is_file() else None
+    tags = sorted((p for p in checkpoint_dir.iterdir() if p.is_dir() and TAG_PATTERN.match(p.name)),
+                  key=lambda p: int(TAG_PATTERN.match(p.name).group(1)))
+    doomed = [p for p in tags[:-keep_last] if p.name != latest] if keep_last else []
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)  # other nodes sharing the volume may prune the same tag
+    return doomed
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
