@@ -86,7 +86,9 @@ class OptimConfig(StrictModel):
 class TrainConfig(StrictModel):
     epochs: float = Field(300, gt=0, description="length of every schedule")
     global_batch: int = Field(128, ge=1, description="samples per optimizer step over all ranks")
-    micro_batch: int = Field(128, ge=1, description="samples per rank per forward/backward")
+    micro_batch: int | None = Field(
+        None, ge=1, description="samples per rank per forward/backward; null: global_batch / ranks (no accumulation)"
+    )
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (schedules unchanged)")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -142,7 +144,7 @@ class PretrainConfig(StrictModel):
         if wants_local and (loc is None or loc.count != m.num_local_crops):
             raise ValueError(f"model.num_local_crops={m.num_local_crops} needs data.local_crops.count to match "
                              f"(got {None if loc is None else loc.count})")
-        if self.train.global_batch % self.train.micro_batch:
+        if self.train.micro_batch is not None and self.train.global_batch % self.train.micro_batch:
             raise ValueError(f"train.global_batch={self.train.global_batch} must be a multiple of "
                              f"train.micro_batch={self.train.micro_batch}")
         return self
@@ -177,15 +179,18 @@ def _crop(c: CropConfig) -> CropSpec:
 def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config dict for `world_size` ranks: the JSON plus batch sizes and clipping from `cfg`."""
     t = cfg.train
-    per_step = t.micro_batch * world_size
+    if t.global_batch % world_size:
+        raise ConfigError(f"train.global_batch={t.global_batch} does not split over {world_size} ranks")
+    micro = t.micro_batch or t.global_batch // world_size
+    per_step = micro * world_size
     if t.global_batch % per_step:
         raise ConfigError(
             f"train.global_batch={t.global_batch} is not a multiple of train.micro_batch x world size "
-            f"({t.micro_batch} x {world_size}); choose micro_batch so gradient accumulation is whole"
+            f"({micro} x {world_size}); choose micro_batch so gradient accumulation is whole"
         )
     derived = {
         "train_batch_size": t.global_batch,
-        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": t.global_batch // per_step,
         "gradient_clipping": cfg.optim.grad_clip,
     }

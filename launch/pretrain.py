@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     from launch.trainer import Pretrainer
 
     env = init_distributed(cfg.train.device)
-    result = Pretrainer(cfg, env, args.resume).run()
+    try:
+        trainer = Pretrainer(cfg, env, args.resume)
+    except ConfigError as err:  # what depends on the world size is checked once the group exists
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = trainer.run()
     if env.is_main:
         print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, encoder export "
               f"{result.export_dir}, MLflow run {result.mlflow_run_id}", flush=True)

@@ -94,6 +94,7 @@ class Pretrainer:
         self.step = 0
         self.loader_state: LoaderState | None = None
         self.nonfinite_total = self.nonfinite_streak = 0
+        self._grad_norm: float | None = None
         run_id = None
         self.ckpt_dir = cfg.checkpoint_dir()
         if resume is not None:
@@ -248,10 +249,21 @@ class Pretrainer:
             if m == len(micro) - 1:  # the accumulation boundary: agree over ranks before the step
                 applied = all_true(bool(finite.item()), env.device)
                 self.optimizer.skip_next = not applied
+                self._grad_norm = self._full_grad_norm()
             self.engine.step()
         self.model.end_step(values.distill.momentum, applied)
         self._count_nonfinite(applied)
         return sums
+
+    def _full_grad_norm(self) -> float | None:
+        """The pre-clipping gradient norm where the module holds whole gradients (no ZeRO partitioning).
+
+        DeepSpeed reports it only from its ZeRO/bf16 optimizer wrappers (`get_global_grad_norm`).
+        """
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        if self.engine.zero_optimization() or not grads:
+            return None
+        return float(torch.nn.utils.get_total_norm(grads))
 
     def _count_nonfinite(self, applied: bool) -> None:
         if applied:
@@ -283,6 +295,7 @@ class Pretrainer:
                    "train/epoch": self.step / self.steps_per_epoch,
                    "train/nonfinite_steps": float(self.nonfinite_total)}
         grad_norm = self.engine.get_global_grad_norm()
+        grad_norm = self._grad_norm if grad_norm is None else grad_norm
         if grad_norm is not None and math.isfinite(float(grad_norm)):
             metrics["opt/grad_norm"] = float(grad_norm)
         if env.is_main:

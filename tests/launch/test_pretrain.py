@@ -1,0 +1,182 @@
+"""The training job end to end on CPU: every launch path, exact resume, MLflow, the non-finite policy.
+
+Each test runs the real entry point (`launch/pretrain.py` under python, torchrun or the deepspeed
+launcher) on real shards written by the sharding job, and reads back what a user would: the MLflow
+run, the checkpoints and the exported encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+
+from launch.export import load_encoder
+from tests.launch.conftest import PRETRAIN, free_port, job_env, launch, launcher, python_pretrain, small_run
+
+SECRET = "SUPERSECRET-4242"
+
+
+def mlflow_uri(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
+def run_id_of(output: str) -> str:
+    found = re.findall(r"MLflow run ([0-9a-f]{32})", output)
+    assert found, output[-3000:]
+    return found[-1]
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = {}
+    for m in client.get_metric_history(run_id, key):
+        out.setdefault(m.step, []).append(m.value)
+    return out
+
+
+def student_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
+
+
+def test_single_process_run_logs_everything_to_mlflow(pretrain_shards, tmp_path):
+    out = tmp_path / "run"
+    result = launch(python_pretrain(*small_run(
+        pretrain_shards, out, "train.max_steps=4", "data.num_workers=1", "mlflow.system_metrics=true",
+        "mlflow.system_metrics_interval_s=0.5", f"data.datasets.0.storage_options.secret_access_key={SECRET}",
+        f"data.datasets.0.storage_options.key={SECRET}")), tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    client = MlflowClient(mlflow_uri(tmp_path))
+    run = client.get_run(run_id_of(result.output))
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.encoder.dim"] == "96" and params["train.global_batch"] == "8"
+    assert params["derived.steps_per_epoch"] == "6" and params["derived.total_steps"] == "24"  # 48 shapes / 8
+    assert params["deepspeed.zero_optimization.stage"] == "0"
+    assert run.data.tags["world_size"] == "1" and len(run.data.tags["manifest_digests"]) == 64
+
+    losses = history(client, run.info.run_id, "loss/total")
+    assert sorted(losses) == [1, 2, 3, 4] and all(0 < v[0] < 20 for v in losses.values())
+    assert set(history(client, run.info.run_id, "loss/patch")) == {1, 2, 3, 4}
+    lr = history(client, run.info.run_id, "opt/lr")
+    assert lr[1] == [pytest.approx(1e-7)] and lr[4][0] > lr[2][0]  # warm-up over 6 steps, logged per step
+    speed = history(client, run.info.run_id, "throughput/samples_per_s")
+    wait = history(client, run.info.run_id, "data/wait_fraction")
+    assert all(v[0] > 0 for v in speed.values()) and all(0 <= v[0] <= 1 for v in wait.values())
+    assert "opt/grad_norm" in run.data.metrics and "teacher/momentum" in run.data.metrics
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+
+    local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts")))
+    for name in ("config/pretrain.yaml", "config/deepspeed.json", "data/dataset-0.json", "encoder/encoder.safetensors"):
+        assert (local / name).is_file(), name
+    texts = [p.read_bytes() for p in local.rglob("*") if p.is_file()]
+    assert not any(SECRET.encode() in t for t in texts)
+    assert SECRET not in str(run.data.params) + str(run.data.tags)
+
+    encoder, cfg, meta = load_encoder(out / "export")
+    assert cfg.name == "tiny" and meta["mlflow_run_id"] == run.info.run_id and meta["step"] == 4
+    last = out / "checkpoints" / "step00000004"
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step00000004"
+    teacher = torch.load(last / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["asymdsd"]["teacher"]
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, teacher[f"encoder.{name}"]), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step00000002", "step00000004"]
+
+
+def test_kill_and_resume_latest_repeats_the_loss_sequence(pretrain_shards, tmp_path):
+    """An uninterrupted run vs one SIGKILLed after a checkpoint and resumed: identical losses (CPU, fp32)."""
+    steps = ["train.max_steps=8", "checkpoint.keep_last=2"]
+    whole = launch(python_pretrain(*small_run(pretrain_shards, tmp_path / "whole", *steps)), tmp_path)
+    assert whole.returncode == 0, whole.output[-3000:]
+
+    out = tmp_path / "killed"
+    cmd = python_pretrain("--resume", "latest", *small_run(pretrain_shards, out, *steps))
+    proc = subprocess.Popen(cmd, env=job_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    while not (latest.is_file() and latest.read_text().strip() >= "step00000004"):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resumed = launch(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert "resumed from" in resumed.output
+
+    client = MlflowClient(mlflow_uri(tmp_path))
+    a, b = run_id_of(whole.output), run_id_of(resumed.output)
+    assert a != b
+    for key in ("loss/total", "loss/cls", "loss/patch", "opt/lr"):
+        expected, got = history(client, a, key), history(client, b, key)
+        assert sorted(got) == list(range(1, 9)), key  # one run, continued: every step is there
+        for step, values in got.items():  # steps logged before the kill and again after resuming
+            assert values == [expected[step][0]] * len(values), (key, step, values, expected[step])
+    final_a = load_file(str(tmp_path / "whole" / "export" / "encoder.safetensors"))
+    final_b = load_file(str(out / "export" / "encoder.safetensors"))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+@pytest.mark.parametrize("how", ["torchrun", "deepspeed"])
+def test_two_ranks_equal_one_rank_with_gradient_accumulation(pretrain_shards, tmp_path, how):
+    """Same global batches: 2 ranks x 4 samples vs 1 rank x 2 micro-batches of 4 -> same weights."""
+    common = ["train.max_steps=3", "checkpoint.every_steps=3"]
+    one = launch(python_pretrain(*small_run(pretrain_shards, tmp_path / "one", "train.micro_batch=4", *common)),
+                 tmp_path)
+    assert one.returncode == 0, one.output[-3000:]
+    port = str(free_port())
+    prefix = ([launcher("torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", port]
+              if how == "torchrun" else [launcher("deepspeed"), "--num_gpus", "2", "--master_port", port])
+    two = launch([*prefix, PRETRAIN, "--config", python_pretrain()[3],
+                  *small_run(pretrain_shards, tmp_path / "two", *common)], tmp_path)
+    assert two.returncode == 0, two.output[-3000:]
+
+    w1, w2 = (student_weights(tmp_path / d / "checkpoints" / "step00000003") for d in ("one", "two"))
+    assert w1.keys() == w2.keys()
+    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    assert worst < 1e-5, worst
+    t1, t2 = (load_file(str(tmp_path / d / "export" / "encoder.safetensors")) for d in ("one", "two"))
+    assert max((t1[k] - t2[k]).abs().max().item() for k in t1) < 1e-5
+    client = MlflowClient(mlflow_uri(tmp_path))
+    l1, l2 = (history(client, run_id_of(r.output), "loss/total") for r in (one, two))
+    assert all(l1[s][0] == pytest.approx(l2[s][0], rel=1e-5) for s in (1, 2, 3))
+    assert client.get_run(run_id_of(two.output)).data.tags["world_size"] == "2"
+
+
+def test_two_nodes_without_ssh_on_loopback(pretrain_shards, tmp_path):
+    """The Kubernetes form: every node runs `deepspeed --no_ssh --node_rank R` itself."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-0 slots=1\nnode-1 slots=1\n")
+    port = str(free_port())
+    args = small_run(pretrain_shards, tmp_path / "run", "train.max_steps=3")
+    procs = [subprocess.Popen([launcher("deepspeed"), "--no_ssh", "--hostfile", str(hostfile), "--node_rank", str(r),
+                               "--master_addr", "127.0.0.1", "--master_port", port, PRETRAIN,
+                               "--config", python_pretrain()[3], *args],
+                              env=job_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    client = MlflowClient(mlflow_uri(tmp_path))
+    run = client.get_run(run_id_of(outputs[0]))
+    assert run.data.tags["world_size"] == "2" and run.info.status == "FINISHED"
+    assert sorted(history(client, run.info.run_id, "loss/total")) == [1, 2, 3]
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_path):
+    out = tmp_path / "run"
+    result = launch(python_pretrain(*small_run(pretrain_shards, out, "optim.lr=.inf", "optim.lr_start=.inf",
+                                               "train.max_nonfinite_steps=2", "optim.grad_clip=0")), tmp_path)
+    assert result.returncode != 0
+    assert "non-finite loss, step skipped (1 in a row" in result.output
+    assert "2 non-finite steps in a row" in result.output
+    client = MlflowClient(mlflow_uri(tmp_path))
+    (run,) = client.search_runs([client.get_experiment_by_name("asymdsd-demo").experiment_id])
+    assert run.info.status == "FAILED"
+    assert history(client, run.info.run_id, "train/nonfinite_steps")[2] == [1.0]
