@@ -78,6 +78,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def local_artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store go next to the database, not into ./mlruns of whatever the cwd is."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides (e.g. --artifacts-destination s3://...)
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+
+
 class Tracker:
     """One MLflow run, written by global rank 0."""
 
@@ -93,7 +100,8 @@ class Tracker:
             self.resumed = True
         else:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+            exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
+                experiment, artifact_location=local_artifact_root(uri))
             self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
             self.resumed = False
 
