@@ -1,0 +1,111 @@
+"""Pictures of evaluation results: a 2-D map of the features coloured by class, and a confusion matrix."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.manifold import TSNE
+from sklearn.metrics import confusion_matrix
+
+from launch.pictures.panels import as_array, category_colors, new_figure
+
+EMBEDDING_METHODS = ("tsne", "umap")
+ANNOTATE_MAX_CLASSES = 20  # above this the counts in the cells become unreadable
+
+
+def _labels(labels, count: int, class_names: Sequence[str], name: str) -> np.ndarray:
+    labels = as_array(labels, name, 1, np.int64)
+    if len(labels) != count:
+        raise ValueError(f"{name} has {len(labels)} entries, expected {count}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise ValueError(f"{name} must index class_names (0..{len(class_names) - 1}), "
+                         f"got values {labels.min()}..{labels.max()}")
+    return labels
+
+
+def embed_2d(features, method: str = "tsne", seed: int = 0) -> np.ndarray:
+    """(n, 2) coordinates of (n, D) features by t-SNE (scikit-learn) or UMAP (only if umap-learn is installed).
+
+    The t-SNE perplexity is capped below n / 3 so that small evaluation sets (a few dozen shapes) work.
+    """
+    features = as_array(features, "features", 2, np.float32)
+    n = len(features)
+    if n < 4:
+        raise ValueError(f"features: a 2-D embedding needs at least 4 samples, got {n}")
+    if method == "tsne":
+        perplexity = min(30.0, (n - 1) / 3)
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    if method == "umap":
+        if importlib.util.find_spec("umap") is None:
+            raise ValueError("method 'umap' needs the umap-learn package, which is not installed; use 'tsne'")
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(features)
+    raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
+
+
+def embedding_figure(features, labels, class_names: Sequence[str], method: str = "tsne", seed: int = 0,
+                     title: str | None = None) -> Figure:
+    """Evaluation features (n, D) in 2-D, one colour per class (labels index `class_names`).
+
+    Classes that form separate islands are what a linear probe can separate; a class smeared over
+    others is where it will confuse them.
+    """
+    features = as_array(features, "features", 2, np.float32)
+    labels = _labels(labels, len(features), class_names, "labels")
+    xy = embed_2d(features, method, seed)
+    colors = category_colors(len(class_names))
+    many = len(class_names) > 20
+    fig = new_figure(8.5 if many else 7.5, 6.0)
+    ax = fig.add_subplot()
+    for k, name in enumerate(class_names):
+        members = labels == k
+        if members.any():
+            marker = "osD^v"[(k // 20) % 5] if many else "o"
+            ax.scatter(xy[members, 0], xy[members, 1], s=14, color=colors[k], marker=marker, label=name,
+                       linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{method.upper()} 1")
+    ax.set_ylabel(f"{method.upper()} 2")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              ncols=2 if many else 1, markerscale=1.5, frameon=False, title="class")
+    ax.set_title(title or f"{method.upper()} of {len(features)} evaluation features, coloured by class")
+    return fig
+
+
+def confusion_figure(y_true, y_pred, class_names: Sequence[str], title: str | None = None) -> Figure:
+    """Row-normalised confusion matrix (colour = fraction of a true class), with counts in the cells.
+
+    The title gives the overall accuracy and the mean per-class accuracy, the two numbers the
+    reference reports (OA and mAcc).
+    """
+    y_true = as_array(y_true, "y_true", 1, np.int64)
+    y_true = _labels(y_true, len(y_true), class_names, "y_true")
+    y_pred = _labels(y_pred, len(y_true), class_names, "y_pred")
+    k = len(class_names)
+    counts = confusion_matrix(y_true, y_pred, labels=np.arange(k))
+    support = counts.sum(axis=1, keepdims=True)
+    fractions = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
+    overall = float((y_true == y_pred).mean()) if len(y_true) else 0.0
+    present = support[:, 0] > 0
+    mean_class = float(np.diag(fractions)[present].mean()) if present.any() else 0.0
+    side = min(max(4.0, 0.32 * k + 2.5), 16.0)
+    fig = new_figure(side + 1.2, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(np.arange(k), class_names, rotation=60, ha="right", rotation_mode="anchor",
+                  fontsize=8 if k <= 40 else 6)
+    ax.set_yticks(np.arange(k), class_names, fontsize=8 if k <= 40 else 6)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= ANNOTATE_MAX_CLASSES:
+        for i, j in zip(*np.nonzero(counts)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if fractions[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    ax.set_title(title or f"Confusion matrix: overall accuracy {overall:.1%}, mean class accuracy {mean_class:.1%}")
+    return fig

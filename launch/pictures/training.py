@@ -1,0 +1,89 @@
+"""Loss curves of a pretraining run, from its MLflow metric history."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from launch.pictures.panels import new_figure
+
+LR_KEY = "opt/lr"  # the learning rate, as the pretraining job logs it
+LOSS_PREFIX = "loss/"
+History = Mapping[str, Sequence[tuple[int, float]]]
+
+
+def loss_keys(available: Sequence[str]) -> list[str]:
+    """The run's `loss/*` keys, `loss/total` first, then the learning rate if it was logged."""
+    losses = sorted(k for k in available if k.startswith(LOSS_PREFIX))
+    losses.sort(key=lambda k: k != f"{LOSS_PREFIX}total")
+    return losses + ([LR_KEY] if LR_KEY in available else [])
+
+
+def loss_history_from_mlflow(run_id: str, keys: Sequence[str] | None = None,
+                             tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
+    """{key: [(step, value), ...] in step order} of an MLflow run (default keys: `loss_keys` of the run).
+
+    `tracking_uri` defaults to MLflow's own resolution ($MLFLOW_TRACKING_URI).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise ValueError(f"MLflow run {run_id!r} not found at {client.tracking_uri}: {err.message}") from None
+    logged = set(run.data.metrics)
+    wanted = list(keys) if keys is not None else loss_keys(sorted(logged))
+    missing = [k for k in wanted if k not in logged]
+    if missing or not wanted:
+        raise ValueError(f"MLflow run {run_id!r} has no metric {missing or 'loss/*'}; it logged {sorted(logged)}")
+    history = {}
+    for key in wanted:
+        points = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
+        latest = {step: value for step, _, value in points}  # a resumed run may log a step twice: keep the last
+        history[key] = sorted(latest.items())
+    return history
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over `window` values (shorter at the start), same length as `values`."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    start = np.maximum(idx - window, 0)
+    return (sums[idx] - sums[start]) / (idx - start)
+
+
+def loss_curves_figure(history: History, title: str | None = None) -> Figure:
+    """One panel per metric (small multiples sharing the step axis): the raw values and, for long
+    curves, a moving average over 1/20 of the run so the trend is visible through step noise.
+    """
+    series = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in history.items()}
+    empty = [k for k, v in series.items() if len(v) == 0]
+    if not series or empty:
+        raise ValueError(f"history needs at least one metric with values; empty: {empty or 'no metrics'}")
+    cols = min(3, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig = new_figure(4.2 * cols, 3.0 * rows + 0.4)
+    axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
+    for ax, (key, data) in zip(axes, series.items()):
+        steps, values = data[:, 0], data[:, 1]
+        ax.plot(steps, values, color="tab:blue", lw=0.8, alpha=0.45 if len(values) > 20 else 1.0,
+                marker="o" if len(values) <= 20 else None, ms=3, label="logged")
+        if len(values) > 20:
+            ax.plot(steps, smooth(values, max(len(values) // 20, 2)), color="tab:blue", lw=1.8, label="moving average")
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_title("learning rate" if key == LR_KEY else key, fontsize=10)
+        ax.grid(alpha=0.3)
+        if key == LR_KEY:
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    for ax in axes[max(len(series) - cols, 0):len(series)]:
+        ax.set_xlabel("step")
+        ax.tick_params(labelbottom=True)
+    fig.suptitle(title or "Pretraining curves")
+    return fig
