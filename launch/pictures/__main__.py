@@ -37,12 +37,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", help="MLflow run: draw its loss curves and log every picture to it")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
-    if args.encoder is None and args.run_id is None:
-        parser.error("nothing to draw: give --encoder (shape pictures) and/or --run-id (loss curves)")
-    if args.encoder is not None and not (args.shards or args.synthetic):
-        parser.error("--encoder needs a shape source: --shards DIR or --synthetic")
     if (args.shards or args.synthetic) and args.encoder is None:
         parser.error("--shards / --synthetic need --encoder")
+    if args.encoder is not None and not (args.shards or args.synthetic):
+        parser.error("--encoder needs a shape source: --shards DIR or --synthetic")
+    if args.encoder is None and args.run_id is None:
+        parser.error("nothing to draw: give --encoder (shape pictures) and/or --run-id (loss curves)")
     return args
 
 

@@ -9,10 +9,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 from sklearn.metrics import confusion_matrix
+from threadpoolctl import threadpool_limits
 
 from launch.pictures.panels import as_array, category_colors, new_figure
 
 EMBEDDING_METHODS = ("tsne", "umap")
+SERIAL_TSNE_SAMPLES = 1000
 ANNOTATE_MAX_CLASSES = 20  # above this the counts in the cells become unreadable
 
 
@@ -30,14 +32,18 @@ def embed_2d(features, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """(n, 2) coordinates of (n, D) features by t-SNE (scikit-learn) or UMAP (only if umap-learn is installed).
 
     The t-SNE perplexity is capped below n / 3 so that small evaluation sets (a few dozen shapes) work.
+    Below `SERIAL_TSNE_SAMPLES` t-SNE runs on one OpenMP thread: each of its ~1000 gradient steps is a
+    parallel region, and for so few points the synchronisation costs more than the work (90 points:
+    0.4 s on one thread, 15 s on two threads of a busy 2-core machine).
     """
     features = as_array(features, "features", 2, np.float32)
     n = len(features)
     if n < 4:
         raise ValueError(f"features: a 2-D embedding needs at least 4 samples, got {n}")
     if method == "tsne":
-        perplexity = min(30.0, (n - 1) / 3)
-        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+        tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
+        with threadpool_limits(1 if n < SERIAL_TSNE_SAMPLES else None, user_api="openmp"):
+            return tsne.fit_transform(features)
     if method == "umap":
         if importlib.util.find_spec("umap") is None:
             raise ValueError("method 'umap' needs the umap-learn package, which is not installed; use 'tsne'")

@@ -1,0 +1,271 @@
+"""Pictures: every figure from tiny real inputs (the model's own patchify and masks, a real MLflow store)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+from mlflow import MlflowClient
+
+from launch.export import build_encoder, export_encoder
+from launch.pictures import (
+    attention_figure,
+    confusion_figure,
+    crops_figure,
+    embed_2d,
+    embedding_figure,
+    loss_curves_figure,
+    loss_history_from_mlflow,
+    masks_figure,
+    save_figure,
+)
+from launch.pictures.__main__ import main as pictures_main
+from launch.pictures.panels import MASKED_COLOR
+from launch.pictures.shapes import shard_shape
+from launch.tracking import Tracker
+from model.config import load_model_config
+from model.masking import inverse_block_mask, mask_counts
+from model.patchify import patchify
+from tests.conftest import ROOT
+from tests.launch.conftest import job_env
+
+TINY = ROOT / "configs" / "model" / "tiny.yaml"
+
+
+def sphere(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, 3)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def points_in(ax) -> int:
+    return sum(len(c.get_offsets()) for c in ax.collections)
+
+
+def cloud_axes(fig) -> list:
+    return [ax for ax in fig.axes if ax.name == "3d"]
+
+
+def assert_png(path, min_bytes: int = 20_000) -> np.ndarray:
+    """A real picture: a PNG of some size that is not one flat colour."""
+    assert path.suffix == ".png" and path.stat().st_size > min_bytes
+    image = imread(path)
+    assert image.shape[0] > 300 and image.shape[1] > 300 and image[..., :3].std() > 0.02
+    return image
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """A real sqlite MLflow store, shared by this module's tests (creating one costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracking(tracking_uri) -> tuple[str, str]:
+    """(tracking URI, id of a new run) holding a short pretraining-like history."""
+    tracker = Tracker(tracking_uri, "pictures-test", None, "tiny", {})
+    for step in range(1, 31):
+        tracker.log_metrics({"loss/total": 9.0 / step, "loss/cls": 5.0 / step, "loss/patch": 4.0 / step,
+                             "loss/koleo": -0.1 * step, "opt/lr": 1e-4 * step, "throughput/samples_per_s": 50.0},
+                            step)
+    tracker.log_metrics({"loss/total": 123.0}, 30)  # a resumed run logs its last step again
+    return tracking_uri, tracker.run_id
+
+
+def test_crops_figure_draws_every_crop_without_its_padding(tmp_path):
+    g = np.full((2, 512, 3), 99.0, np.float32)  # padding far away: drawn, it would blow up the axis limits
+    g[0], g[1, :300] = sphere(512, 0), sphere(300, 1)
+    loc = np.full((4, 128, 3), 99.0, np.float32)
+    counts = [128, 128, 100, 128]
+    for i, n in enumerate(counts):
+        loc[i, :n] = 0.2 * sphere(n, 2 + i)
+    fig = crops_figure(g, [512, 300], loc, counts, source=sphere(2000, 9))
+    axes = cloud_axes(fig)
+    assert [points_in(ax) for ax in axes] == [2000, 512, 300, *counts]
+    assert [ax.get_title().split("\n")[0] for ax in axes] == ["source shape", "global crop 1", "global crop 2",
+                                                              "local crop 1", "local crop 2", "local crop 3",
+                                                              "local crop 4"]
+    assert all(ax.get_xlim()[1] < 2 and ax.get_zlim()[1] < 2 for ax in axes)
+    assert_png(save_figure(fig, tmp_path, "crops"))
+
+
+def test_crops_figure_rejects_counts_beyond_the_crop():
+    with pytest.raises(ValueError, match=r"global_counts \[513\]"):
+        crops_figure(np.zeros((1, 512, 3)), [513])
+
+
+def test_masks_figure_shows_each_mask_of_the_models_inverse_block_masking(tmp_path, gen):
+    cfg = load_model_config(TINY)
+    crop = torch.from_numpy(sphere(512, 3))[None]
+    patches = patchify(crop, torch.tensor([512]), cfg.patchify.global_patches, cfg.patchify.patch_size, generator=gen)
+    masks = inverse_block_mask(patches.centers, cfg.masking, gen)
+    counts = mask_counts(cfg.patchify.global_patches, cfg.masking)
+    k = cfg.patchify.patch_size
+    fig = masks_figure(patches.centers[0], patches.neighborhoods[0], masks)
+    axes = cloud_axes(fig)
+    assert len(axes) == cfg.masking.num_masks == len(masks)
+    for ax, mask in zip(axes, masks):
+        assert ax.get_title().endswith(f"{counts.num_visible} visible, {counts.num_masked} masked")
+        hidden, shown = ax.collections
+        # the points drawn as visible are exactly those of the patches the mask leaves visible
+        visible = (patches.centers[0][~mask, None] + patches.neighborhoods[0][~mask]).reshape(-1, 3)
+        assert np.allclose(shown.get_offsets(), visible[:, :2].numpy())
+        assert len(hidden.get_offsets()) == counts.num_masked * k
+    assert_png(save_figure(fig, tmp_path, "masks"))
+    for ax in axes:  # colours are final once drawn (matplotlib 3-D sorts them by depth then)
+        hidden, shown = ax.collections
+        assert np.allclose(hidden.get_facecolor()[:, :3], float(MASKED_COLOR))
+        colors, per_color = np.unique(shown.get_facecolor()[:, :3], axis=0, return_counts=True)
+        assert len(colors) == counts.num_visible and (per_color == k).all()  # one colour per visible patch
+        assert not np.isclose(colors, float(MASKED_COLOR)).all(axis=1).any()
+
+
+def test_masks_figure_rejects_masks_of_another_patch_count():
+    with pytest.raises(ValueError, match="number of patches"):
+        masks_figure(np.zeros((8, 3)), np.zeros((8, 4, 3)), np.zeros((4, 9), bool))
+
+
+def test_attention_figure_colours_each_point_by_its_nearest_patch(tmp_path):
+    centers = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0]], np.float32)
+    points = np.repeat(centers, 50, axis=0) + 0.1 * sphere(200, 4)
+    owner = np.repeat(np.arange(4), 50)
+    attention = np.array([[0, 0, 1, 0], [0.25, 0.25, 0.25, 0.25]])  # head 1 looks at patch 2 only
+    fig = attention_figure(points, centers, attention)
+    mean, head1, head2 = cloud_axes(fig)
+    assert [ax.get_title() for ax in (mean, head1, head2)] == ["mean over heads", "head 1", "head 2"]
+    # attention x P: head 1 is 4 on patch 2 and 0 elsewhere, head 2 uniform (1), the mean (4 + 1) / 2 = 2.5
+    assert np.allclose(head1.collections[0].get_array(), np.where(owner == 2, 4.0, 0.0))
+    assert np.allclose(head2.collections[0].get_array(), 1.0)
+    assert np.allclose(mean.collections[0].get_array(), np.where(owner == 2, 2.5, 0.5))
+    colorbars = [ax for ax in fig.axes if ax.name != "3d"]
+    assert len(colorbars) == 1 and "1 = uniform" in colorbars[0].get_ylabel()
+    assert_png(save_figure(fig, tmp_path, "attention"))
+    assert len(cloud_axes(attention_figure(points, centers, attention[1]))) == 1  # a single map: no per-head panels
+    with pytest.raises(ValueError, match="one value per patch"):
+        attention_figure(points, centers, np.ones((2, 5)))
+
+
+def clusters(per_class: int = 30, dims: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(5)
+    means = 6.0 * rng.standard_normal((3, dims))
+    labels = np.repeat(np.arange(3), per_class)
+    return (means[labels] + rng.standard_normal((len(labels), dims))).astype(np.float32), labels
+
+
+def test_embedding_keeps_classes_apart_and_the_figure_names_them(tmp_path):
+    features, labels = clusters()
+    xy = embed_2d(features, "tsne", seed=0)
+    assert xy.shape == (90, 2)
+    d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.diag(np.full(90, np.inf))
+    assert (labels[d.argmin(axis=1)] == labels).mean() > 0.95  # nearest neighbour in 2-D: same class
+    names = ["chair", "mug", "torus"]
+    fig = embedding_figure(features, labels, names)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    assert [len(c.get_offsets()) for c in ax.collections] == [30, 30, 30]
+    assert_png(save_figure(fig, tmp_path, "embedding"))
+
+
+def test_embedding_figure_rejects_labels_outside_the_class_names():
+    features, labels = clusters(per_class=4)
+    with pytest.raises(ValueError, match="labels must index class_names"):
+        embedding_figure(features, labels, ["chair", "mug"])
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("umap") is not None, reason="umap-learn is installed")
+def test_umap_without_the_package_says_so():
+    with pytest.raises(ValueError, match="umap-learn"):
+        embed_2d(clusters(per_class=4)[0], "umap")
+
+
+def test_confusion_figure_shows_row_fractions_counts_and_both_accuracies(tmp_path):
+    y_true = [0, 0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 0, 1, 1, 0, 2, 2]
+    fig = confusion_figure(y_true, y_pred, ["chair", "mug", "torus", "bowl"])  # bowl: no samples
+    ax = fig.axes[0]
+    expected = np.array([[3 / 4, 1 / 4, 0, 0], [1 / 2, 1 / 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    assert np.allclose(ax.images[0].get_array(), expected)
+    assert sorted((t.get_position(), t.get_text()) for t in ax.texts) == sorted(
+        [((0, 0), "3"), ((1, 0), "1"), ((0, 1), "1"), ((1, 1), "1"), ((2, 2), "2")])
+    # OA 6/8; mean class accuracy over the classes present: (3/4 + 1/2 + 1) / 3
+    assert "overall accuracy 75.0%" in ax.get_title() and "mean class accuracy 75.0%" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["chair", "mug", "torus", "bowl"]
+    assert_png(save_figure(fig, tmp_path, "confusion"))
+    with pytest.raises(ValueError, match="y_pred has 7 entries, expected 8"):
+        confusion_figure(y_true, y_pred[:7], ["chair", "mug", "torus"])
+
+
+def test_loss_history_from_mlflow_and_its_curves(tmp_path, tracking):
+    uri, run_id = tracking
+    history = loss_history_from_mlflow(run_id, tracking_uri=uri)
+    assert list(history) == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "opt/lr"]
+    assert [s for s, _ in history["loss/cls"]] == list(range(1, 31))
+    assert history["loss/cls"][1] == (2, pytest.approx(2.5))
+    assert history["loss/total"][-1] == (30, 123.0)  # the step logged twice keeps its last value
+    fig = loss_curves_figure(history)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "learning rate"]
+    raw, average = shown[1].get_lines()  # 30 points: the raw curve and its moving average
+    assert np.allclose(raw.get_ydata(), [5.0 / s for s in range(1, 31)])
+    assert average.get_ydata()[-1] == pytest.approx(np.mean([5.0 / s for s in range(29, 31)]))
+    assert_png(save_figure(fig, tmp_path, "loss_curves"))
+    only = loss_history_from_mlflow(run_id, ["loss/patch"], tracking_uri=uri)
+    assert list(only) == ["loss/patch"]
+    with pytest.raises(ValueError, match=r"no metric \['loss/contrast'\]"):
+        loss_history_from_mlflow(run_id, ["loss/contrast"], tracking_uri=uri)
+    with pytest.raises(ValueError, match="run 'f00' not found"):
+        loss_history_from_mlflow("f00", tracking_uri=uri)
+
+
+def test_save_figure_logs_the_png_to_the_run(tmp_path, tracking):
+    uri, run_id = tracking
+    path = save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path / "out", "confusion", run_id, uri)
+    assert path == tmp_path / "out" / "confusion.png"
+    (artifact,) = MlflowClient(uri).list_artifacts(run_id, "pictures")
+    assert artifact.path == "pictures/confusion.png" and artifact.file_size == path.stat().st_size
+    with pytest.raises(ValueError, match="plain file stem"):
+        save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path, "../escape")
+
+
+@pytest.fixture
+def encoder_dir(tmp_path):
+    cfg = load_model_config(TINY)
+    torch.manual_seed(0)
+    return export_encoder(build_encoder(cfg), cfg, tmp_path / "encoder")
+
+
+def test_cli_draws_synthetic_shapes_and_loss_curves_into_the_run(tmp_path, tracking, encoder_dir):
+    uri, run_id = tracking
+    out = tmp_path / "pictures"
+    proc = subprocess.run([sys.executable, "-m", "launch.pictures", "--encoder", str(encoder_dir), "--synthetic",
+                           "--samples", "0", "7", "--num-points", "2048", "--out", str(out), "--run-id", run_id,
+                           "--tracking-uri", uri],
+                          cwd=ROOT, env=job_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = {f"sample{i}_{kind}.png" for i in (0, 7) for kind in ("crops", "masks", "attention")} | {"loss_curves.png"}
+    assert {p.name for p in out.iterdir()} == names
+    for path in out.iterdir():
+        assert_png(path)
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "pictures")}
+    assert logged == {f"pictures/{n}" for n in names}
+
+
+def test_cli_draws_a_sample_of_a_sharded_dataset(tmp_path, pretrain_shards, encoder_dir):
+    shape = shard_shape(str(pretrain_shards), 20)
+    assert shape.points.shape == (4096, 3) and shape.name.endswith(")")  # the key and its label
+    with pytest.raises(ValueError, match="index 48 is out of range.*holds 48 samples"):
+        shard_shape(str(pretrain_shards), 48)
+    out = tmp_path / "pictures"
+    assert pictures_main(["--encoder", str(encoder_dir), "--shards", str(pretrain_shards), "--samples", "20",
+                          "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sample20_attention.png", "sample20_crops.png",
+                                                     "sample20_masks.png"]
+
+
+def test_cli_refuses_a_shape_source_without_an_encoder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pictures_main(["--synthetic", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "need --encoder" in capsys.readouterr().err
