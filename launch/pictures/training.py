@@ -50,16 +50,21 @@ def loss_history_from_mlflow(run_id: str, keys: Sequence[str] | None = None,
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average over `window` values (shorter at the start), same length as `values`."""
+    """Centred moving average over `window` values (fewer at the ends), same length as `values`.
+
+    Centred rather than trailing, so the trend is not drawn late against the raw curve.
+    """
     sums = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    start = np.maximum(idx - window, 0)
-    return (sums[idx] - sums[start]) / (idx - start)
+    idx = np.arange(len(values))
+    start = np.maximum(idx - window // 2, 0)
+    stop = np.minimum(idx + window - window // 2, len(values))
+    return (sums[stop] - sums[start]) / (stop - start)
 
 
 def loss_curves_figure(history: History, title: str | None = None) -> Figure:
-    """One panel per metric (small multiples sharing the step axis): the raw values and, for long
-    curves, a moving average over 1/20 of the run so the trend is visible through step noise.
+    """One panel per metric (small multiples sharing the step axis): the raw values and, for long loss
+    curves, a moving average over 1/20 of the run so the trend is visible through step noise (the
+    learning rate is a schedule, not noisy: it is drawn as logged).
     """
     series = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in history.items()}
     empty = [k for k, v in series.items() if len(v) == 0]
@@ -71,9 +76,10 @@ def loss_curves_figure(history: History, title: str | None = None) -> Figure:
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
     for ax, (key, data) in zip(axes, series.items()):
         steps, values = data[:, 0], data[:, 1]
-        ax.plot(steps, values, color="tab:blue", lw=0.8, alpha=0.45 if len(values) > 20 else 1.0,
+        noisy = len(values) > 20 and key != LR_KEY
+        ax.plot(steps, values, color="tab:blue", lw=0.8 if noisy else 1.5, alpha=0.45 if noisy else 1.0,
                 marker="o" if len(values) <= 20 else None, ms=3, label="logged")
-        if len(values) > 20:
+        if noisy:
             ax.plot(steps, smooth(values, max(len(values) // 20, 2)), color="tab:blue", lw=1.8, label="moving average")
             ax.legend(fontsize=7, frameon=False)
         ax.set_title("learning rate" if key == LR_KEY else key, fontsize=10)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -31,7 +28,6 @@ from model.config import load_model_config
 from model.masking import inverse_block_mask, mask_counts
 from model.patchify import patchify
 from tests.conftest import ROOT
-from tests.launch.conftest import job_env
 
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
 
@@ -210,7 +206,9 @@ def test_loss_history_from_mlflow_and_its_curves(tmp_path, tracking):
     assert [ax.get_title() for ax in shown] == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "learning rate"]
     raw, average = shown[1].get_lines()  # 30 points: the raw curve and its moving average
     assert np.allclose(raw.get_ydata(), [5.0 / s for s in range(1, 31)])
-    assert average.get_ydata()[-1] == pytest.approx(np.mean([5.0 / s for s in range(29, 31)]))
+    # a centred window of 30 // 20 = 2 values: (v[i - 1] + v[i]) / 2, the first value alone
+    assert average.get_ydata()[[0, 9]] == pytest.approx([5.0, (5.0 / 9 + 5.0 / 10) / 2])
+    assert len(shown[4].get_lines()) == 1  # the learning-rate schedule is drawn as logged, not smoothed
     assert_png(save_figure(fig, tmp_path, "loss_curves"))
     only = loss_history_from_mlflow(run_id, ["loss/patch"], tracking_uri=uri)
     assert list(only) == ["loss/patch"]
@@ -240,11 +238,8 @@ def encoder_dir(tmp_path):
 def test_cli_draws_synthetic_shapes_and_loss_curves_into_the_run(tmp_path, tracking, encoder_dir):
     uri, run_id = tracking
     out = tmp_path / "pictures"
-    proc = subprocess.run([sys.executable, "-m", "launch.pictures", "--encoder", str(encoder_dir), "--synthetic",
-                           "--samples", "0", "7", "--num-points", "2048", "--out", str(out), "--run-id", run_id,
-                           "--tracking-uri", uri],
-                          cwd=ROOT, env=job_env(tmp_path), capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert pictures_main(["--encoder", str(encoder_dir), "--synthetic", "--samples", "0", "7", "--num-points", "2048",
+                          "--out", str(out), "--run-id", run_id, "--tracking-uri", uri]) == 0
     names = {f"sample{i}_{kind}.png" for i in (0, 7) for kind in ("crops", "masks", "attention")} | {"loss_curves.png"}
     assert {p.name for p in out.iterdir()} == names
     for path in out.iterdir():
