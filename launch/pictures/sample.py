@@ -80,14 +80,12 @@ def shape_attention(encoder: PointEncoder, points: np.ndarray, cfg: ModelConfig,
     count = torch.tensor([cloud.shape[1]])
     generator = torch.Generator().manual_seed(seed)
     patches = patchify(cloud, count, cfg.patchify.global_patches, cfg.patchify.patch_size, generator=generator)
-    dtype = next(encoder.parameters()).dtype
-    device = next(encoder.parameters()).device
-    patches = Patches(*(t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-                        for t in (patches.centers, patches.neighborhoods, patches.center_idx, patches.patch_idx)))
-    attention = encoder.cls_attention(patches, [block])
-    (maps,) = attention.values()
+    device = next(encoder.parameters()).device  # the encoder casts coordinates to its own dtype
+    patches = Patches(*(t.to(device) for t in (patches.centers, patches.neighborhoods, patches.center_idx,
+                                               patches.patch_idx)))
+    (maps,) = encoder.cls_attention(patches, [block]).values()
     normalised = normalize_unit_sphere(cloud, count)[0]
-    return normalised.numpy(), patches.centers[0].float().cpu().numpy(), maps[0].float().cpu().numpy()
+    return normalised.numpy(), patches.centers[0].cpu().numpy(), maps[0].cpu().numpy()
 
 
 def sample_figures(shape: Shape, encoder: PointEncoder, cfg: ModelConfig, spec: MultiCropSpec, seed: int,

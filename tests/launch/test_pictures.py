@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -171,7 +173,7 @@ def test_embedding_figure_rejects_labels_outside_the_class_names():
         embedding_figure(features, labels, ["chair", "mug"])
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("umap") is not None, reason="umap-learn is installed")
+@pytest.mark.skipif(importlib.util.find_spec("umap") is not None, reason="umap-learn is installed")
 def test_umap_without_the_package_says_so():
     with pytest.raises(ValueError, match="umap-learn"):
         embed_2d(clusters(per_class=4)[0], "umap")
