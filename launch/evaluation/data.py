@@ -1,0 +1,294 @@
+"""Labelled point-cloud sets for evaluation: our own shards and the common public files.
+
+Every loader returns `LabelledSet`s in memory (evaluation sets are small: ModelNet40 is 12k shapes,
+ScanObjectNN PB_T50_RS 14k) with Z-up coordinates, as in pretraining:
+
+* `shards:DIR|URL`: a dataset written by `sharding.shard_corpus`; the label is a key of each sample's
+  metadata (`label`). Shards of split `test` are the test set; a corpus without them (the synthetic
+  one) is split into train/test by a stratified, seeded hold-out, and the report says so.
+* `scanobjectnn:PATH`: the ScanObjectNN `h5_files.zip` (or the extracted tree), one variant.
+* `modelnet40_h5:PATH`: `modelnet40_ply_hdf5_2048` (directory or zip): `ply_data_{train,test}N.h5`
+  plus `shape_names.txt`.
+* Few-shot folds (`fewshot_fold`): the Point-BERT `ModelNetFewshot` pickles, read by
+  `restricted_pickle.loads_arrays`, which builds numpy arrays and nothing else.
+
+The h5 releases are Y-up and are turned Z-up with the permutation the sharder uses; the few-shot
+pickles get the reference's y/z swap.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from launch.evaluation.restricted_pickle import loads_arrays
+from pipeline.manifest import load_manifest, parse_manifest
+from pipeline.shards import ShardStore
+from sharding.containers import open_container
+from sharding.sampling import Z_UP_FROM_Y_UP
+from sharding.sources.scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
+from sharding.sources.scanobjectnn import FILES as SCANOBJECTNN_FILES
+
+DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5"]
+FEWSHOT_SWAP_YZ = (0, 2, 1)  # the reference's axis order for the few-shot pickles
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked; the message names the file or key."""
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """S point clouds (zero-padded to a common length) with integer labels indexing `class_names`."""
+
+    name: str
+    points: np.ndarray  # (S, N, 3) float32
+    num_points: np.ndarray  # (S,) int64, valid points per cloud
+    labels: np.ndarray  # (S,) int64
+    class_names: tuple[str, ...]
+    keys: tuple[str, ...] = field(default=())  # sample ids where the source has them
+
+    def __post_init__(self) -> None:
+        s = len(self.labels)
+        if self.points.ndim != 3 or self.points.shape[2] != 3 or len(self.points) != s or len(self.num_points) != s:
+            raise DatasetError(f"{self.name}: points {self.points.shape}, num_points {self.num_points.shape} and "
+                               f"labels {self.labels.shape} do not describe the same (S, N, 3) set")
+        if s and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise DatasetError(f"{self.name}: labels must index the {len(self.class_names)} class names")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> LabelledSet:
+        keys = tuple(self.keys[i] for i in index) if self.keys else ()
+        return LabelledSet(name or self.name, self.points[index], self.num_points[index], self.labels[index],
+                           self.class_names, keys)
+
+
+@dataclass(frozen=True)
+class TrainTest:
+    train: LabelledSet
+    test: LabelledSet
+    info: dict  # provenance for the report: kind, path, split rule, manifest digest, ...
+
+
+class DatasetConfig(BaseModel):
+    """Where the labelled data is and how to read it (`--dataset KIND:PATH` plus options)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: DatasetKind
+    path: str
+    variant: Literal["obj_bg", "obj_only", "pb_t50_rs"] = Field(
+        "pb_t50_rs", description="ScanObjectNN variant (kind scanobjectnn only)")
+    label_key: str = Field("label", description="metadata key holding the class (kind shards only)")
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="hold-out share when shards have no test split")
+    split_seed: int = 0
+    storage_options: dict = Field(default_factory=dict)
+
+    @staticmethod
+    def parse(spec: str, **options) -> DatasetConfig:
+        kind, sep, path = spec.partition(":")
+        if not sep or not path:
+            raise DatasetError(f"--dataset must be KIND:PATH with KIND one of shards, scanobjectnn, modelnet40_h5; "
+                               f"got {spec!r}")
+        return DatasetConfig(kind=kind, path=path, **options)
+
+
+def _pad(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    counts = np.array([len(c) for c in clouds], dtype=np.int64)
+    out = np.zeros((len(clouds), int(counts.max(initial=0)), 3), dtype=np.float32)
+    for i, cloud in enumerate(clouds):
+        out[i, : len(cloud)] = cloud[:, :3]
+    return out, counts
+
+
+def _encode_labels(names: list[str], class_names: tuple[str, ...]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(class_names)}
+    return np.array([index[n] for n in names], dtype=np.int64)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices with about `test_fraction` of every class in test (at least one each side)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        if len(members) < 2:
+            raise DatasetError(f"class {label} has {len(members)} sample(s); a hold-out split needs at least 2")
+        n_test = min(max(1, round(test_fraction * len(members))), len(members) - 1)
+        test.extend(members[:n_test])
+        train.extend(members[n_test:])
+    return np.sort(np.array(train)), np.sort(np.array(test))
+
+
+# -- our shards --------------------------------------------------------------------------------------
+
+
+def _read_shard_split(cfg: DatasetConfig, split: str) -> tuple[list[np.ndarray], list[str], list[str], str]:
+    manifest = load_manifest(cfg.path, cfg.storage_options, split=split)
+    store = ShardStore(storage_options=cfg.storage_options)
+    clouds, names, keys = [], [], []
+    try:
+        for shard in manifest.shards:
+            for i in range(store.num_samples(shard)):
+                sample = store.sample(shard, i)
+                label = sample.meta.get(cfg.label_key)
+                if label is None:
+                    raise DatasetError(f"shard {shard.url}: sample {sample.key} has no metadata key "
+                                       f"{cfg.label_key!r} (keys: {', '.join(sorted(sample.meta))})")
+                clouds.append(np.asarray(sample.points, dtype=np.float32))
+                names.append(str(label))
+                keys.append(sample.key)
+    finally:
+        store.close()
+    return clouds, names, keys, manifest.digest
+
+
+def _shard_splits(cfg: DatasetConfig) -> set[str]:
+    """The splits a manifest holds (every shard entry carries one; absent means train)."""
+    import json
+
+    import fsspec
+
+    url = cfg.path if cfg.path.endswith(".json") else cfg.path.rstrip("/") + "/manifest.json"
+    with fsspec.open(url, "rb", **cfg.storage_options) as f:
+        data = f.read()
+    parse_manifest(data, url, split=None)  # validates before the splits are trusted
+    return {entry.get("split", "train") for entry in json.loads(data)["shardlist"]}
+
+
+def load_shards(cfg: DatasetConfig) -> TrainTest:
+    train_clouds, train_names, train_keys, digest = _read_shard_split(cfg, "train")
+    if "test" in _shard_splits(cfg):
+        test_clouds, test_names, test_keys, _ = _read_shard_split(cfg, "test")
+        split_rule = "manifest splits train/test"
+    else:
+        test_clouds, test_names, test_keys = [], [], []
+        split_rule = f"stratified hold-out of the train split, test_fraction={cfg.test_fraction}, seed={cfg.split_seed}"
+    class_names = tuple(sorted(set(train_names) | set(test_names)))
+    points, counts = _pad(train_clouds + test_clouds)
+    labels = _encode_labels(train_names + test_names, class_names)
+    everything = LabelledSet("shards", points, counts, labels, class_names, tuple(train_keys + test_keys))
+    n_train = len(train_clouds)
+    if test_clouds:
+        train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(everything))
+    else:
+        train_idx, test_idx = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
+    info = {"kind": "shards", "path": cfg.path, "manifest_digest": digest, "split": split_rule,
+            "label_key": cfg.label_key}
+    return TrainTest(everything.subset(train_idx, "shards/train"), everything.subset(test_idx, "shards/test"), info)
+
+
+# -- public h5 releases ------------------------------------------------------------------------------
+
+
+def _h5_arrays(data: bytes, member: str) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            points = np.asarray(f["data"][()], dtype=np.float32)
+            labels = np.asarray(f["label"][()]).reshape(-1).astype(np.int64)
+    except (OSError, KeyError) as err:
+        raise DatasetError(f"{member}: not an h5 point-cloud file with 'data' and 'label' ({err})") from None
+    if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
+        raise DatasetError(f"{member}: data {points.shape} and label {labels.shape} do not match (N, P, 3) / (N,)")
+    return np.ascontiguousarray(points[:, :, list(Z_UP_FROM_Y_UP)]), labels
+
+
+def _find_member(members: list[str], tail: str, path: str) -> str:
+    found = [m for m in members if m == tail or m.endswith("/" + tail)]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} files named"
+        raise DatasetError(f"{path}: {what} {tail}")
+    return found[0]
+
+
+def load_scanobjectnn(cfg: DatasetConfig) -> TrainTest:
+    """One ScanObjectNN variant; labels index the official 15 class names."""
+    sets = {}
+    with open_container(cfg.path, cfg.storage_options) as container:
+        members = list(container.members())
+        for split in ("train", "test"):
+            member = _find_member(members, SCANOBJECTNN_FILES[cfg.variant, split], cfg.path)
+            points, labels = _h5_arrays(container.read(member), member)
+            if labels.min() < 0 or labels.max() >= len(SCANOBJECTNN_CLASSES):
+                raise DatasetError(f"{member}: labels outside 0..{len(SCANOBJECTNN_CLASSES) - 1}")
+            counts = np.full(len(points), points.shape[1], dtype=np.int64)
+            sets[split] = LabelledSet(f"scanobjectnn_{cfg.variant}/{split}", points, counts, labels,
+                                      SCANOBJECTNN_CLASSES)
+    return TrainTest(sets["train"], sets["test"], {"kind": "scanobjectnn", "path": cfg.path, "variant": cfg.variant})
+
+
+_MODELNET_H5 = re.compile(r"(?:^|/)ply_data_(train|test)(\d+)\.h5$")
+
+
+def load_modelnet40_h5(cfg: DatasetConfig) -> TrainTest:
+    """`modelnet40_ply_hdf5_2048`: every `ply_data_<split><i>.h5` in index order, names from shape_names.txt."""
+    with open_container(cfg.path, cfg.storage_options) as container:
+        members = list(container.members())
+        names_member = _find_member(members, "shape_names.txt", cfg.path)
+        class_names = tuple(line.strip() for line in container.read(names_member).decode().splitlines() if line.strip())
+        sets = {}
+        for split in ("train", "test"):
+            files = sorted((int(m.group(2)), name) for name in members if (m := _MODELNET_H5.search(name))
+                           and m.group(1) == split)
+            if not files:
+                raise DatasetError(f"{cfg.path}: no ply_data_{split}*.h5 files")
+            parts = [_h5_arrays(container.read(name), name) for _, name in files]
+            points = np.concatenate([p for p, _ in parts])
+            labels = np.concatenate([lab for _, lab in parts])
+            if labels.min() < 0 or labels.max() >= len(class_names):
+                raise DatasetError(f"{cfg.path}: labels outside 0..{len(class_names) - 1} of {names_member}")
+            counts = np.full(len(points), points.shape[1], dtype=np.int64)
+            sets[split] = LabelledSet(f"modelnet40_h5/{split}", points, counts, labels, class_names)
+    return TrainTest(sets["train"], sets["test"], {"kind": "modelnet40_h5", "path": cfg.path})
+
+
+LOADERS = {"shards": load_shards, "scanobjectnn": load_scanobjectnn, "modelnet40_h5": load_modelnet40_h5}
+
+
+def load_dataset(cfg: DatasetConfig) -> TrainTest:
+    return LOADERS[cfg.kind](cfg)
+
+
+# -- few-shot folds ----------------------------------------------------------------------------------
+
+
+def _fewshot_split(rows: object, source: str, split: str, way: int) -> LabelledSet:
+    if not isinstance(rows, list) or not rows:
+        raise DatasetError(f"{source}: '{split}' must be a non-empty list of (points, label, ...) rows")
+    clouds, labels = [], []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) < 2 or not isinstance(row[0], np.ndarray):
+            raise DatasetError(f"{source}: {split}[{i}] is not a (points array, label, ...) row")
+        points = np.asarray(row[0], dtype=np.float32)
+        if points.ndim != 2 or points.shape[1] < 3:
+            raise DatasetError(f"{source}: {split}[{i}] points have shape {points.shape}, expected (N, >=3)")
+        clouds.append(points[:, list(FEWSHOT_SWAP_YZ)])
+        labels.append(int(row[1]))
+    labels_arr = np.array(labels, dtype=np.int64)
+    if labels_arr.min() < 0 or labels_arr.max() >= way:
+        raise DatasetError(f"{source}: {split} labels must be 0..{way - 1}, got {labels_arr.min()}..{labels_arr.max()}")
+    points, counts = _pad(clouds)
+    return LabelledSet(f"{source}/{split}", points, counts, labels_arr, tuple(f"class_{i}" for i in range(way)))
+
+
+def fewshot_fold(path: str, way: int, shot: int, fold: int, storage_options: dict | None = None) -> TrainTest:
+    """Fold `fold` of the N-way K-shot task: `<path>/.../{way}way_{shot}shot/{fold}.pkl` (directory or zip)."""
+    tail = f"{way}way_{shot}shot/{fold}.pkl"
+    with open_container(path, storage_options) as container:
+        member = _find_member(list(container.members()), tail, path)
+        doc = loads_arrays(container.read(member), f"{path}:{member}")
+    if not isinstance(doc, dict) or not {"train", "test"} <= set(doc):
+        raise DatasetError(f"{path}:{member}: expected a dict with 'train' and 'test', got {type(doc).__name__}")
+    source = f"fewshot_{way}w{shot}s_f{fold}"
+    return TrainTest(_fewshot_split(doc["train"], source, "train", way), _fewshot_split(doc["test"], source, "test", way),
+                     {"kind": "fewshot", "path": path, "file": member, "way": way, "shot": shot, "fold": fold})

@@ -1,0 +1,155 @@
+"""From point clouds to encoder features: subsample, augment, patchify, encode, pool.
+
+The same path serves the frozen-feature protocols (SVM, kNN) and the trained heads (probes,
+fine-tuning): `encode_pooled` is differentiable, `extract_features` is its batched no-grad use.
+Subsampling and patch centres are random (random FPS start), as in the reference's evaluation
+(`deterministic_val_data: false`); a seeded generator makes a run repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor
+
+from launch.evaluation.data import LabelledSet
+from model.encoder import PointEncoder
+from model.patchify import farthest_point_sample, patchify
+
+Pooling = Literal["cls", "mean", "max"]
+
+
+class InputSpec(BaseModel):
+    """How a cloud becomes encoder input: points kept, how they are chosen, patches and their size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_points: int = Field(1024, ge=1)
+    subsample: Literal["fps", "random"] = "fps"
+    num_patches: int = Field(64, ge=1)
+    patch_size: int = Field(32, ge=1)
+
+
+class Augmentation(BaseModel):
+    """Training-time augmentation (reference section 9.2): a turn about Z and an anisotropic scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rotate_z: bool = False
+    scale: tuple[float, float] | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 < v[0] <= v[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {v}")
+        return v
+
+    @property
+    def active(self) -> bool:
+        return self.rotate_z or self.scale is not None
+
+
+def augment(points: Tensor, aug: Augmentation, generator: torch.Generator) -> Tensor:
+    """Apply `aug` to (B, N, 3) clouds, one random draw per cloud (padding stays at the origin)."""
+    b = points.shape[0]
+    if aug.rotate_z:
+        angle = torch.rand(b, generator=generator, device=points.device) * (2 * math.pi)
+        cos, sin = angle.cos(), angle.sin()
+        x, y = points[..., 0], points[..., 1]
+        points = torch.stack([cos[:, None] * x - sin[:, None] * y, sin[:, None] * x + cos[:, None] * y,
+                              points[..., 2]], dim=-1)
+    if aug.scale is not None:
+        low, high = aug.scale
+        factors = low + (high - low) * torch.rand(b, 1, 3, generator=generator, device=points.device)
+        points = points * factors
+    return points
+
+
+def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
+              ) -> tuple[Tensor, Tensor]:
+    """(B, n, 3) clouds of at most `spec.num_points` points each, and their valid counts.
+
+    Clouds that already have no more points than asked are kept whole (ScanObjectNN at 2,048).
+    """
+    n = spec.num_points
+    if points.shape[1] <= n:
+        return points, num_points
+    if spec.subsample == "fps":
+        idx = farthest_point_sample(points, num_points, n, generator)
+    else:
+        keys = torch.rand(points.shape[:2], generator=generator, device=points.device)
+        keys = keys.masked_fill(torch.arange(points.shape[1], device=points.device) >= num_points[:, None], 2.0)
+        idx = keys.argsort(dim=1)[:, :n]
+    kept = num_points.clamp(max=n)
+    idx = torch.where(torch.arange(n, device=points.device) < kept[:, None], idx, 0)
+    out = points.gather(1, idx[..., None].expand(-1, -1, 3))
+    out = out * (torch.arange(n, device=points.device) < kept[:, None])[..., None]
+    return out, kept
+
+
+def pool(tokens: Tensor, has_cls: bool, pooling: Sequence[Pooling]) -> Tensor:
+    """Concatenate the requested poolings of (B, [1 +] P, D) encoder outputs.
+
+    As in the reference, when the CLS token exists but is not a feature of its own, it takes part in
+    the mean and max pooling.
+    """
+    patches = tokens[:, 1:] if has_cls and "cls" in pooling else tokens
+    parts = []
+    for kind in pooling:
+        if kind == "cls":
+            if not has_cls:
+                raise ValueError("pooling 'cls' needs an encoder with a CLS token (this one has none)")
+            parts.append(tokens[:, 0])
+        elif kind == "mean":
+            parts.append(patches.mean(dim=1))
+        else:
+            parts.append(patches.amax(dim=1))
+    return torch.cat(parts, dim=-1)
+
+
+def encode_pooled(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,
+                  pooling: Sequence[Pooling], generator: torch.Generator,
+                  aug: Augmentation | None = None) -> Tensor:
+    """Pooled features (B, F) of a batch of raw clouds; gradients flow if enabled."""
+    points, num_points = subsample(points, num_points, spec, generator)
+    if aug is not None and aug.active:
+        points = augment(points, aug, generator)
+    patches = patchify(points, num_points, spec.num_patches, spec.patch_size, generator=generator)
+    return pool(encoder(patches), encoder.has_cls, pooling).float()
+
+
+def batches(data: LabelledSet, batch_size: int, device: torch.device, order: np.ndarray | None = None):
+    """(points, num_points, labels) tensors on `device`, `batch_size` clouds at a time."""
+    order = np.arange(len(data)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        yield (torch.from_numpy(data.points[idx]).to(device), torch.from_numpy(data.num_points[idx]).to(device),
+               torch.from_numpy(data.labels[idx]).to(device))
+
+
+def feature_dim(encoder: PointEncoder, pooling: Sequence[Pooling]) -> int:
+    return encoder.dim * len(pooling)
+
+
+@torch.no_grad()
+def extract_features(encoder: PointEncoder, data: LabelledSet, spec: InputSpec, pooling: Sequence[Pooling],
+                     device: torch.device | str, seed: int, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
+    """Frozen features (S, F) as float32, L2-normalised per sample when `normalize` (the SVM protocol)."""
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for points, counts, _ in batches(data, batch_size, device):
+            feats = encode_pooled(encoder, points, counts, spec, pooling, generator)
+            out.append(torch.nn.functional.normalize(feats, dim=-1) if normalize else feats)
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, feature_dim(encoder, pooling)), np.float32)
