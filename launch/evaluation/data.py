@@ -92,13 +92,14 @@ class DatasetConfig(BaseModel):
     split_seed: int = 0
     storage_options: dict = Field(default_factory=dict)
 
-    @staticmethod
-    def parse(spec: str, **options) -> DatasetConfig:
-        kind, sep, path = spec.partition(":")
-        if not sep or not path:
-            raise DatasetError(f"--dataset must be KIND:PATH with KIND one of shards, scanobjectnn, modelnet40_h5; "
-                               f"got {spec!r}")
-        return DatasetConfig(kind=kind, path=path, **options)
+
+def dataset_spec(spec: str) -> dict[str, str]:
+    """`KIND:PATH` -> {"kind", "path"} (validated as a DatasetConfig with the rest of the job config)."""
+    kind, sep, path = spec.partition(":")
+    if not sep or not path:
+        raise DatasetError(f"--dataset must be KIND:PATH with KIND one of shards, scanobjectnn, modelnet40_h5; "
+                           f"got {spec!r}")
+    return {"kind": kind, "path": path}
 
 
 def _pad(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,7 @@ class Predictions:
 @dataclass
 class TrainOutcome:
     final: Predictions
+    model: PointClassifier  # the trained encoder + head, in eval mode
     history: list[dict] = field(default_factory=list)  # {"epoch", "accuracy"} when eval_every > 0
 
 
@@ -174,4 +175,4 @@ def train_classifier(encoder: PointEncoder, model_cfg: ModelConfig, train: Label
     final = evaluate(model, test, cfg, device, seed)
     if cfg.eval_every:
         history.append({"epoch": epoch, "accuracy": final.accuracy})
-    return TrainOutcome(final, history)
+    return TrainOutcome(final, model.eval(), history)

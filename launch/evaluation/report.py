@@ -1,0 +1,97 @@
+"""Evaluation results as a JSON report and an MLflow run linked to the pretraining run.
+
+Numbers are reported as mean +- sample standard deviation over the runs (seeds, and folds for
+few-shot), never as the best run; test-time voting is part of the protocol's name in both the report
+and the metric names, so voted and unvoted numbers cannot be mistaken for each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from launch.evaluation.protocols import RunResult
+from launch.tracking import Tracker, flatten, git_commit, redact
+
+DEFAULT_EXPERIMENT = "evaluation"
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
+
+
+def protocol_label(protocol: str, voting: int) -> str:
+    return f"{protocol}_vote{voting}" if voting > 1 else protocol
+
+
+def build_report(protocol: str, voting: int, runs: list[RunResult], class_names: tuple[str, ...],
+                 dataset: dict[str, Any], encoder: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "protocol": protocol_label(protocol, voting),
+        "voting": voting,
+        "accuracy": mean_std([r.accuracy for r in runs]),
+        "mean_class_accuracy": mean_std([r.mean_class_accuracy for r in runs]),
+        "runs": [{"seed": r.seed, "fold": r.fold, "accuracy": r.accuracy,
+                  "mean_class_accuracy": r.mean_class_accuracy, "history": r.history,
+                  "y_true": r.y_true.tolist(), "y_pred": r.y_pred.tolist()} for r in runs],
+        "class_names": list(class_names),
+        "dataset": dataset,
+        "encoder": encoder,
+        "config": redact(config),
+        "git_commit": git_commit(),
+    }
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+def _parent_tags(tracker_uri: str, pretrain_run_id: str | None) -> dict[str, str]:
+    """Link to the pretraining run: always a `pretrain_run_id` tag; `mlflow.parentRunId` (the run shows
+    nested under it in the UI) only when that run is in this tracking store, so the link never dangles."""
+    if not pretrain_run_id:
+        return {}
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    tags = {"pretrain_run_id": pretrain_run_id}
+    try:
+        MlflowClient(tracker_uri).get_run(pretrain_run_id)
+        tags["mlflow.parentRunId"] = pretrain_run_id
+    except MlflowException:
+        pass
+    return tags
+
+
+def log_report(report: dict[str, Any], uri: str, experiment: str = DEFAULT_EXPERIMENT,
+               run_name: str | None = None) -> str:
+    """One MLflow run with the config as params, per-run and summary metrics, and the report as an artifact."""
+    label = report["protocol"]
+    tags = {"evaluation.protocol": label, "evaluation.dataset": str(report["dataset"].get("kind")),
+            **_parent_tags(uri, report["encoder"].get("mlflow_run_id"))}
+    tracker = Tracker(uri, experiment, None, run_name or f"eval-{label}", tags)
+    try:
+        tracker.log_params(flatten({"protocol": label, "dataset": report["dataset"], "config": report["config"]}))
+        for i, run in enumerate(report["runs"]):
+            tracker.log_metrics({f"{label}/accuracy": run["accuracy"],
+                                 f"{label}/mean_class_accuracy": run["mean_class_accuracy"]}, step=i)
+        summary = {f"{label}/accuracy_{k}": v for k, v in report["accuracy"].items() if k != "n"}
+        summary.update({f"{label}/mean_class_accuracy_{k}": v for k, v in report["mean_class_accuracy"].items()
+                        if k != "n"})
+        tracker.log_metrics(summary, step=len(report["runs"]))
+        tracker.log_dict(report, f"evaluation/{label}.json")
+        tracker.finish("FINISHED")
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return tracker.run_id
