@@ -5,6 +5,8 @@ number of shapes (`--source synthetic:2000`). Listing generates nothing, since a
 from its index alone; shapes are built inside the shard task that loads them.
 Options:
   seed (0): which corpus; the same seed and index always give the same mesh.
+  split ("train"): the manifest split of its shapes, e.g. a held-out "test" corpus with another seed
+    (give the two sources different names so that their keys differ).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def parse_count(path: str) -> int:
 class SyntheticReader(SourceReader):
     kind = "synthetic"
     y_up = False
-    options = {"seed": 0}
+    options = {"seed": 0, "split": "train"}
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
@@ -43,11 +45,16 @@ class SyntheticReader(SourceReader):
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"source synthetic: option seed must be a non-negative integer, got {seed!r}")
         self.seed = seed
+        split = self.opts["split"]
+        if not isinstance(split, str) or not split.isidentifier():
+            raise ValueError(f"source synthetic: option split must be a name like 'train' or 'test', got {split!r}")
+        self.split = split
 
     def list_inputs(self) -> Iterator[InputRef]:
         for i in range(self.count):
             family = family_of(i)
-            yield self.ref("", f"{i:07d}", container=CONTAINER, label=family, category=family)
+            yield self.ref("", f"{i:07d}", container=CONTAINER, label=family, category=family,
+                           split=self.split)
 
     def load(self, refs: Iterable[InputRef]) -> Iterator[tuple[InputRef, Loaded | Exception]]:
         """Generate each ref's mesh; its hash covers the generated arrays, so the manifest pins them."""

@@ -153,3 +153,10 @@ def test_families_differ_in_shape_but_not_trivially() -> None:
     accuracy = float((predicted == y[~train]).mean())
     print(f"nearest-centroid accuracy {accuracy:.3f}, {N_FAMILIES} families, chance {1 / N_FAMILIES:.3f}")
     assert 0.5 < accuracy < 0.95
+
+
+def test_split_option_puts_a_held_out_corpus_in_its_own_split() -> None:
+    assert {r.split for r in reader(5).list_inputs()} == {"train"}
+    assert {r.split for r in reader(5, split="test").list_inputs()} == {"test"}
+    with pytest.raises(ValueError, match="split"):
+        reader(5, split="../x")

@@ -1,0 +1,213 @@
+"""The one-command demo (`make demo`): synthetic corpus -> shards -> pretraining -> SVM evaluation -> pictures.
+
+Every stage is the code path a cluster run takes, only smaller: `sharding.shard_corpus` on a local Ray
+instance writes the labelled synthetic corpus (a pretraining/SVM-train corpus and a held-out test
+corpus with another seed), `launch/pretrain.py` trains the `tiny` model through the DeepSpeed engine
+(a subprocess, exactly as a user would start it), the linear-SVM protocol scores the exported teacher
+encoder against the same architecture with random initialisation, and the pictures are drawn. All of
+it is logged to one local MLflow store; `summary.json` collects the numbers.
+
+    python -m launch.demo                       # defaults: 2,000 + 500 shapes, 8 epochs (about 10 min on 2 cores)
+    python -m launch.demo --shapes 96 --test-shapes 48 --epochs 1 --out /tmp/demo   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from launch.config import load_pretrain_config
+from launch.evaluation.data import LabelledSet
+from launch.evaluation.features import InputSpec
+from launch.evaluation.protocols import RunResult
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "demo.yaml"
+PRESAMPLE = 2048  # points per shape kept for evaluation (uniform subsample)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="demo-output", help="everything goes here (default: demo-output)")
+    p.add_argument("--shapes", type=int, default=2000, help="pretraining (and SVM training) shapes")
+    p.add_argument("--test-shapes", type=int, default=500, help="held-out shapes for the SVM test")
+    p.add_argument("--epochs", type=float, default=8, help="pretraining epochs")
+    p.add_argument("--num-points", type=int, default=16384, help="surface points per shape")
+    p.add_argument("--shard-size", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def shard(out: Path, args: argparse.Namespace) -> Path:
+    """One sharding job, two synthetic sources: the pretraining corpus (split `train`) and a held-out corpus
+    drawn with another seed (split `test`). Its YAML is kept in `out` as the record of what ran."""
+    from sharding.shard_corpus import main as shard_corpus
+
+    target = out / "shards"
+    job = out / "shard-job.yaml"
+    job.write_text(yaml.safe_dump({
+        "sources": [
+            {"kind": "synthetic", "name": "synthetic", "path": str(args.shapes), "options": {"seed": args.seed}},
+            {"kind": "synthetic", "name": "synthetic_test", "path": str(args.test_shapes),
+             "options": {"seed": args.seed + 1, "split": "test"}},
+        ],
+        "output": str(target), "shard_size": args.shard_size, "num_points": args.num_points,
+    }, sort_keys=False))
+    if shard_corpus(["--config", str(job), "--no-progress"]) != 0:
+        raise RuntimeError(f"sharding {job} failed: see {target / 'errors.jsonl'}")
+    return target
+
+
+def pretrain(out: Path, shards: Path, uri: str, args: argparse.Namespace) -> str:
+    """Run `launch/pretrain.py` as its own process; returns the MLflow run id it reports."""
+    cmd = [sys.executable, str(ROOT / "launch" / "pretrain.py"), "--config", str(PRETRAIN_CONFIG),
+           f"output_dir={out / 'pretrain'}", f"data.datasets.0.url={shards}", f"train.epochs={args.epochs}",
+           f"train.seed={args.seed}", f"mlflow.tracking_uri={uri}"]
+    print("[demo] " + " ".join(cmd), flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    run_id = None
+    for line in proc.stdout:
+        if line.startswith("[pretrain]"):
+            print(line, end="", flush=True)
+            if "MLflow run " in line:
+                run_id = line.rsplit("MLflow run ", 1)[1].strip()
+    if proc.wait() != 0 or run_id is None:
+        raise RuntimeError(f"pretraining failed (exit {proc.returncode}); rerun the command above to see why")
+    return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.monotonic()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+
+    print(f"[demo] sharding {args.shapes} + {args.test_shapes} synthetic shapes", flush=True)
+    shards = shard(out, args)
+    manifest = json.loads((shards / "manifest.json").read_text())
+
+    print(f"[demo] pretraining tiny for {args.epochs} epochs", flush=True)
+    run_id = pretrain(out, shards, uri, args)
+    steps = steps_of(run_id, uri)
+
+    print("[demo] linear SVM on teacher features vs random initialisation", flush=True)
+    data = load_labelled(shards, args.seed)
+    export = out / "pretrain" / "export"
+    scores = evaluate(export, data, uri, args.seed)
+    print("[demo] drawing pictures", flush=True)
+    draw_pictures(out / "pictures", export, data, scores, run_id, uri, args.seed)
+    summary = {
+        "num_shapes": args.shapes, "num_test_shapes": args.test_shapes, "num_shards": len(manifest["shardlist"]),
+        "epochs": args.epochs, "steps": steps, "wall_seconds": round(time.monotonic() - start, 1),
+        "svm_acc_pretrained": scores["pretrained"].accuracy, "svm_acc_random_init": scores["random_init"].accuracy,
+        "svm_input": {"points": data.input.num_points, "patches": data.input.num_patches,
+                      "patch_size": data.input.patch_size, "presampled_points": PRESAMPLE},
+        "mlflow_tracking_uri": uri, "mlflow_run_id": run_id, "encoder_export": str(export),
+        "pictures": str(out / "pictures"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"[demo] SVM accuracy on {args.test_shapes} held-out shapes: pretrained {summary['svm_acc_pretrained']:.1%}, "
+          f"random init {summary['svm_acc_random_init']:.1%}"
+          f" ({summary['wall_seconds']:.0f} s in all)")
+    print(f"[demo] summary: {out / 'summary.json'}; pictures: {out / 'pictures'}")
+    print(f"[demo] browse the runs: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    return 0
+
+
+@dataclass
+class Labelled:
+    train: LabelledSet
+    test: LabelledSet
+    info: dict
+    input: InputSpec
+
+
+def load_labelled(shards: Path, seed: int) -> Labelled:
+    """Both splits with their labels, each cloud uniformly subsampled to PRESAMPLE points.
+
+    The SVM input is then FPS'd from those points, as the pretraining crops were subsampled: exact FPS
+    over all 16,384 stored points costs ~0.1-0.4 s per shape in torch on a CPU, too slow for the demo.
+    """
+    from launch.evaluation.data import DatasetConfig, load_shards
+
+    data = load_shards(DatasetConfig(kind="shards", path=str(shards)))
+    rng = np.random.default_rng(seed)
+
+    def presampled(s: LabelledSet) -> LabelledSet:
+        keep = np.stack([rng.choice(int(n), size=min(PRESAMPLE, int(n)), replace=False) for n in s.num_points])
+        points = np.take_along_axis(s.points, keep[..., None], axis=1)
+        return LabelledSet(s.name, points, np.minimum(s.num_points, PRESAMPLE), s.labels, s.class_names, s.keys)
+
+    cfg = load_pretrain_config(PRETRAIN_CONFIG)
+    spec = InputSpec(num_points=cfg.data.global_crops.points, num_patches=cfg.model.patchify.global_patches,
+                     patch_size=cfg.model.patchify.patch_size)  # the pretraining global-crop geometry
+    return Labelled(presampled(data.train), presampled(data.test), data.info, spec)
+
+
+def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, RunResult]:
+    """The SVM protocol for the pretrained teacher and for the same architecture randomly initialised,
+    each logged as an evaluation run linked to the pretraining run."""
+    from launch.evaluation.encoders import random_encoder
+    from launch.evaluation.protocols import FeatureConfig, svm_run
+    from launch.evaluation.report import build_report, log_report, write_report
+    from launch.export import load_encoder
+
+    encoder, model_cfg, meta = load_encoder(export)
+    features = FeatureConfig(input=data.input)
+    results = {}
+    for name, enc in (("pretrained", encoder), ("random_init", random_encoder(model_cfg, seed))):
+        results[name] = run = svm_run(enc, data.train, data.test, "cpu", seed, features)
+        report = build_report("svm", 1, [run], data.train.class_names, data.info,
+                              {"source": name, "export": str(export), **meta}, features.model_dump(mode="json"))
+        write_report(report, export.parent.parent / f"eval-svm-{name}.json")
+        log_report(report, uri, experiment="asymdsd-demo", run_name=f"svm-{name}")
+        print(f"[demo] SVM {name}: {run.accuracy:.1%} (mean class {run.mean_class_accuracy:.1%})", flush=True)
+    return results
+
+
+def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, RunResult], run_id: str, uri: str,
+                  seed: int) -> None:
+    """Crops, masks and attention of two held-out shapes; loss curves; t-SNE and confusion of the SVM."""
+    from launch.export import load_encoder
+    from launch.pictures.evaluation import confusion_figure, embedding_figure
+    from launch.pictures.output import save_figure
+    from launch.pictures.sample import Shape, crop_spec, sample_figures
+    from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
+
+    encoder, cfg, _ = load_encoder(export)
+    spec = crop_spec(cfg, data.input.num_points)
+    names = data.test.class_names
+    for i in (0, len(data.test) // 2):
+        n = int(data.test.num_points[i])
+        shape = Shape(f"held-out shape {i} ({names[data.test.labels[i]]})", data.test.points[i, :n])
+        for kind, fig in sample_figures(shape, encoder, cfg, spec, seed + i).items():
+            save_figure(fig, out, f"shape{i}_{kind}", run_id, uri)
+    history = loss_history_from_mlflow(run_id, tracking_uri=uri)
+    save_figure(loss_curves_figure(history, title="Pretraining curves (tiny, synthetic corpus)"), out,
+                "loss_curves", run_id, uri)
+    for name, result in scores.items():
+        save_figure(embedding_figure(result.features["test"], data.test.labels, names,
+                                     title=f"t-SNE of held-out features, {name.replace('_', ' ')}"),
+                    out, f"tsne_{name}", run_id, uri)
+        save_figure(confusion_figure(result.y_true, result.y_pred, names,
+                                     title=f"Linear SVM on {name.replace('_', ' ')} features"),
+                    out, f"confusion_{name}", run_id, uri)
+
+
+def steps_of(run_id: str, uri: str) -> int:
+    from mlflow import MlflowClient
+
+    return int(max(m.step for m in MlflowClient(uri).get_metric_history(run_id, "loss/total")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
