@@ -21,7 +21,6 @@ model, unless a model config is given. `official_state_dict` writes our weights 
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import Tensor
 from launch.export import build_encoder
 from model.config import EncoderConfig, ModelConfig, TokenizerConfig
 from model.encoder import PointEncoder
+from pipeline.shards import _sha256  # the file digest the shard checks use
 
 BRANCHES = ("teacher", "student")
 HEAD_DIM = 64
@@ -242,10 +242,3 @@ def load_official_encoder(path: str | Path, branch: str = "teacher", model_cfg: 
                  if isinstance(doc.get(k), (int, str))})
     return encoder.to(device).eval(), cfg, meta
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
