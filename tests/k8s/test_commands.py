@@ -251,8 +251,25 @@ def test_mlflow_server_uses_postgres_and_proxied_s3_artifacts(rendered, overlay)
     postgres = find(docs, "Service", "mlflow-postgres")
     assert (store.hostname, store.port) == ("mlflow-postgres", postgres["spec"]["ports"][0]["port"])
     assert params["artifacts_destination"].startswith("s3://") and params["serve_artifacts"]
-    pg_env = {e["name"]: e for e in c["env"]}["PGPASSWORD"]
-    assert pg_env["valueFrom"]["secretKeyRef"]["name"] == "mlflow-postgres"
+    assert env["PGPASSFILE"].startswith(mount_path(c, "pgpass") + "/")
+
+
+def test_pgpass_init_container_writes_a_file_libpq_accepts(rendered, tmp_path):
+    """Runs the init container's script on a password with the characters pgpass must escape."""
+    docs = rendered["dev"]
+    template = find(docs, "Deployment", "mlflow")["spec"]["template"]
+    init = container(template, "pgpass")
+    secret_dir, pgpass_dir = tmp_path / "secret", tmp_path / "pgpass"
+    secret_dir.mkdir(), pgpass_dir.mkdir()
+    (secret_dir / "password").write_text("pa:ss\\word")
+    assert volume(template, "postgres-password")["secret"]["secretName"] == "mlflow-postgres"
+    script = (init["command"][-1].replace(mount_path(init, "postgres-password"), str(secret_dir))
+              .replace(mount_path(init, "pgpass"), str(pgpass_dir)))
+    subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, check=True)
+    written = pgpass_dir / Path(container_env(docs, container(template, "mlflow"), {
+        "metadata.namespace": "ns"})["PGPASSFILE"]).name
+    assert written.read_text() == "*:*:*:*:pa\\:ss\\\\word\n"
+    assert written.stat().st_mode & 0o077 == 0  # libpq ignores a pgpass file others can read
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
