@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: test venv bench clean
+.PHONY: test venv demo bench clean
 
 test: venv
 	$(BIN)/python -m pytest
@@ -19,6 +19,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $@
+
+# The whole pipeline on a laptop CPU: synthetic corpus -> shards (local Ray) -> pretraining (DeepSpeed
+# engine) -> linear-SVM evaluation vs random init -> pictures, all in a local MLflow (demo-output/).
+demo: venv
+	$(BIN)/python -m launch.demo --out demo-output
 
 bench: venv
 	$(BIN)/python bench/model_step.py --config configs/model/tiny.yaml --device cpu
