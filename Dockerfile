@@ -8,8 +8,7 @@
 # CUDA comes from the torch wheel (torch 2.13.0 on PyPI is built for CUDA 13.0 and brings its own
 # CUDA, cuDNN and NCCL libraries), so the base is NVIDIA's smallest CUDA image: it only adds the
 # environment the NVIDIA container runtime reads. Nodes need a driver for CUDA 13.0.
-ARG CUDA_BASE=nvidia/cuda:13.0.0-base-ubuntu24.04
-FROM ${CUDA_BASE}
+FROM nvidia/cuda:13.0.0-base-ubuntu24.04
 
 # Both pins are checked by tests/k8s: TORCH_VERSION against constraints.txt, RAY_VERSION against
 # the rayVersion of the KubeRay RayJob (KubeRay requires the image's Ray to match it).

