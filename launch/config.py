@@ -217,11 +217,17 @@ def load_pretrain_config(path: str | os.PathLike, overrides: list[str] | tuple[s
     if not path.is_file():
         raise ConfigError(f"pretrain config not found: {path}")
     tree = _read_mapping(path)
+    # `deepspeed=configs/deepspeed/zero2_bf16.json` swaps a whole include: those go first, then the
+    # includes are read, then the dotted overrides reach into them.
+    swaps = [o for o in overrides if o.partition("=")[0] in INCLUDES]
+    for item in swaps:
+        apply_override(tree, item)
     for key in INCLUDES:
         if isinstance(tree.get(key), str):
             tree[key] = _read_mapping(_resolve(tree[key], path))
     for item in overrides:
-        apply_override(tree, item)
+        if item not in swaps:
+            apply_override(tree, item)
     try:
         return PretrainConfig.model_validate(tree)
     except ValidationError as err:

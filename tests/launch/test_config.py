@@ -29,6 +29,9 @@ def test_includes_are_inlined_before_overrides():
     assert cfg.model.name == "tiny" and cfg.model.encoder.depth == 2 and cfg.model.encoder.dim == 96
     assert cfg.deepspeed["zero_optimization"]["stage"] == 1
     assert cfg.data.datasets[0].weight == 2.5 and cfg.train.max_steps == 7
+    swapped = load_pretrain_config(DEMO, ["deepspeed.zero_optimization.stage=1",
+                                          "deepspeed=configs/deepspeed/zero2_bf16.json"])
+    assert swapped.bf16 and swapped.deepspeed["zero_optimization"]["stage"] == 1  # swap first, then keys
 
 
 @pytest.mark.parametrize("override, names", [

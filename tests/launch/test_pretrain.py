@@ -180,3 +180,19 @@ def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_pa
     (run,) = client.search_runs([client.get_experiment_by_name("asymdsd-demo").experiment_id])
     assert run.info.status == "FAILED"
     assert history(client, run.info.run_id, "train/nonfinite_steps")[2] == [1.0]
+
+
+@pytest.mark.parametrize("ds", ["zero1_bf16", "zero2_bf16"])
+def test_gpu_deepspeed_configs_train_in_bf16(pretrain_shards, tmp_path, ds):
+    """The GPU JSONs (ZeRO-1/2, bf16) run the same job on CPU: bf16 student, fp32 teacher, partitioned AdamW."""
+    out = tmp_path / ds
+    result = launch(python_pretrain(*small_run(pretrain_shards, out, f"deepspeed=configs/deepspeed/{ds}.json",
+                                               "train.max_steps=2")), tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    client = MlflowClient(mlflow_uri(tmp_path))
+    run = client.get_run(run_id_of(result.output))
+    assert run.data.params["deepspeed.bf16.enabled"] == "True"
+    assert run.data.params["deepspeed.zero_optimization.stage"] == ds[4]
+    assert 0 < run.data.metrics["opt/grad_norm"] < 1e3 and 0 < run.data.metrics["loss/total"] < 20
+    weights = load_file(str(out / "export" / "encoder.safetensors"))
+    assert all(w.dtype == torch.float32 for w in weights.values())  # the EMA teacher stays fp32
