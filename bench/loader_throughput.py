@@ -2,11 +2,11 @@
 
 Per sample, timed from the stored `.npy` bytes in memory (16,384 float32 points) to padded crops:
 
-* ours: `np.random.default_rng((seed, sample))` (the loader derives one generator per sample), `np.load`
-  of the bytes (allow_pickle=False), `pipeline.crops.multi_crop` (2 x 1024 global + 4 x 256 local crops,
-  Z rotation and anisotropic scale), then (b) `pipeline.patchify.patch_indices` (64 x 32 global,
-  16 x 32 local);
-* baseline, the reference's per-sample CPU algorithm: the same generator and `np.load`, then per crop
+* ours: the loader's per-sample generator (`pipeline.loader.sample_rng`), the loader's decode of the
+  member's bytes (`pipeline.shards.decode_npy`: a view of the bytes, no pickles), `pipeline.crops.multi_crop`
+  (2 x 1024 global + 4 x 256 local crops, Z rotation and anisotropic scale), then (b)
+  `pipeline.patchify.patch_indices` (64 x 32 global, 16 x 32 local);
+* baseline, the reference's per-sample CPU algorithm: the same generator and decode, then per crop
   its own rotation and box draws, the box distance over the (N, 3) cloud, a full `np.argsort` of it,
   a uniform subsample of the n nearest, Z rotation and scale, and padding; then (b') per crop
   `fpsample.bucket_fps_kdline_sampling(points, P, h=7, start_idx=...)` and
@@ -61,7 +61,9 @@ from pipeline.crops import (  # noqa: E402
     multi_crop,
     random_rotations,
 )
+from pipeline.loader import sample_rng  # noqa: E402
 from pipeline.patchify import patch_indices  # noqa: E402
+from pipeline.shards import decode_npy  # noqa: E402
 
 try:
     import fpsample  # noqa: E402
@@ -97,18 +99,19 @@ def surface_points(kind: int, rng: np.random.Generator) -> np.ndarray:
     return points.astype(np.float32)
 
 
-def make_samples(count: int) -> list[bytes]:
+def make_samples(count: int) -> list[bytearray]:
+    """`.npy` bytes of `count` clouds, each in its own buffer as the loader reads a tar member."""
     rng = np.random.default_rng(12345)
     out = []
     for i in range(count):
         buf = io.BytesIO()
         np.save(buf, surface_points(i % 3, rng), allow_pickle=False)
-        out.append(buf.getvalue())
+        out.append(bytearray(buf.getvalue()))
     return out
 
 
-def decode(index: int, data: bytes) -> tuple[np.random.Generator, np.ndarray]:
-    return np.random.default_rng((SEED, index)), np.load(io.BytesIO(data), allow_pickle=False)
+def decode(index: int, data: bytearray) -> tuple[np.random.Generator, np.ndarray]:
+    return sample_rng(SEED, 0, index), decode_npy(data)
 
 
 def ours_crops(cloud: np.ndarray, rng: np.random.Generator) -> list[Crops]:
@@ -174,7 +177,7 @@ PATHS: dict[str, Path_] = {
 }
 
 
-def run_path(path: Path_, samples: list[bytes]) -> tuple[float, dict[str, float]]:
+def run_path(path: Path_, samples: list[bytearray]) -> tuple[float, dict[str, float]]:
     """Seconds for all samples and seconds per stage."""
     crop, patch = path
     stages = dict.fromkeys(STAGES, 0.0)
@@ -194,7 +197,7 @@ def run_path(path: Path_, samples: list[bytes]) -> tuple[float, dict[str, float]
     return time.perf_counter() - start, stages
 
 
-def measure(samples: list[bytes], names: list[str]) -> dict[str, dict]:
+def measure(samples: list[bytearray], names: list[str]) -> dict[str, dict]:
     best: dict[str, tuple[float, dict[str, float]]] = {}
     for _ in range(ROUNDS):
         for name in names:
@@ -213,7 +216,7 @@ def measure(samples: list[bytes], names: list[str]) -> dict[str, dict]:
     return result
 
 
-def model_side(samples: list[bytes]) -> dict:
+def model_side(samples: list[bytearray]) -> dict:
     """Torch patchify on CPU of MODEL_BATCH samples' crops at once; best of ROUNDS, amortised per sample."""
     batch = []
     for i, data in enumerate(samples[:MODEL_BATCH]):

@@ -73,9 +73,14 @@ class Crops:
 class Boxes:
     """Crop boxes of C crops of one cloud; exposed so that tests can check the box property."""
 
-    frames: np.ndarray  # (C, 3, 3) float32, row i = w_i * (row i of R): the weighted axes of the box frame
-    center_idx: np.ndarray  # (C,) int64 index of each box centre in the cloud
-    sizes: np.ndarray  # (C,) int64 n, the number of points each box grows to
+    lhs: np.ndarray  # (C, 3, 4) float32 [frame | -frame @ centre]: box coordinates of homogeneous points
+    center_idx: list[int]  # index of each box centre in the cloud
+    sizes: list[int]  # n, the number of points each box grows to
+
+    @property
+    def frames(self) -> np.ndarray:
+        """(C, 3, 3): row i = w_i * (row i of R), the weighted axes of each box frame."""
+        return self.lhs[:, :, :3]
 
 
 class _Workspace(threading.local):
@@ -87,15 +92,19 @@ class _Workspace(threading.local):
 
     def __init__(self) -> None:
         self.buffer = np.empty(0, np.float32)
+        self.ones_for = -1  # the cloud size whose row of ones is in place (the work rows never touch it)
 
     def arrays(self, cloud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(4, N) homogeneous coordinates of `cloud` (rows x, y, z, 1) and a (3, N) float32 work array."""
         n = len(cloud)
         if self.buffer.size < 7 * n:
             self.buffer = np.empty(7 * n, np.float32)
+            self.ones_for = -1
         points_h, work = self.buffer[: 4 * n].reshape(4, n), self.buffer[4 * n : 7 * n].reshape(3, n)
         np.copyto(points_h[:3], cloud.T)
-        points_h[3] = 1.0
+        if self.ones_for != n:
+            points_h[3] = 1.0
+            self.ones_for = n
         return points_h, work
 
 
@@ -134,39 +143,35 @@ def _crop_rows(kinds: tuple[CropSpec, ...]) -> tuple[tuple[float, float, float, 
     )
 
 
-def draw_boxes(num_points: int, kinds: tuple[CropSpec, ...], rng: np.random.Generator) -> Boxes:
-    """Draw the boxes of all crops of all `kinds`, in order, for a cloud of `num_points` points.
+def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator) -> Boxes:
+    """Draw the boxes of all crops of all `kinds`, in order, around points of the (N, 3) `cloud`.
 
     Two batched draws serve every crop: a Gaussian quaternion, and four uniforms for the size fraction,
     the aspect ratio, the order of the axis weights (one of 6, uniformly) and the centre. The per-crop
-    arithmetic on these few scalars runs in plain Python floats: as numpy calls on arrays of 6 it cost
-    several times more, all call overhead.
+    arithmetic on these few scalars, the frame rows w_i R_i and their offsets -w_i R_i . c included, runs
+    in plain Python floats: as numpy calls on arrays of 6 it cost several times more, all call overhead.
     """
     rows = _crop_rows(kinds)
+    num_points = len(cloud)
     quaternions = rng.standard_normal((len(rows), 4)).tolist()
     uniforms = rng.random((len(rows), 4)).tolist()
-    frames, center_idx, sizes = [], [], []
-    for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, u_center) in zip(
-        rows, quaternions, uniforms
+    center_idx = [int(u[3] * num_points) for u in uniforms]  # uniform up to the 2^-53 resolution of u
+    lhs, sizes = [], []
+    for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, _), centre in zip(
+        rows, quaternions, uniforms, cloud[center_idx].tolist()
     ):
         root = math.sqrt(a_low + a_span * u_aspect)
-        weights = [root**e for e in _WEIGHT_ORDERS[int(u_order * 6)]]
-        frames.append([[w * r for r in row] for w, row in zip(weights, rotation_from_quaternion(*q))])
+        for e, row in zip(_WEIGHT_ORDERS[int(u_order * 6)], rotation_from_quaternion(*q)):
+            axis = [root**e * r for r in row]
+            lhs.append(axis + [-(axis[0] * centre[0] + axis[1] * centre[1] + axis[2] * centre[2])])
         sizes.append(min(max(math.floor((s_low + s_span * u_size) * num_points), n_min), num_points))
-        center_idx.append(int(u_center * num_points))  # uniform up to the 2^-53 resolution of u
-    return Boxes(np.array(frames, np.float32), np.array(center_idx, np.int64), np.array(sizes, np.int64))
-
-
-def box_lhs(cloud: np.ndarray, boxes: Boxes) -> np.ndarray:
-    """(C, 3, 4) float32 [frame | -frame @ centre] per crop: box coordinates of homogeneous points."""
-    offsets = np.einsum("kij,kj->ki", boxes.frames, cloud[boxes.center_idx])
-    return np.concatenate([boxes.frames, -offsets[:, :, None]], axis=2)
+    return Boxes(np.array(lhs, np.float32).reshape(len(rows), 3, 4), center_idx, sizes)
 
 
 def box_distance(points_h: np.ndarray, lhs: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
     """(N,) float32 weighted Chebyshev distance max_i |frame_i . (p - centre)| of every point p.
 
-    points_h: (4, N) homogeneous coordinates (rows x, y, z, 1); lhs: (3, 4) from `box_lhs`. The result
+    points_h: (4, N) homogeneous coordinates (rows x, y, z, 1); lhs: (3, 4) from ``Boxes.lhs`. The result
     is row 0 of `work`, a (3, N) float32 array (new if None). One crop at a time keeps the (3, N)
     intermediate in L2 cache: a single (3C, N) matmul for all crops of a sample was no faster in the
     full pipeline, its 1.2 MB result evicting everything else. A (3, 4) x (4, N) matmul beats a
@@ -211,11 +216,11 @@ def crop_indices(
     The subsample is not shuffled (cheaper): the order of a crop's points means nothing downstream, as
     FPS starts at a random point and kNN and max-pooling ignore order.
     """
-    boxes = draw_boxes(len(cloud), kinds, rng)
+    boxes = draw_boxes(cloud, kinds, rng)
     points_h, work = _WORKSPACE.arrays(cloud)
     limits = [row[4] for row in _crop_rows(kinds)]
     indices = []
-    for lhs, n, limit in zip(box_lhs(cloud, boxes), boxes.sizes.tolist(), limits):
+    for lhs, n, limit in zip(boxes.lhs, boxes.sizes, limits):
         kept = nearest(box_distance(points_h, lhs, work), n, rng, spare=work[1:])
         if kept.size > limit:
             kept = kept[rng.choice(kept.size, limit, replace=False, shuffle=False)]

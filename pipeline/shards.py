@@ -8,6 +8,7 @@ the manifest, then its tar structure while the member index is built (every samp
 the shard and the reason; the loader's fault policy decides whether to skip it or stop.
 
 One fsspec filesystem (hence one S3 client) is created per process and storage options, and reused.
+Points are decoded without copies: the member is read into one buffer and the array is a view of it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shutil
 import tarfile
@@ -27,6 +29,7 @@ from functools import lru_cache
 
 import fsspec
 import numpy as np
+import numpy.lib.format as npy_format
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline.manifest import ShardInfo
@@ -124,8 +127,12 @@ class ShardStore:
         path = self._local_path(shard)
         key, members = self._index(shard)[index]
         with open(path, "rb") as f:
-            points = np.load(io.BytesIO(_read(f, *members["points.npy"])), allow_pickle=False)
+            data = _read(f, *members["points.npy"])
             meta = json.loads(_read(f, *members["json"]))
+        try:
+            points = decode_npy(data)
+        except ValueError as err:
+            raise ShardError(shard.url, f"sample {key}: points.npy: {err}") from None
         return Sample(key, points, meta)
 
     # -- shard files ------------------------------------------------------------------------------
@@ -196,6 +203,46 @@ class ShardStore:
             shutil.rmtree(self._cache_dir, ignore_errors=True)
 
 
-def _read(f, offset: int, size: int) -> bytes:
+def _read(f, offset: int, size: int) -> bytearray:
+    """`size` bytes at `offset`, in a fresh writable buffer (arrays decoded from it are writable views)."""
+    buffer = bytearray(size)
     f.seek(offset)
-    return f.read(size)
+    if f.readinto(buffer) != size:
+        raise EOFError(f"member at byte {offset} ends early")
+    return buffer
+
+
+@lru_cache(maxsize=64)
+def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, Fortran order) of a `.npy` preamble (magic and header), parsed by numpy's safe parser.
+
+    Every cloud of one dataset has the same preamble, so the parse (a `literal_eval`, about as slow as the
+    rest of the decode) runs once per distinct header.
+    """
+    fp = io.BytesIO(header)
+    version = npy_format.read_magic(fp)
+    read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    shape, fortran_order, dtype = read(fp)
+    if dtype.hasobject:
+        raise ValueError(f"dtype {dtype} holds Python objects, which would need pickles (refused)")
+    return dtype, shape, fortran_order
+
+
+def decode_npy(data: bytes | bytearray) -> np.ndarray:
+    """The array stored in `.npy` bytes, as a view of `data` (no copy; writable if `data` is a bytearray).
+
+    Same checks as `np.load(..., allow_pickle=False)`: no object dtypes, and the data must hold the whole
+    array. Raises ValueError naming what is wrong.
+    """
+    if len(data) < 10 or bytes(data[:6]) != npy_format.MAGIC_PREFIX:
+        raise ValueError("not a .npy file (bad magic)")
+    length_bytes = 2 if data[6] == 1 else 4  # format 1.0: 2-byte header length; 2.0 and 3.0: 4 bytes
+    offset = 8 + length_bytes + int.from_bytes(data[8 : 8 + length_bytes], "little")
+    dtype, shape, fortran_order = _npy_header(bytes(data[:offset]))
+    count = math.prod(shape)
+    if len(data) < offset + count * dtype.itemsize:
+        raise ValueError(f"truncated: {len(data) - offset} data bytes for shape {shape} of {dtype}")
+    flat = np.frombuffer(data, dtype, count=count, offset=offset)
+    return flat.reshape(shape[::-1]).T if fortran_order else flat.reshape(shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.manifest import ManifestError, load_manifest, parse_manifest
-from pipeline.shards import ReadPolicy, ShardError, ShardStore
+from pipeline.shards import ReadPolicy, ShardError, ShardStore, decode_npy, index_tar
 from tests.conftest import free_port, s3_storage, upload_dir
 
 
@@ -58,6 +59,58 @@ def test_store_reads_every_sample_of_the_manifest(dataset):
             assert sample.meta["key"] == sample.key
             keys.append(sample.key)
     assert len(set(keys)) == 24
+
+
+def npy_bytes(array: np.ndarray) -> bytearray:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return bytearray(buf.getvalue())
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.random.default_rng(0).standard_normal((16384, 3)).astype(np.float32),
+        np.asfortranarray(np.arange(15, dtype=np.float64).reshape(5, 3)),
+        np.arange(7, dtype=">i2"),
+        np.zeros((0, 3), np.float16),
+    ],
+)
+def test_decoded_points_equal_np_load_and_view_the_bytes(array):
+    data = npy_bytes(array)
+    decoded = decode_npy(data)
+    expected = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
+    assert np.array_equal(decoded, expected)
+    if array.size:
+        assert np.shares_memory(decoded, np.frombuffer(data, np.uint8))  # no copy
+        decoded[0] = 1  # a writable view of the member's buffer, as np.load's result is writable
+
+
+def test_undecodable_points_are_refused():
+    good = npy_bytes(np.ones((10, 3), np.float32))
+    with pytest.raises(ValueError, match="truncated"):
+        decode_npy(good[:-4])
+    with pytest.raises(ValueError, match="bad magic"):
+        decode_npy(b"PK\x03\x04" + bytes(good[4:]))
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="would need pickles"):
+        decode_npy(buf.getvalue())
+
+
+def test_store_names_the_sample_with_bad_points(dataset, tmp_path):
+    data = copy_dataset(dataset, tmp_path / "d")
+    m = load_manifest(str(data))
+    key, members = index_tar(m.shards[0].url, m.shards[0].url)[2]
+    offset, _ = members["points.npy"]
+    with open(m.shards[0].url, "r+b") as f:  # same size: only the decode can notice
+        f.seek(offset)
+        f.write(b"XXXXXX")
+    store = ShardStore(ReadPolicy(verify=False))
+    assert store.sample(m.shards[0], 1).points.shape == (16384, 3)
+    with pytest.raises(ShardError, match=f"sample {key}: points.npy: not a .npy file"):
+        store.sample(m.shards[0], 2)
 
 
 def test_corrupt_shard_fails_its_checksum(dataset, tmp_path):
