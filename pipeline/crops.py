@@ -7,20 +7,31 @@ smallest d(p) = max_i |w_i (R (p - c))_i| are kept. If n exceeds the crop size t
 without replacement. The returned points are not rotated by R. Each crop is then rotated about Z by
 U(0, 2 pi), scaled per axis by U(scale) and zero-padded to the crop size.
 
-Why it is fast (measured with bench/loader_throughput.py; about 4x the reference's per-crop code):
+Why it is fast (measured with bench/loader_throughput.py; about 5x the reference's per-crop code). In
+the pipeline about half of the time is numpy kernels and half is interpreter and per-call overhead, so
+both the passes over the N points and the number of numpy calls per crop count:
 * the n nearest points come from the n-th smallest distance t (`np.partition`, O(N), on the int32 view of
   the non-negative float32 distances, which orders them the same and partitions twice as fast) and one
-  comparison d <= t, never from a sort; the uniform subset is then drawn among them;
+  comparison d <= t, never from a sort (`argpartition`, or a partition of (distance, index) int64 keys,
+  were slower);
 * the box distance of all N points is one (3, 4) x (4, N) float32 matmul per crop on homogeneous
   coordinates (the centre folded in), then |.| and a max over three contiguous rows;
+* the uniform subsample of every crop is drawn before any distance, in one batch for all crops of the
+  sample (`uniform_subsets`: first distinct values of uniform draws), as ranks into the n nearest; this
+  replaced one `rng.choice(n, m, replace=False)` per crop. Rejection sampling of the subset straight from
+  the N points (no mask, no `nonzero`) was no faster;
 * the random parameters of all crops of a sample come from two batched draws, and the arithmetic on
-  those few scalars runs in plain Python (numpy calls on arrays of 6 are all overhead);
-* the work arrays are reused per thread (no page faults on fresh arrays, a working set that fits L2).
+  those few scalars, box rows and their offsets included, runs in plain Python (numpy calls on arrays
+  of 6 are all overhead);
+* the work arrays and their views are reused per thread (no page faults on fresh arrays, a working set
+  that fits L2, no per-crop view objects); full crops of one kind are gathered with one `take`.
 
 Exactness: {d <= t} is the n nearest unless several points tie at t; the tie is then completed by a uniform
-choice among the tied points, one of the arbitrary tie-breaks the reference allows, so the crops have the
-reference's distribution. Every random draw comes from the `rng` argument, so a sample's crops are a pure
-function of the generator's state (NumPy's `Generator` methods may change streams across NumPy versions).
+choice among the tied points, one of the arbitrary tie-breaks the reference allows. The subsample is a
+uniform m-subset of the n nearest (see `uniform_subsets`; integers are floor(u n) of 53-bit uniforms u, as
+for the box centre). So the crops have the reference's distribution. Every random draw comes from the
+`rng` argument, so a sample's crops are a pure function of the generator's state (NumPy's `Generator`
+methods may change streams across NumPy versions).
 """
 
 from __future__ import annotations
@@ -91,28 +102,45 @@ class _Workspace(threading.local):
     """
 
     def __init__(self) -> None:
-        self.buffer = np.empty(0, np.float32)
-        self.ones_for = -1  # the cloud size whose row of ones is in place (the work rows never touch it)
+        self.capacity = -1
+        self.size = -1
+        self.slots = np.empty(0, np.int32)
 
-    def arrays(self, cloud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(4, N) homogeneous coordinates of `cloud` (rows x, y, z, 1) and a (3, N) float32 work array."""
+    def load(self, cloud: np.ndarray) -> _Workspace:
+        """Holds `cloud` as (4, N) homogeneous coordinates `points_h` (rows x, y, z, 1); returns self.
+
+        Also: `work` (3, N) float32 and its `rows`, `part` (N,) int32 and `mask` (N,) bool scratch.
+        """
         n = len(cloud)
-        if self.buffer.size < 7 * n:
-            self.buffer = np.empty(7 * n, np.float32)
-            self.ones_for = -1
-        points_h, work = self.buffer[: 4 * n].reshape(4, n), self.buffer[4 * n : 7 * n].reshape(3, n)
-        np.copyto(points_h[:3], cloud.T)
-        if self.ones_for != n:
-            points_h[3] = 1.0
-            self.ones_for = n
-        return points_h, work
+        if n > self.capacity:
+            self.buffer = np.empty(8 * n, np.float32)
+            self.mask_buffer = np.empty(n, np.bool_)
+            self.capacity, self.size = n, -1
+        if n != self.size:  # views for this size; the row of ones stays in place while the size does
+            self.points_h = self.buffer[: 4 * n].reshape(4, n)
+            self.points_h[3] = 1.0
+            self.work = self.buffer[4 * n : 7 * n].reshape(3, n)
+            self.rows = tuple(self.work)
+            self.part = self.buffer[7 * n : 8 * n].view(np.int32)
+            self.mask = self.mask_buffer[:n]
+            self.size = n
+        np.copyto(self.points_h[:3], cloud.T)
+        return self
+
+    def empty_slots(self, count: int) -> np.ndarray:
+        """(>= count,) int32 all `_EMPTY_SLOT`; `uniform_subsets` restores that state after use."""
+        if self.slots.size < count:
+            self.slots = np.full(count, _EMPTY_SLOT, np.int32)
+        return self.slots
 
 
 _WORKSPACE = _Workspace()
+_EMPTY_SLOT = np.iinfo(np.int32).max
+_DRAW_ORDER = np.arange(1 << 16, dtype=np.int32)  # positions of the draws of one batch (longer: made anew)
 
 
-# The six orders of the axis weights (1, 1/sqrt(a), sqrt(a)), as exponents of sqrt(a).
-_WEIGHT_ORDERS = list(itertools.permutations((0, -1, 1)))
+# The six orders of the axis weights (1, 1/sqrt(a), sqrt(a)), as indices into that triple.
+_WEIGHT_ORDERS = list(itertools.permutations(range(3)))
 
 
 def rotation_from_quaternion(w: float, x: float, y: float, z: float) -> list[list[float]]:
@@ -149,62 +177,124 @@ def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Ge
     Two batched draws serve every crop: a Gaussian quaternion, and four uniforms for the size fraction,
     the aspect ratio, the order of the axis weights (one of 6, uniformly) and the centre. The per-crop
     arithmetic on these few scalars, the frame rows w_i R_i and their offsets -w_i R_i . c included, runs
-    in plain Python floats: as numpy calls on arrays of 6 it cost several times more, all call overhead.
+    in plain Python floats: as numpy calls on arrays of 6 it cost more, all call overhead.
     """
     rows = _crop_rows(kinds)
     num_points = len(cloud)
     quaternions = rng.standard_normal((len(rows), 4)).tolist()
     uniforms = rng.random((len(rows), 4)).tolist()
     center_idx = [int(u[3] * num_points) for u in uniforms]  # uniform up to the 2^-53 resolution of u
-    lhs, sizes = [], []
-    for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, _), centre in zip(
+    lhs: list[float] = []
+    sizes = []
+    for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, _), (cx, cy, cz) in zip(
         rows, quaternions, uniforms, cloud[center_idx].tolist()
     ):
         root = math.sqrt(a_low + a_span * u_aspect)
-        for e, row in zip(_WEIGHT_ORDERS[int(u_order * 6)], rotation_from_quaternion(*q)):
-            axis = [root**e * r for r in row]
-            lhs.append(axis + [-(axis[0] * centre[0] + axis[1] * centre[1] + axis[2] * centre[2])])
+        weights = (1.0, 1.0 / root, root)
+        for i, (a, b, c) in zip(_WEIGHT_ORDERS[int(u_order * 6)], rotation_from_quaternion(*q)):
+            w = weights[i]
+            lhs += (w * a, w * b, w * c, -w * (a * cx + b * cy + c * cz))
         sizes.append(min(max(math.floor((s_low + s_span * u_size) * num_points), n_min), num_points))
     return Boxes(np.array(lhs, np.float32).reshape(len(rows), 3, 4), center_idx, sizes)
 
 
-def box_distance(points_h: np.ndarray, lhs: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
+def box_distance(
+    points_h: np.ndarray, lhs: np.ndarray, work: np.ndarray | None = None, rows: tuple | None = None
+) -> np.ndarray:
     """(N,) float32 weighted Chebyshev distance max_i |frame_i . (p - centre)| of every point p.
 
-    points_h: (4, N) homogeneous coordinates (rows x, y, z, 1); lhs: (3, 4) from ``Boxes.lhs`. The result
-    is row 0 of `work`, a (3, N) float32 array (new if None). One crop at a time keeps the (3, N)
-    intermediate in L2 cache: a single (3C, N) matmul for all crops of a sample was no faster in the
-    full pipeline, its 1.2 MB result evicting everything else. A (3, 4) x (4, N) matmul beats a
-    (3, 3) one plus subtracting the centre.
+    points_h: (4, N) homogeneous coordinates (rows x, y, z, 1); lhs: (3, 4) from `Boxes.lhs`. The result
+    is row 0 of `work`, a (3, N) float32 array (new if None); `rows`: optional `tuple(work)`, made once
+    per sample instead of per crop. One crop at a time keeps the (3, N) intermediate in L2 cache: a
+    (C, 3, N) matmul for all crops of a sample was slower in the full pipeline, its 1.2 MB result
+    evicting everything else. A (3, 4) x (4, N) matmul beats a (3, 3) one plus subtracting the centre.
     """
     work = np.empty((3, points_h.shape[1]), np.float32) if work is None else work
+    first, second, third = work if rows is None else rows
     np.matmul(lhs, points_h, out=work)
     np.abs(work, out=work)
-    distances = np.maximum(work[0], work[1], out=work[0])
-    return np.maximum(distances, work[2], out=distances)
+    np.maximum(first, second, out=first)
+    return np.maximum(first, third, out=first)
 
 
 def nearest(
-    distances: np.ndarray, n: int, rng: np.random.Generator, spare: np.ndarray | None = None
+    distances: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    part: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of the n smallest of the non-negative float32 `distances`, ties at the n-th broken at random.
 
-    `spare`: optional (2, N) float32 scratch rows (overwritten) for the partition copy and the mask.
+    `part` (N,) int32 and `mask` (N,) bool: optional scratch (overwritten) for the partition and the mask.
     """
     if n >= distances.size:
         return np.arange(distances.size)
-    spare = np.empty((2, distances.size), np.float32) if spare is None else spare
     keys = distances.view(np.int32)  # same order as the floats for non-negative values (IEEE 754)
-    part = spare[0].view(np.int32)
+    part = np.empty_like(keys) if part is None else part
     np.copyto(part, keys)
     part.partition(n - 1)
     t = part[n - 1]
-    kept = np.less_equal(keys, t, out=spare[1].view(np.bool_)[: keys.size]).nonzero()[0]
+    kept = np.less_equal(keys, t, out=mask).nonzero()[0]
     if kept.size > n:
         below = (keys < t).nonzero()[0]
         tied = (keys == t).nonzero()[0]
         kept = np.concatenate([below, rng.choice(tied, n - below.size, replace=False)])
     return kept
+
+
+def _draw_count(n: int, m: int) -> int:
+    """Uniform draws from [0, n) that hold m distinct values in all but a few in a thousand cases.
+
+    0 where m > n / 2: such a batch would be long (coupon collector), and `rng.choice` is used instead.
+    """
+    if 2 * m > n:
+        return 0
+    expected = -n * math.log1p(-m / n)  # sum over the m distinct values of n / (values not yet seen)
+    return int(expected + 3 * math.sqrt(expected - m + 1)) + 8
+
+
+def uniform_subsets(
+    populations: list[int], sizes: list[int], rng: np.random.Generator, slots: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Per (n, m) with m < n: m distinct integers of [0, n), every m-subset equally likely, independently.
+
+    Each subset is the first m distinct values of its own run of uniform draws (a value is floor(u n),
+    uniform up to the 2^-53 resolution of u): each new distinct value is uniform over the values not seen
+    yet, so they form a uniform m-subset. All runs come from one `rng.random` batch, each in its own block
+    of `slots`, where `np.minimum.at` of the draw positions marks first occurrences. In the pipeline this
+    costs less than one `rng.choice(n, m, replace=False)` per crop, which pays a large per-call overhead
+    and a Floyd or tail-shuffle loop. A run with fewer than m distinct values, or a subset with m > n / 2,
+    is drawn by `rng.choice` instead: whether a run falls short does not depend on which values it holds,
+    so the subset stays uniform either way. The subsets come in draw order, not sorted.
+
+    slots: optional (>= sum of n,) int32 array all `_EMPTY_SLOT`, restored on return (new if None).
+    """
+    counts = [_draw_count(n, m) for n, m in zip(populations, sizes)]
+    offsets = [0, *itertools.accumulate(populations)][:-1]  # each run's block of slots
+    total = sum(counts)
+    if total:
+        slots = np.full(sum(populations), _EMPTY_SLOT, np.int32) if slots is None else slots
+        draws = rng.random(total)
+        draws *= np.repeat(np.array(populations, np.float64), counts)
+        values = draws.astype(np.intp)
+        values += np.repeat(offsets, counts)
+        order = _DRAW_ORDER[:total] if total <= _DRAW_ORDER.size else np.arange(total, dtype=np.int32)
+        np.minimum.at(slots, values, order)  # slot of a value = position of its first draw
+        first = slots[values] == order
+        slots[values] = _EMPTY_SLOT
+    subsets = []
+    end = 0
+    for n, m, count, offset in zip(populations, sizes, counts, offsets):
+        start, end = end, end + count
+        distinct = values[start:end][first[start:end]] if count else ()
+        if len(distinct) >= m:
+            subset = distinct[:m]
+            subset -= offset
+        else:
+            subset = rng.choice(n, m, replace=False, shuffle=False)
+        subsets.append(subset)
+    return subsets
 
 
 def crop_indices(
@@ -213,18 +303,22 @@ def crop_indices(
     """The boxes of all crops of all `kinds` (in order) and each crop's point indices into `cloud`.
 
     A crop keeps its box's n nearest points, subsampled uniformly without replacement to the crop size.
-    The subsample is not shuffled (cheaper): the order of a crop's points means nothing downstream, as
-    FPS starts at a random point and kNN and max-pooling ignore order.
+    Box sizes are known before any distance, so the subsample ranks of all crops are drawn first, in one
+    batch. The subsample is not sorted (cheaper): the order of a crop's points means nothing downstream,
+    as FPS starts at a random point and kNN and max-pooling ignore order.
     """
     boxes = draw_boxes(cloud, kinds, rng)
-    points_h, work = _WORKSPACE.arrays(cloud)
+    ws = _WORKSPACE.load(cloud)
     limits = [row[4] for row in _crop_rows(kinds)]
+    big = [i for i, (n, limit) in enumerate(zip(boxes.sizes, limits)) if n > limit]
+    populations = [boxes.sizes[i] for i in big]
+    ranks = dict(zip(big, uniform_subsets(populations, [limits[i] for i in big], rng,
+                                          ws.empty_slots(sum(populations)))))
     indices = []
-    for lhs, n, limit in zip(boxes.lhs, boxes.sizes, limits):
-        kept = nearest(box_distance(points_h, lhs, work), n, rng, spare=work[1:])
-        if kept.size > limit:
-            kept = kept[rng.choice(kept.size, limit, replace=False, shuffle=False)]
-        indices.append(kept)
+    points_h, work, rows, part, mask = ws.points_h, ws.work, ws.rows, ws.part, ws.mask
+    for i, (lhs, n) in enumerate(zip(boxes.lhs, boxes.sizes)):
+        kept = nearest(box_distance(points_h, lhs, work, rows), n, rng, part, mask)
+        indices.append(kept[ranks[i]] if i in ranks else kept)
     return boxes, indices
 
 
@@ -245,12 +339,19 @@ def augment_matrices(count: int, spec: AugmentSpec, rng: np.random.Generator) ->
 
 
 def gather(cloud: np.ndarray, indices: list[np.ndarray], size: int, matrices: np.ndarray) -> Crops:
-    """Crops from point `indices` into `cloud`, each mapped by its (3, 3) matrix, zero-padded to `size`."""
-    points = np.zeros((len(indices), size, 3), dtype=np.float32)
-    for crop, idx in zip(points, indices):
-        np.take(cloud, idx, axis=0, out=crop[: len(idx)], mode="clip")  # indices are in range: no checks
+    """Crops from point `indices` into `cloud`, each mapped by its (3, 3) matrix, zero-padded to `size`.
+
+    When every crop is full (the usual case) one `take` of all indices serves them all.
+    """
+    lengths = [len(idx) for idx in indices]
+    if min(lengths) == size:
+        points = cloud.take(np.concatenate(indices), axis=0, mode="clip").reshape(len(indices), size, 3)
+    else:
+        points = np.zeros((len(indices), size, 3), dtype=np.float32)
+        for crop, idx in zip(points, indices):
+            cloud.take(idx, axis=0, out=crop[: len(idx)], mode="clip")  # indices are in range: no checks
     # A linear map keeps the zero padding at zero.
-    return Crops(np.matmul(points, matrices), np.array([len(idx) for idx in indices], dtype=np.int64))
+    return Crops(np.matmul(points, matrices), np.array(lengths, dtype=np.int64))
 
 
 def multi_crop(

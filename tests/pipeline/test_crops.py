@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+
+from pipeline import crops
 
 from pipeline.crops import (
     AugmentSpec,
@@ -16,6 +20,7 @@ from pipeline.crops import (
     multi_crop,
     nearest,
     random_rotations,
+    uniform_subsets,
 )
 
 NO_AUGMENT = AugmentSpec(rotate_z=False, scale=(1.0, 1.0))
@@ -142,6 +147,43 @@ def test_subsample_is_uniform():
     for _ in range(trials):
         counts[crop_indices(cloud, (spec,), rng)[1][0]] += 1
     assert np.allclose(counts / trials, 0.25, atol=0.035)
+
+
+def pair_frequencies(rng: np.random.Generator, batches: int, per_batch: int) -> tuple[np.ndarray, float]:
+    """Frequencies of the 15 2-subsets of range(6), and how often neighbours in one batch are equal."""
+    pairs = {p: i for i, p in enumerate(itertools.combinations(range(6), 2))}
+    counts, same = np.zeros(15), 0
+    for _ in range(batches):
+        subsets = [tuple(sorted(s.tolist())) for s in uniform_subsets([6] * per_batch, [2] * per_batch, rng)]
+        for s in subsets:
+            counts[pairs[s]] += 1
+        same += sum(a == b for a, b in zip(subsets[::2], subsets[1::2]))
+    return counts / (batches * per_batch), same / (batches * per_batch // 2)
+
+
+def test_uniform_subsets_are_uniform_and_independent():
+    freq, same = pair_frequencies(np.random.default_rng(0), 300, 50)  # 15,000 subsets, 1,000 per pair
+    assert np.allclose(freq, 1 / 15, atol=0.01)  # 5 standard deviations of a count of 1,000
+    assert abs(same - 1 / 15) < 0.015  # subsets of one batch are independent
+
+
+def test_uniform_subsets_stay_uniform_when_runs_fall_short(monkeypatch):
+    """Runs of 2 draws for 2 of 6 values repeat a value 1 time in 6; those subsets come from `choice`."""
+    monkeypatch.setattr(crops, "_draw_count", lambda n, m: m)
+    freq, same = pair_frequencies(np.random.default_rng(1), 300, 50)
+    assert np.allclose(freq, 1 / 15, atol=0.01)
+    assert abs(same - 1 / 15) < 0.015
+
+
+def test_uniform_subsets_sizes_and_ranges():
+    populations, sizes = [100, 3000, 7, 5, 16383], [10, 1024, 5, 2, 256]  # 5 of 7: `choice` (m > n / 2)
+    slots = np.full(sum(populations), crops._EMPTY_SLOT, np.int32)
+    for seed in range(5):
+        subsets = uniform_subsets(populations, sizes, np.random.default_rng(seed), slots)
+        for subset, n, m in zip(subsets, populations, sizes):
+            assert len(subset) == m and len(np.unique(subset)) == m
+            assert subset.min() >= 0 and subset.max() < n
+        assert (slots == crops._EMPTY_SLOT).all()  # the scratch is restored for the next sample
 
 
 def test_tiny_cloud_is_kept_whole_and_padded():
