@@ -24,7 +24,8 @@ both the passes over the N points and the number of numpy calls per crop count:
   those few scalars, box rows and their offsets included, runs in plain Python (numpy calls on arrays
   of 6 are all overhead);
 * the work arrays and their views are reused per thread (no page faults on fresh arrays, a working set
-  that fits L2, no per-crop view objects); full crops of one kind are gathered with one `take`.
+  that fits L2, no per-crop view objects); full crops of one kind are gathered with one `take` from
+  the (3, N) coordinate rows of the work array, which are still in L2 cache.
 
 Exactness: {d <= t} is the n nearest unless several points tie at t; the tie is then completed by a uniform
 choice among the tied points, one of the arbitrary tie-breaks the reference allows. The subsample is a
@@ -143,22 +144,24 @@ _DRAW_ORDER = np.arange(1 << 16, dtype=np.int32)  # positions of the draws of on
 _WEIGHT_ORDERS = list(itertools.permutations(range(3)))
 
 
-def rotation_from_quaternion(w: float, x: float, y: float, z: float) -> list[list[float]]:
-    """Rotation matrix (rows) of the quaternion (w, x, y, z) of any non-zero norm.
+def rotation_from_quaternion(w: float, x: float, y: float, z: float) -> tuple[float, ...]:
+    """Rotation matrix, row-major as 9 floats, of the quaternion (w, x, y, z) of any non-zero norm.
 
     With (w, x, y, z) a standard 4-D Gaussian the rotation is uniform on SO(3) (its direction is uniform).
+    A flat tuple because `draw_boxes` unpacks it once per crop.
     """
     s = 1.0 / (w * w + x * x + y * y + z * z)
-    return [
-        [(w * w + x * x - y * y - z * z) * s, 2 * (x * y - w * z) * s, 2 * (x * z + w * y) * s],
-        [2 * (x * y + w * z) * s, (w * w - x * x + y * y - z * z) * s, 2 * (y * z - w * x) * s],
-        [2 * (x * z - w * y) * s, 2 * (y * z + w * x) * s, (w * w - x * x - y * y + z * z) * s],
-    ]
+    return (
+        (w * w + x * x - y * y - z * z) * s, 2 * (x * y - w * z) * s, 2 * (x * z + w * y) * s,
+        2 * (x * y + w * z) * s, (w * w - x * x + y * y - z * z) * s, 2 * (y * z - w * x) * s,
+        2 * (x * z - w * y) * s, 2 * (y * z + w * x) * s, (w * w - x * x - y * y + z * z) * s,
+    )
 
 
 def random_rotations(count: int, rng: np.random.Generator) -> np.ndarray:
     """(count, 3, 3) float64 rotations uniform on SO(3)."""
-    return np.array([rotation_from_quaternion(*q) for q in rng.standard_normal((count, 4)).tolist()])
+    quaternions = rng.standard_normal((count, 4)).tolist()
+    return np.array([rotation_from_quaternion(*q) for q in quaternions]).reshape(count, 3, 3)
 
 
 @functools.lru_cache(maxsize=16)
@@ -191,9 +194,14 @@ def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Ge
     ):
         root = math.sqrt(a_low + a_span * u_aspect)
         weights = (1.0, 1.0 / root, root)
-        for i, (a, b, c) in zip(_WEIGHT_ORDERS[int(u_order * 6)], rotation_from_quaternion(*q)):
-            w = weights[i]
-            lhs += (w * a, w * b, w * c, -w * (a * cx + b * cy + c * cz))
+        i, j, k = _WEIGHT_ORDERS[int(u_order * 6)]
+        r00, r01, r02, r10, r11, r12, r20, r21, r22 = rotation_from_quaternion(*q)
+        w = weights[i]
+        lhs += (w * r00, w * r01, w * r02, -w * (r00 * cx + r01 * cy + r02 * cz))
+        w = weights[j]
+        lhs += (w * r10, w * r11, w * r12, -w * (r10 * cx + r11 * cy + r12 * cz))
+        w = weights[k]
+        lhs += (w * r20, w * r21, w * r22, -w * (r20 * cx + r21 * cy + r22 * cz))
         sizes.append(min(max(math.floor((s_low + s_span * u_size) * num_points), n_min), num_points))
     return Boxes(np.array(lhs, np.float32).reshape(len(rows), 3, 4), center_idx, sizes)
 
@@ -271,29 +279,31 @@ def uniform_subsets(
     slots: optional (>= sum of n,) int32 array all `_EMPTY_SLOT`, restored on return (new if None).
     """
     counts = [_draw_count(n, m) for n, m in zip(populations, sizes)]
-    offsets = [0, *itertools.accumulate(populations)][:-1]  # each run's block of slots
-    total = sum(counts)
-    if total:
-        slots = np.full(sum(populations), _EMPTY_SLOT, np.int32) if slots is None else slots
+    subsets: list = [None] * len(populations)
+    runs = [i for i, count in enumerate(counts) if count]
+    if runs:
+        run_sizes = [populations[i] for i in runs]
+        run_counts = [counts[i] for i in runs]
+        total = sum(run_counts)
+        slots = np.full(sum(run_sizes), _EMPTY_SLOT, np.int32) if slots is None else slots
         draws = rng.random(total)
-        draws *= np.repeat(np.array(populations, np.float64), counts)
+        draws *= np.repeat(np.array(run_sizes, np.float64), run_counts)
         values = draws.astype(np.intp)
-        values += np.repeat(offsets, counts)
+        blocks = values + np.repeat([0, *itertools.accumulate(run_sizes[:-1])], run_counts)  # slots per run
         order = _DRAW_ORDER[:total] if total <= _DRAW_ORDER.size else np.arange(total, dtype=np.int32)
-        np.minimum.at(slots, values, order)  # slot of a value = position of its first draw
-        first = slots[values] == order
-        slots[values] = _EMPTY_SLOT
-    subsets = []
-    end = 0
-    for n, m, count, offset in zip(populations, sizes, counts, offsets):
-        start, end = end, end + count
-        distinct = values[start:end][first[start:end]] if count else ()
-        if len(distinct) >= m:
-            subset = distinct[:m]
-            subset -= offset
-        else:
-            subset = rng.choice(n, m, replace=False, shuffle=False)
-        subsets.append(subset)
+        np.minimum.at(slots, blocks, order)  # slot of a value = position of its first draw in its run
+        first = slots[blocks] == order
+        slots[blocks] = _EMPTY_SLOT
+        distinct = values[first]  # each run's distinct values in order of first draw, run after run
+        found = np.add.reduceat(first, [0, *itertools.accumulate(run_counts[:-1])], dtype=np.intp)
+        end = 0
+        for i, hits in zip(runs, found.tolist()):
+            start, end = end, end + hits
+            if hits >= sizes[i]:
+                subsets[i] = distinct[start : start + sizes[i]]
+    for i, subset in enumerate(subsets):
+        if subset is None:
+            subsets[i] = rng.choice(populations[i], sizes[i], replace=False, shuffle=False)
     return subsets
 
 
@@ -307,8 +317,13 @@ def crop_indices(
     batch. The subsample is not sorted (cheaper): the order of a crop's points means nothing downstream,
     as FPS starts at a random point and kNN and max-pooling ignore order.
     """
+    return _crop_indices(_WORKSPACE.load(cloud), cloud, kinds, rng)
+
+
+def _crop_indices(
+    ws: _Workspace, cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator
+) -> tuple[Boxes, list[np.ndarray]]:
     boxes = draw_boxes(cloud, kinds, rng)
-    ws = _WORKSPACE.load(cloud)
     limits = [row[4] for row in _crop_rows(kinds)]
     big = [i for i, (n, limit) in enumerate(zip(boxes.sizes, limits)) if n > limit]
     populations = [boxes.sizes[i] for i in big]
@@ -329,27 +344,31 @@ def augment_matrices(count: int, spec: AugmentSpec, rng: np.random.Generator) ->
     Plain Python floats for the same reason as in `draw_boxes`.
     """
     low, span = spec.scale[0], spec.scale[1] - spec.scale[0]
-    matrices = []
-    for u_angle, *u_scale in rng.random((count, 4)).tolist():
+    matrices: list[float] = []
+    for u_angle, u_x, u_y, u_z in rng.random((count, 4)).tolist():
         angle = 2 * math.pi * u_angle
         cos, sin = (math.cos(angle), math.sin(angle)) if spec.rotate_z else (1.0, 0.0)
-        sx, sy, sz = (low + span * u for u in u_scale)
-        matrices.append([[cos * sx, sin * sy, 0.0], [-sin * sx, cos * sy, 0.0], [0.0, 0.0, sz]])
-    return np.array(matrices, np.float32)
+        sx, sy = low + span * u_x, low + span * u_y
+        matrices += (cos * sx, sin * sy, 0.0, -sin * sx, cos * sy, 0.0, 0.0, 0.0, low + span * u_z)
+    return np.array(matrices, np.float32).reshape(count, 3, 3)
 
 
-def gather(cloud: np.ndarray, indices: list[np.ndarray], size: int, matrices: np.ndarray) -> Crops:
-    """Crops from point `indices` into `cloud`, each mapped by its (3, 3) matrix, zero-padded to `size`.
+def gather(coords: np.ndarray, indices: list[np.ndarray], size: int, matrices: np.ndarray) -> Crops:
+    """Crops of the points `indices` of (3, N) `coords` (rows x, y, z), each mapped by its (3, 3) matrix,
+    zero-padded to `size`.
 
-    When every crop is full (the usual case) one `take` of all indices serves them all.
+    The pipeline passes the rows of its work array: they are in L2 cache after the distance passes, where
+    the (N, 3) cloud has been evicted, so the random gather is cheaper. When every crop is full (the usual
+    case) one `take` serves them all.
     """
     lengths = [len(idx) for idx in indices]
     if min(lengths) == size:
-        points = cloud.take(np.concatenate(indices), axis=0, mode="clip").reshape(len(indices), size, 3)
+        taken = coords.take(np.concatenate(indices), axis=1, mode="clip")  # indices are in range: no checks
+        points = taken.reshape(3, len(indices), size).transpose(1, 2, 0)
     else:
         points = np.zeros((len(indices), size, 3), dtype=np.float32)
         for crop, idx in zip(points, indices):
-            cloud.take(idx, axis=0, out=crop[: len(idx)], mode="clip")  # indices are in range: no checks
+            crop[: len(idx)] = coords.take(idx, axis=1, mode="clip").T
     # A linear map keeps the zero padding at zero.
     return Crops(np.matmul(points, matrices), np.array(lengths, dtype=np.int64))
 
@@ -360,10 +379,12 @@ def multi_crop(
     """(global crops, local crops or None) of one (N, 3) cloud, cropped and augmented independently."""
     cloud = np.ascontiguousarray(cloud, dtype=np.float32)
     kinds = (spec.global_crops,) if spec.local_crops is None else (spec.global_crops, spec.local_crops)
-    _, indices = crop_indices(cloud, kinds, rng)
+    ws = _WORKSPACE.load(cloud)
+    _, indices = _crop_indices(ws, cloud, kinds, rng)
     matrices = augment_matrices(len(indices), spec.augment, rng)
+    coords = ws.points_h[:3]
     first = spec.global_crops.count
-    global_crops = gather(cloud, indices[:first], spec.global_crops.points, matrices[:first])
+    global_crops = gather(coords, indices[:first], spec.global_crops.points, matrices[:first])
     if spec.local_crops is None:
         return global_crops, None
-    return global_crops, gather(cloud, indices[first:], spec.local_crops.points, matrices[first:])
+    return global_crops, gather(coords, indices[first:], spec.local_crops.points, matrices[first:])
