@@ -15,14 +15,15 @@ Per sample, timed from the stored `.npy` bytes in memory (16,384 float32 points)
 Inputs are generated up front and not timed: points on the surfaces of random ellipsoids, boxes and tori,
 randomly rotated and scaled, stored with `np.save`. Single-core numbers come from this one process with
 OMP/MKL/OpenBLAS threads set to 1 before numpy is imported and `torch.set_num_threads(1)`; each path is
-warmed up on one sample, and each timing is the best of 2 rounds with the paths alternating (the machine
-may be shared). Stage columns are mean milliseconds per sample of that run.
+warmed up on one sample, and each timing is the best of --rounds rounds (3) with the paths alternating
+(the machine may be shared). Stage columns are mean milliseconds per sample of that run. The 200 clouds
+(39 MB) do not fit in cache, so each sample starts cold, as a freshly read tar member does.
 
 Model-side alternative: `model.patchify.patchify` (normalise, FPS, kNN, gather) in torch on CPU, one
 thread, for the crops of a batch of 32 samples at once (64 global and 128 local crops); the time per batch
 divided by 32 is the amortised per-sample cost, to compare with the loader-side patchify stage.
 
-Run from the repository root (about half a minute on a 2-core machine):
+Run from the repository root (about 20 seconds on a 2-core machine):
 
     python bench/loader_throughput.py --samples 200
 
@@ -73,7 +74,7 @@ except ImportError:
 SPEC = MultiCropSpec()
 PATCHES = {"global": (64, 32), "local": (16, 32)}  # (P, K) per crop kind
 NUM_POINTS = 16384
-ROUNDS = 2  # every timing is the best of this many alternating rounds, against noise from other processes
+ROUNDS = 3  # default number of alternating rounds; every timing is the best one, against noise from others
 MODEL_BATCH = 32  # samples whose crops the model-side patchify processes at once
 SEED = 0
 STAGES = ("decode", "crops", "patchify")  # decode includes deriving the sample's generator
@@ -197,9 +198,9 @@ def run_path(path: Path_, samples: list[bytearray]) -> tuple[float, dict[str, fl
     return time.perf_counter() - start, stages
 
 
-def measure(samples: list[bytearray], names: list[str]) -> dict[str, dict]:
+def measure(samples: list[bytearray], names: list[str], rounds: int) -> dict[str, dict]:
     best: dict[str, tuple[float, dict[str, float]]] = {}
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for name in names:
             run_path(PATHS[name], samples[:1])
             seconds, stages = run_path(PATHS[name], samples)
@@ -216,8 +217,8 @@ def measure(samples: list[bytearray], names: list[str]) -> dict[str, dict]:
     return result
 
 
-def model_side(samples: list[bytearray]) -> dict:
-    """Torch patchify on CPU of MODEL_BATCH samples' crops at once; best of ROUNDS, amortised per sample."""
+def model_side(samples: list[bytearray], rounds: int) -> dict:
+    """Torch patchify on CPU of MODEL_BATCH samples' crops at once; best of `rounds`, amortised per sample."""
     batch = []
     for i, data in enumerate(samples[:MODEL_BATCH]):
         rng, cloud = decode(i, data)
@@ -232,7 +233,7 @@ def model_side(samples: list[bytearray]) -> dict:
     with torch.inference_mode():
         for points, num, p, k in tensors:  # warm-up
             patchify(points[:2], num[:2], p, k, generator=generator)
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             for (points, num, p, k), kind in zip(tensors, PATCHES):
                 start = time.perf_counter()
                 patchify(points, num, p, k, generator=generator)
@@ -260,9 +261,10 @@ def run(args: argparse.Namespace) -> dict:
             "fpsample is not installed: skipping the baseline with reference patchify (pip install fpsample)"
         )
     torch.set_num_threads(1)
-    paths = measure(samples, names)
+    paths = measure(samples, names, args.rounds)
     result: dict = {
         "samples": args.samples,
+        "rounds": args.rounds,
         "num_points": NUM_POINTS,
         "threads": os.environ["OMP_NUM_THREADS"],
         "numpy": np.__version__,
@@ -285,7 +287,7 @@ def run(args: argparse.Namespace) -> dict:
         "1000_samples_per_s": paths["ours"]["samples_per_s"] >= 1000,
         "4x_baseline": ratios["crops"] >= 4,
     }
-    model = result["model_side_patchify"] = model_side(samples)
+    model = result["model_side_patchify"] = model_side(samples, args.rounds)
     loader_ms = paths["ours_patchify"]["stage_ms"]["patchify"]
     result["loader_patchify_ms_per_sample"] = loader_ms
     print(
@@ -304,10 +306,13 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200, help=f"clouds per timed run (>= {MODEL_BATCH})")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds; each timing is the best")
     parser.add_argument("--json", type=Path, help="also write the result object to this file")
     args = parser.parse_args(argv)
     if args.samples < MODEL_BATCH:
         parser.error(f"--samples must be at least {MODEL_BATCH}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 

@@ -52,13 +52,16 @@ def knn_from_distances(
 ) -> np.ndarray:
     """(C, P, k) int64 indices of the k nearest valid points of each centre, nearest first.
 
-    sq_dist: (C, P, N) squared distances of each centre to every point (overwritten: padding -> inf).
+    sq_dist: (C, P, N) squared distances of each centre to every point (overwritten: padding -> inf;
+    the masking and the fill of missing neighbours are skipped when no crop is padded).
     The model ranks their square roots, the same order. Selection runs on the int32 view of the
     non-negative floats (same order, faster): the k-th smallest per row by `partition`, the k entries at
     or below it, and a sort of those k only; `argpartition` (slower) only when a row ties at the k-th.
     """
     count, p, n = sq_dist.shape
-    np.copyto(sq_dist, np.float32(np.inf), where=(np.arange(n) >= num_points[:, None])[:, None, :])
+    padding = bool((num_points < n).any())  # usually not: crops of a full cloud hold all their points
+    if padding:
+        np.copyto(sq_dist, np.float32(np.inf), where=(np.arange(n) >= num_points[:, None])[:, None, :])
     keys = sq_dist.view(np.int32)
     kk = min(k, n)
     if kk == n:
@@ -74,8 +77,9 @@ def knn_from_distances(
     near = np.take_along_axis(keys, idx, axis=-1)
     order = np.argsort(near, axis=-1)
     idx = np.take_along_axis(idx, order, axis=-1)
-    padded = np.take_along_axis(near, order, axis=-1) == np.float32(np.inf).view(np.int32)
-    idx = np.where(padded, center_idx[:, :, None], idx)
+    if padding:
+        padded = np.take_along_axis(near, order, axis=-1) == np.float32(np.inf).view(np.int32)
+        idx = np.where(padded, center_idx[:, :, None], idx)
     if kk < k:
         idx = np.concatenate([idx, np.broadcast_to(center_idx[:, :, None], (count, p, k - kk))], axis=-1)
     return idx
