@@ -33,14 +33,17 @@ def farthest_point_sample(
     # Padded points start at -1 so they can never be the farthest (every valid distance is >= 0).
     min_dist = np.where(np.arange(n) < num_points[:, None], np.float32(np.inf), np.float32(-1.0))
     diff = np.empty_like(coords)
+    diff_x, diff_y, diff_z = diff[:, 0], diff[:, 1], diff[:, 2]  # views made once, not per step
     sq_dist = np.empty((num_samples, count, n), np.float32)  # step-major: contiguous writes per step
-    rows = np.arange(count)
+    flat = np.ascontiguousarray(points).reshape(count * n, 3)
+    crop_start = np.arange(0, count * n, n)
     chosen = [np.asarray(start, dtype=np.int64)]
     for i in range(num_samples):
-        np.subtract(coords, coords[rows, :, chosen[-1]][:, :, None], out=diff)
+        centre = flat.take(crop_start + chosen[-1], axis=0)  # (C, 3)
+        np.subtract(coords, centre[:, :, None], out=diff)
         np.square(diff, out=diff)
-        dist = np.add(diff[:, 0], diff[:, 1], out=sq_dist[i])
-        np.add(dist, diff[:, 2], out=dist)
+        dist = np.add(diff_x, diff_y, out=sq_dist[i])
+        np.add(dist, diff_z, out=dist)
         if i + 1 < num_samples:
             np.minimum(min_dist, dist, out=min_dist)
             chosen.append(min_dist.argmax(axis=1))
