@@ -190,7 +190,7 @@ def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Ge
     lhs: list[float] = []
     sizes = []
     for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, _), (cx, cy, cz) in zip(
-        rows, quaternions, uniforms, cloud[center_idx].tolist()
+        rows, quaternions, uniforms, cloud.take(center_idx, axis=0).tolist()
     ):
         root = math.sqrt(a_low + a_span * u_aspect)
         weights = (1.0, 1.0 / root, root)
