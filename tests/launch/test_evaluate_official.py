@@ -46,7 +46,7 @@ def patches():
 
 def _fake_reference_module():
     """Classes standing in for the authors' config objects, importable while the checkpoint is written."""
-    pkg, mod = types.ModuleType("asymdsd_stub"), types.ModuleType("asymdsd_stub.layers")
+    pkg, mod = types.ModuleType("asymdsd_authors"), types.ModuleType("asymdsd_authors.layers")
 
     @dataclasses.dataclass
     class TransformerEncoderConfig:
@@ -66,7 +66,7 @@ def _fake_reference_module():
 def write_lightning_ckpt(path: Path, teacher: dict, student: dict | None = None, **extra) -> Path:
     """A Lightning-style checkpoint: state_dict with teacher/student point encoders plus pickled hparams."""
     pkg, mod = _fake_reference_module()
-    sys.modules.update({"asymdsd_stub": pkg, "asymdsd_stub.layers": mod})
+    sys.modules.update({"asymdsd_authors": pkg, "asymdsd_authors.layers": mod})
     try:
         state = {f"teacher.point_encoder.{k}": v for k, v in teacher.items()}
         state.update({f"student.point_encoder.{k}": v for k, v in (student or teacher).items()})
@@ -76,7 +76,7 @@ def write_lightning_ckpt(path: Path, teacher: dict, student: dict | None = None,
         torch.save({"state_dict": state, "hyper_parameters": hparams, "epoch": 299, "global_step": 98100,
                     "pytorch-lightning_version": "2.2.5"}, path)
     finally:
-        del sys.modules["asymdsd_stub.layers"], sys.modules["asymdsd_stub"]
+        del sys.modules["asymdsd_authors.layers"], sys.modules["asymdsd_authors"]
     return path
 
 

@@ -106,7 +106,7 @@ def test_store_names_the_sample_with_bad_points(dataset, tmp_path):
     offset, _ = members["points.npy"]
     with open(m.shards[0].url, "r+b") as f:  # same size: only the decode can notice
         f.seek(offset)
-        f.write(b"XXXXXX")
+        f.write(b"XXXXXX")  # overwrites the .npy magic bytes
     store = ShardStore(ReadPolicy(verify=False))
     assert store.sample(m.shards[0], 1).points.shape == (16384, 3)
     with pytest.raises(ShardError, match=f"sample {key}: points.npy: not a .npy file"):
