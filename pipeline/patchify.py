@@ -1,97 +1,171 @@
-"""Loader-side patch indices: exact FPS centres and kNN groups of padded crops, in numpy.
+"""Loader-side patch indices: exact FPS centres and kNN groups of padded crops, compiled with Numba.
 
 Same semantics as `model.patchify.farthest_point_sample` / `knn_group` (reference 1.4): FPS starts at a
-uniformly random valid point, each step takes the valid point farthest (squared Euclidean, float32) from
-the chosen set, ties to the lowest index, and repeats index 0 once a crop runs out of valid points; each
-centre's group is its `patch_size` nearest valid points, nearest first, the centre itself included, and
-missing neighbours (crops with fewer valid points) are filled with the centre. Distances are computed from
-exact coordinate differences in the same order as the model, so for the same start the indices agree.
+given valid point, each step takes the valid point farthest (squared Euclidean, float32) from the chosen
+set, ties to the lowest index, and repeats index 0 once a crop runs out of valid points; each centre's
+group is its `patch_size` nearest valid points, nearest first (ties to the lowest index), the centre itself
+included, and missing neighbours (crops with fewer valid points) are filled with the centre. Distances are
+float32 `(dx^2 + dy^2) + dz^2` of exact coordinate differences, as the model computes them (no fused
+multiply-add: Numba compiles without fast-math), so for the same start the indices agree bit for bit.
 
-Only indices are produced; the model gathers and normalises coordinates (`CropBatch.center_idx`,
-`patch_idx`). Everything is vectorised over the crops of one kind of one sample; the FPS loop runs once
-per centre over a (crops, 3, points) array.
+Why compiled. The numpy version of this file needed ~10 array calls per FPS step and a partition of the
+whole (crops, centres, points) distance block for kNN: 2.45 ms per sample, 2.6x the crops themselves
+(BENCHMARKS.md). Here one call per crop kind does everything in two passes per FPS step:
+* FPS keeps, per point, the distance to the chosen set; a step computes the new centre's distance row
+  (kept: it is that centre's kNN row), takes the minimum, then finds the farthest point by an integer
+  `max` over the bit patterns of the non-negative floats (same order; vectorises, unlike a float argmax)
+  and the first index holding it.
+* kNN selects from those rows with composite int64 keys `(float bits << 32) | index`: unique, ordered by
+  (distance, index), so the result does not depend on the scan order. A row's candidates are first cut
+  by a threshold t with at least k keys <= t, taken from the order statistics of a strided sample of the
+  row and checked by a vectorised count (an upper bound of the k-th smallest key, never a guess), so
+  the sorted insertion of the k nearest sees ~1.8 k candidates instead of ~k (1 + ln(N / k)).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from pipeline.crops import Crops
 
+_SAMPLE_STRIDE = 8  # one key in 8 goes into the threshold sample
+_SAMPLE_RANKS = 8  # order statistics of the sample tried as thresholds, smallest first
+_NO_THRESHOLD = np.int32(np.iinfo(np.int32).max)  # above every finite distance's bits
 
-def farthest_point_sample(
-    points: np.ndarray, num_points: np.ndarray, num_samples: int, start: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """FPS of (C, N, 3) float32 crops from the valid indices `start` (C,).
+# cache=True: each DataLoader worker loads the compiled code (~0.1 s) instead of compiling it (~3 s).
+# Numba keeps the cache next to this file, or in ~/.cache/numba (or NUMBA_CACHE_DIR) when that is
+# read-only, as in the container image.
+_jit = numba.njit(cache=True, boundscheck=False)
 
-    Returns (C, S) int64 indices in selection order and a (C, S, N) float32 view of the squared
-    distances from each chosen centre to every point: step i computes exactly that row to update the
-    farthest-point distances, so keeping it gives the kNN distances for free.
-    """
+
+@_jit
+def _insert_sorted(keys, filled, capacity, key):
+    """Insert `key` into the ascending `keys[:filled]`; when full, it replaces the largest (which
+    the caller has checked is larger). Returns the new fill."""
+    pos = filled if filled < capacity else capacity - 1
+    while pos > 0 and keys[pos - 1] > key:
+        keys[pos] = keys[pos - 1]
+        pos -= 1
+    keys[pos] = key
+    return filled + 1 if filled < capacity else filled
+
+
+@_jit
+def _count_at_most(row, valid, threshold):
+    count = 0
+    for j in range(valid):
+        count += row[j] <= threshold
+    return count
+
+
+@_jit
+def _threshold(row, valid, k, sample):
+    """A key t with at least k of `row[:valid]` <= t, and usually fewer than 2k: the smallest order
+    statistic of a strided sample of the row that passes an exact count; `_NO_THRESHOLD` if none does."""
+    taken = 0
+    for j in range(0, valid, _SAMPLE_STRIDE):
+        key = np.int64(row[j])
+        if taken < _SAMPLE_RANKS or key < sample[_SAMPLE_RANKS - 1]:
+            taken = _insert_sorted(sample, taken, _SAMPLE_RANKS, key)
+    for r in range(max((k + _SAMPLE_STRIDE - 1) // _SAMPLE_STRIDE, 1) - 1, taken):
+        threshold = np.int32(sample[r])
+        if _count_at_most(row, valid, threshold) >= k:
+            return threshold
+    return _NO_THRESHOLD
+
+
+@_jit
+def _farthest_points(xs, ys, zs, valid, start, centers, rows, min_dist):
+    """FPS of the first `valid` points of (xs, ys, zs) from `start` into `centers`; `rows[i]` gets the
+    squared distances of centre i to every point."""
+    min_bits = min_dist.view(np.int32)  # non-negative floats order like their bit patterns
+    for j in range(valid):
+        min_dist[j] = np.inf
+    farthest = start
+    for i in range(len(centers)):
+        centers[i] = farthest
+        cx, cy, cz = xs[farthest], ys[farthest], zs[farthest]
+        row = rows[i]
+        for j in range(valid):
+            dx, dy, dz = xs[j] - cx, ys[j] - cy, zs[j] - cz
+            d = dx * dx + dy * dy + dz * dz
+            row[j] = d
+            m = min_dist[j]
+            min_dist[j] = d if d < m else m
+        farthest_bits = np.int32(-1)
+        for j in range(valid):
+            farthest_bits = max(farthest_bits, min_bits[j])
+        farthest = 0  # also the repeat once every valid point is a centre (all distances 0)
+        for j in range(valid):
+            if min_bits[j] == farthest_bits:
+                farthest = j
+                break
+
+
+@_jit
+def _nearest(keys, valid, centers, groups, nearest, sample):
+    """groups[i] = the k nearest of the first `valid` points to centre i, from its distance row keys[i]."""
+    k = groups.shape[1]
+    kk = min(k, valid)
+    sampled = valid >= 4 * _SAMPLE_STRIDE * kk  # below that the plain scan is cheaper
+    for i in range(len(centers)):
+        row = keys[i]
+        threshold = _threshold(row, valid, kk, sample) if sampled else _NO_THRESHOLD
+        filled = 0
+        for j in range(valid):
+            key = row[j]
+            if key <= threshold:
+                composite = (np.int64(key) << 32) | j
+                if filled < kk or composite < nearest[kk - 1]:
+                    filled = _insert_sorted(nearest, filled, kk, composite)
+                    if filled == kk:
+                        threshold = min(threshold, np.int32(nearest[kk - 1] >> 32))
+        for j in range(kk):
+            groups[i, j] = nearest[j] & 0xFFFFFFFF
+        for j in range(kk, k):
+            groups[i, j] = centers[i]
+
+
+@_jit
+def _patch_indices(points, num_points, start, center_idx, patch_idx):
     count, n, _ = points.shape
-    coords = np.ascontiguousarray(points.transpose(0, 2, 1))  # (C, 3, N): each step works on rows
-    # Padded points start at -1 so they can never be the farthest (every valid distance is >= 0).
-    min_dist = np.where(np.arange(n) < num_points[:, None], np.float32(np.inf), np.float32(-1.0))
-    diff = np.empty_like(coords)
-    diff_x, diff_y, diff_z = diff[:, 0], diff[:, 1], diff[:, 2]  # views made once, not per step
-    sq_dist = np.empty((num_samples, count, n), np.float32)  # step-major: contiguous writes per step
-    flat = np.ascontiguousarray(points).reshape(count * n, 3)
-    crop_start = np.arange(0, count * n, n)
-    chosen = [np.asarray(start, dtype=np.int64)]
-    for i in range(num_samples):
-        centre = flat.take(crop_start + chosen[-1], axis=0)  # (C, 3)
-        np.subtract(coords, centre[:, :, None], out=diff)
-        np.square(diff, out=diff)
-        dist = np.add(diff_x, diff_y, out=sq_dist[i])
-        np.add(dist, diff_z, out=dist)
-        if i + 1 < num_samples:
-            np.minimum(min_dist, dist, out=min_dist)
-            chosen.append(min_dist.argmax(axis=1))
-    return np.stack(chosen, axis=1), sq_dist.transpose(1, 0, 2)
+    coords = np.empty((3, n), np.float32)  # one row per axis: the distance pass vectorises
+    rows = np.empty((center_idx.shape[1], n), np.float32)
+    min_dist = np.empty(n, np.float32)
+    nearest = np.empty(patch_idx.shape[2], np.int64)
+    sample = np.empty(_SAMPLE_RANKS, np.int64)
+    for c in range(count):
+        valid = num_points[c]
+        for j in range(valid):
+            coords[0, j], coords[1, j], coords[2, j] = points[c, j, 0], points[c, j, 1], points[c, j, 2]
+        _farthest_points(coords[0], coords[1], coords[2], valid, start[c], center_idx[c], rows, min_dist)
+        _nearest(rows.view(np.int32), valid, center_idx[c], patch_idx[c], nearest, sample)
 
 
-def knn_from_distances(
-    sq_dist: np.ndarray, num_points: np.ndarray, center_idx: np.ndarray, k: int
-) -> np.ndarray:
-    """(C, P, k) int64 indices of the k nearest valid points of each centre, nearest first.
-
-    sq_dist: (C, P, N) squared distances of each centre to every point (overwritten: padding -> inf;
-    the masking and the fill of missing neighbours are skipped when no crop is padded).
-    The model ranks their square roots, the same order. Selection runs on the int32 view of the
-    non-negative floats (same order, faster): the k-th smallest per row by `partition`, the k entries at
-    or below it, and a sort of those k only; `argpartition` (slower) only when a row ties at the k-th.
-    """
-    count, p, n = sq_dist.shape
-    padding = bool((num_points < n).any())  # usually not: crops of a full cloud hold all their points
-    if padding:
-        np.copyto(sq_dist, np.float32(np.inf), where=(np.arange(n) >= num_points[:, None])[:, None, :])
-    keys = sq_dist.view(np.int32)
-    kk = min(k, n)
-    if kk == n:
-        idx = np.broadcast_to(np.arange(n), keys.shape)
-    else:
-        threshold = np.partition(keys, kk - 1, axis=-1)[..., kk - 1 : kk]
-        flat = np.flatnonzero(keys <= threshold)
-        if flat.size == count * p * kk:  # every row holds at least kk, so exactly kk each, in row order
-            row_start = np.arange(0, count * p * n, n)[:, None]
-            idx = (flat.reshape(count * p, kk) - row_start).reshape(count, p, kk)
-        else:
-            idx = np.argpartition(keys, kk - 1, axis=-1)[..., :kk]
-    near = np.take_along_axis(keys, idx, axis=-1)
-    order = np.argsort(near, axis=-1)
-    idx = np.take_along_axis(idx, order, axis=-1)
-    if padding:
-        padded = np.take_along_axis(near, order, axis=-1) == np.float32(np.inf).view(np.int32)
-        idx = np.where(padded, center_idx[:, :, None], idx)
-    if kk < k:
-        idx = np.concatenate([idx, np.broadcast_to(center_idx[:, :, None], (count, p, k - kk))], axis=-1)
-    return idx
+def patch_indices_from(
+    points: np.ndarray, num_points: np.ndarray, num_patches: int, patch_size: int, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(center_idx (C, P), patch_idx (C, P, K)) int64 of (C, N, 3) float32 crops with `num_points` (C,)
+    valid points each, FPS starting at the valid indices `start` (C,)."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    num_points = np.asarray(num_points, dtype=np.int64)
+    start = np.asarray(start, dtype=np.int64)
+    if not ((0 <= num_points) & (num_points <= points.shape[1])).all():
+        raise ValueError(f"num_points must lie in [0, {points.shape[1]}], got {num_points.tolist()}")
+    if not ((0 <= start) & (start < np.maximum(num_points, 1))).all():
+        raise ValueError(f"start must index a valid point, got {start.tolist()} for {num_points.tolist()}")
+    count = len(points)
+    center_idx = np.empty((count, num_patches), np.int64)
+    patch_idx = np.empty((count, num_patches, patch_size), np.int64)
+    _patch_indices(points, num_points, start, center_idx, patch_idx)
+    return center_idx, patch_idx
 
 
 def patch_indices(
     crops: Crops, num_patches: int, patch_size: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(center_idx (C, P), patch_idx (C, P, K)) int64 for the valid points of each crop of `crops`."""
+    """(center_idx (C, P), patch_idx (C, P, K)) int64 for the valid points of each crop of `crops`, FPS
+    from a uniformly random valid point of each."""
     start = rng.integers(0, np.maximum(crops.num_points, 1))
-    center_idx, sq_dist = farthest_point_sample(crops.points, crops.num_points, num_patches, start)
-    return center_idx, knn_from_distances(sq_dist, crops.num_points, center_idx, patch_size)
+    return patch_indices_from(crops.points, crops.num_points, num_patches, patch_size, start)

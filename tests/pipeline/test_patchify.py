@@ -9,7 +9,7 @@ import torch
 from model.patchify import farthest_point_sample as model_fps
 from model.patchify import knn_group
 from pipeline.crops import Crops, MultiCropSpec, multi_crop
-from pipeline.patchify import farthest_point_sample, knn_from_distances, patch_indices
+from pipeline.patchify import patch_indices, patch_indices_from
 
 
 def sample_crops(n: int, seed: int) -> tuple[Crops, Crops]:
@@ -25,11 +25,8 @@ def test_matches_model_patchify(n, seed):
     for crops, patches in zip(sample_crops(n, seed), (64, 16)):
         pts, num = torch.from_numpy(crops.points), torch.from_numpy(crops.num_points)
         expected = model_fps(pts, num, patches, torch.Generator().manual_seed(seed))
-        centers, sq_dist = farthest_point_sample(
-            crops.points, crops.num_points, patches, expected[:, 0].numpy()
-        )
+        centers, groups = patch_indices_from(crops.points, crops.num_points, patches, 32, expected[:, 0].numpy())
         assert np.array_equal(centers, expected.numpy())
-        groups = knn_from_distances(sq_dist, crops.num_points, centers, 32)
         assert np.array_equal(groups, knn_group(pts, num, expected, 32).numpy())
 
 
@@ -52,14 +49,37 @@ def test_start_point_is_random():
     assert len(starts) > 15
 
 
-def test_ties_in_distance_fall_back_to_argpartition():
+def test_ties_go_to_the_lowest_index():
     points = np.zeros((1, 64, 3), np.float32)
     points[0, :, 0] = np.repeat(np.arange(16), 4)  # four copies of each point: ties everywhere
-    num = np.array([64])
-    centers, sq_dist = farthest_point_sample(points, num, 8, np.array([0]))
-    groups = knn_from_distances(sq_dist, num, centers, 6)
+    centers, groups = patch_indices_from(points, np.array([64]), 8, 6, np.array([0]))
+    chosen, min_dist = [0], np.full(64, np.inf)
+    for _ in range(7):  # the definition, step by step: np.argmax takes the first of equal maxima
+        min_dist = np.minimum(min_dist, (points[0, :, 0] - points[0, chosen[-1], 0]) ** 2)
+        chosen.append(int(np.argmax(min_dist)))
+    assert centers[0].tolist() == chosen == [0, 60, 28, 44, 12, 20, 36, 52]
     for c, row in zip(centers[0], groups[0]):
-        d = np.abs(points[0, row, 0] - points[0, c, 0])
-        assert row[0] == c or d[0] == 0
-        assert np.all(np.diff(d) >= 0) and len(set(row.tolist())) == 6
-        assert np.array_equal(np.sort(d), np.sort(np.abs(points[0, :, 0] - points[0, c, 0]))[:6])
+        key = np.abs(points[0, :, 0] - points[0, c, 0]) * 1000 + np.arange(64)  # (distance, index) order
+        assert row.tolist() == np.argsort(key)[:6].tolist()
+
+
+@pytest.mark.parametrize("n", [4096, 1024, 700, 129])  # long rows take the sampled threshold
+def test_knn_equals_a_full_sort(n):
+    rng = np.random.default_rng(n)
+    points = rng.standard_normal((3, n, 3)).astype(np.float32)
+    points[1, n // 2 :] = points[1, : n - n // 2]  # duplicated points: exact ties in every row
+    points[2] = np.round(points[2], 1)  # a coarse grid: many equal distances
+    num = np.array([n, n, n - 7])
+    centers, groups = patch_indices_from(points, num, 32, 32, np.array([5, 0, n - 8]))
+    for crop, valid, center_row, group_rows in zip(points, num, centers, groups):
+        for c, row in zip(center_row, group_rows):
+            d = ((crop[:valid] - crop[c]) ** 2).sum(axis=1, dtype=np.float32)
+            assert row.tolist() == np.lexsort((np.arange(valid), d))[:32].tolist()
+
+
+def test_bad_counts_are_refused():
+    points = np.zeros((2, 10, 3), np.float32)
+    with pytest.raises(ValueError, match="num_points"):
+        patch_indices_from(points, np.array([10, 11]), 4, 4, np.array([0, 0]))
+    with pytest.raises(ValueError, match="start"):
+        patch_indices_from(points, np.array([10, 3]), 4, 4, np.array([0, 3]))
