@@ -63,14 +63,15 @@ def test_ties_go_to_the_lowest_index():
         assert row.tolist() == np.argsort(key)[:6].tolist()
 
 
-@pytest.mark.parametrize("n", [4096, 1024, 700, 129])  # long rows take the sampled threshold
+@pytest.mark.parametrize("n", [4096, 1024, 700, 129, 100])  # rows of >= 4 k take the sampled threshold
 def test_knn_equals_a_full_sort(n):
     rng = np.random.default_rng(n)
-    points = rng.standard_normal((3, n, 3)).astype(np.float32)
+    points = rng.standard_normal((4, n, 3)).astype(np.float32)
     points[1, n // 2 :] = points[1, : n - n // 2]  # duplicated points: exact ties in every row
     points[2] = np.round(points[2], 1)  # a coarse grid: many equal distances
-    num = np.array([n, n, n - 7])
-    centers, groups = patch_indices_from(points, num, 32, 32, np.array([5, 0, n - 8]))
+    points[3, ::16] *= 1e-3  # the threshold sample is the nearest keys of central centres: no threshold
+    num = np.array([n, n, n - 7, n])
+    centers, groups = patch_indices_from(points, num, 32, 32, np.array([5, 0, n - 8, 0]))
     for crop, valid, center_row, group_rows in zip(points, num, centers, groups):
         for c, row in zip(center_row, group_rows):
             d = ((crop[:valid] - crop[c]) ** 2).sum(axis=1, dtype=np.float32)
