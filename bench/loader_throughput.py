@@ -23,9 +23,15 @@ Model-side alternative: `model.patchify.patchify` (normalise, FPS, kNN, gather) 
 thread, for the crops of a batch of 32 samples at once (64 global and 128 local crops); the time per batch
 divided by 32 is the amortised per-sample cost, to compare with the loader-side patchify stage.
 
+With --shards DIR (a dataset written by `sharding`), the whole loader is timed too: `make_loader` with
+the default `LoaderConfig` (the crops above and loader-side patchify), in this process (no workers), for
+--batches batches of 32 after one warm-up batch; samples per second of the batches' build time, which
+adds the tar reads, the sample order, the batch stacking and the tensors to the per-sample work.
+
 Run from the repository root (about 20 seconds on a 2-core machine):
 
     python bench/loader_throughput.py --samples 200
+    python bench/loader_throughput.py --samples 200 --shards data/shards/synthetic  # after the sharding demo
 
 The last printed line is `RESULT {json}`; --json PATH also writes that object to a file.
 """
@@ -307,7 +313,27 @@ def run(args: argparse.Namespace) -> dict:
         f" model-side torch CPU, 1 thread, batch of {model['batch_samples']}:"
         f" {model['ms_per_batch']:.1f} ms/batch = {model['ms_per_sample']:.3f} ms/sample amortised"
     )
+    if args.shards:
+        result["full_loader"] = full_loader(args.shards, args.batches)
+        print(f"full loader on {args.shards}: {result['full_loader']['samples_per_s']:.0f} samples/s per core"
+              f" over {result['full_loader']['samples']} samples")
     return result
+
+
+def full_loader(shards: Path, batches: int) -> dict:
+    """Samples per second of build time of `make_loader` batches of 32 over the dataset at `shards`."""
+    from pipeline.loader import DatasetSource, LoaderConfig, load_manifests, make_loader
+
+    cfg = LoaderConfig(datasets=(DatasetSource(str(shards)),))
+    loader, _ = make_loader(cfg, load_manifests(cfg), epoch=0, global_batch=MODEL_BATCH, rank=0, world=1)
+    samples, seconds = 0, 0.0
+    for i, batch in enumerate(loader):
+        if i > batches:
+            break
+        if i:  # batch 0 warms up: the first shard's open and the compiled code's load
+            samples += len(batch.positions)
+            seconds += batch.load_seconds
+    return {"batches": batches, "samples": samples, "samples_per_s": round(samples / seconds, 1)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -315,6 +341,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=200, help=f"clouds per timed run (>= {MODEL_BATCH})")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds; each timing is the best")
     parser.add_argument("--json", type=Path, help="also write the result object to this file")
+    parser.add_argument("--shards", type=Path, help="also time the whole loader over this sharded dataset")
+    parser.add_argument("--batches", type=int, default=40, help="timed batches of 32 for --shards")
     args = parser.parse_args(argv)
     if args.samples < MODEL_BATCH:
         parser.error(f"--samples must be at least {MODEL_BATCH}")

@@ -7,9 +7,11 @@ import json
 import shutil
 
 import numpy as np
+import psutil
 import pytest
 
 from pipeline.manifest import ManifestError, load_manifest, parse_manifest
+from pipeline import shards as shards_module
 from pipeline.shards import ReadPolicy, ShardError, ShardStore, decode_npy, index_tar
 from tests.conftest import free_port, s3_storage, upload_dir
 
@@ -155,6 +157,35 @@ def test_same_reader_on_s3(dataset, tmp_path, s3_endpoint):
     for shard, local_shard in zip(m.shards, local_m.shards):
         assert np.array_equal(store.sample(shard, 3).points, local.sample(local_shard, 3).points)
     assert len(list((tmp_path / "cache").iterdir())) == 3  # downloaded once each, then read locally
+
+
+def open_tars() -> set[str]:
+    return {f.path for f in psutil.Process().open_files() if f.path.endswith(".tar")}
+
+
+def test_store_keeps_a_bounded_set_of_shard_files_open(dataset, monkeypatch):
+    monkeypatch.setattr(shards_module, "OPEN_FILES", 2)
+    m = load_manifest(str(dataset))
+    store = ShardStore()
+    first = [store.sample(shard, 0).points.copy() for shard in m.shards]  # three shards, two stay open
+    assert open_tars() == {m.shards[1].url, m.shards[2].url}
+    assert np.array_equal(store.sample(m.shards[0], 0).points, first[0])  # reopened on demand
+    assert open_tars() == {m.shards[2].url, m.shards[0].url}
+    store.close()
+    assert open_tars() == set()
+
+
+def test_evicted_downloads_are_closed_and_removed(dataset, tmp_path, s3_endpoint):
+    storage = s3_storage(s3_endpoint)
+    upload_dir(storage, dataset, "evicted/synthetic")
+    m = load_manifest("s3://evicted/synthetic", storage)
+    store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache"), cache_bytes=1), storage)
+    for shard in m.shards:
+        store.sample(shard, 0)
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and open_tars() == {str(cached[0])}  # only the newest download is kept
+    store.close()
+    assert open_tars() == set()
 
 
 def test_unreachable_storage_fails_after_retries(dataset, tmp_path):
