@@ -84,3 +84,7 @@ def test_bad_counts_are_refused():
         patch_indices_from(points, np.array([10, 11]), 4, 4, np.array([0, 0]))
     with pytest.raises(ValueError, match="start"):
         patch_indices_from(points, np.array([10, 3]), 4, 4, np.array([0, 3]))
+    with pytest.raises(ValueError, match="point slot"):
+        patch_indices_from(np.zeros((2, 0, 3), np.float32), np.array([0, 0]), 4, 4, np.array([0, 0]))
+    with pytest.raises(ValueError, match="patch_size must be >= 1"):
+        patch_indices_from(points, np.array([10, 3]), 4, 0, np.array([0, 0]))
