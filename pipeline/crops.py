@@ -108,17 +108,18 @@ class _Workspace(threading.local):
     def __init__(self) -> None:
         self.capacity = -1
         self.size = -1
-        self.slots = np.empty(0, np.int32)
 
     def load(self, cloud: np.ndarray) -> _Workspace:
         """Holds `cloud` as (3, N) `coords` (rows x, y, z: the distance pass vectorises); returns self.
 
-        Also: `dist` (N,) float32, `part` (N,) int32 and `mask` (N,) bool scratch.
+        Also: `dist` (N,) float32, `part` (N,) int32 and `mask` (N,) bool scratch, and `seen` (>= N,)
+        bool, all False between uses (`uniform_subsets` restores it).
         """
         n = len(cloud)
         if n > self.capacity:
             self.buffer = np.empty(5 * n, np.float32)
             self.mask_buffer = np.empty(n, np.bool_)
+            self.seen = np.zeros(n, np.bool_)
             self.capacity, self.size = n, -1
         if n != self.size:  # views for this size
             self.coords = self.buffer[: 3 * n].reshape(3, n)
@@ -129,16 +130,8 @@ class _Workspace(threading.local):
         np.copyto(self.coords, cloud.T)
         return self
 
-    def empty_slots(self, count: int) -> np.ndarray:
-        """(>= count,) int32 all `_EMPTY_SLOT`; `uniform_subsets` restores that state after use."""
-        if self.slots.size < count:
-            self.slots = np.full(count, _EMPTY_SLOT, np.int32)
-        return self.slots
-
 
 _WORKSPACE = _Workspace()
-_EMPTY_SLOT = np.iinfo(np.int32).max
-_DRAW_ORDER = np.arange(1 << 16, dtype=np.int32)  # positions of the draws of one batch (longer: made anew)
 
 
 # The six orders of the axis weights (1, 1/sqrt(a), sqrt(a)), as indices into that triple.
@@ -273,48 +266,65 @@ def _draw_count(n: int, m: int) -> int:
 
 
 def uniform_subsets(
-    populations: list[int], sizes: list[int], rng: np.random.Generator, slots: np.ndarray | None = None
+    populations: list[int], sizes: list[int], rng: np.random.Generator, seen: np.ndarray | None = None
 ) -> list[np.ndarray]:
     """Per (n, m) with m < n: m distinct integers of [0, n), every m-subset equally likely, independently.
 
     Each subset is the first m distinct values of its own run of uniform draws (a value is floor(u n),
     uniform up to the 2^-53 resolution of u): each new distinct value is uniform over the values not seen
-    yet, so they form a uniform m-subset. All runs come from one `rng.random` batch, each in its own block
-    of `slots`, where `np.minimum.at` of the draw positions marks first occurrences. In the pipeline this
-    costs less than one `rng.choice(n, m, replace=False)` per crop, which pays a large per-call overhead
-    and a Floyd or tail-shuffle loop. A run with fewer than m distinct values, or a subset with m > n / 2,
-    is drawn by `rng.choice` instead: whether a run falls short does not depend on which values it holds,
-    so the subset stays uniform either way. The subsets come in draw order, not sorted.
+    yet, so they form a uniform m-subset. All runs come from one `rng.random` batch, scanned by a compiled
+    loop that marks the values seen (`_first_distinct`). In the pipeline this costs far less than one
+    `rng.choice(n, m, replace=False)` per crop, which pays a large per-call overhead and a Floyd or
+    tail-shuffle loop (and less than numpy's `minimum.at` marking of first draws, used before). A run with
+    fewer than m distinct values, or a subset with m > n / 2, is drawn by `rng.choice` instead: whether a
+    run falls short does not depend on which values it holds, so the subset stays uniform either way. The
+    subsets come in draw order, not sorted.
 
-    slots: optional (>= sum of n,) int32 array all `_EMPTY_SLOT`, restored on return (new if None).
+    seen: optional (>= max n,) bool scratch, all False, restored on return (new if None).
     """
     counts = [_draw_count(n, m) for n, m in zip(populations, sizes)]
     subsets: list = [None] * len(populations)
     runs = [i for i, count in enumerate(counts) if count]
     if runs:
-        run_sizes = [populations[i] for i in runs]
-        run_counts = [counts[i] for i in runs]
-        total = sum(run_counts)
-        slots = np.full(sum(run_sizes), _EMPTY_SLOT, np.int32) if slots is None else slots
-        draws = rng.random(total)
-        draws *= np.repeat(np.array(run_sizes, np.float64), run_counts)
-        values = draws.astype(np.intp)
-        blocks = values + np.repeat([0, *itertools.accumulate(run_sizes[:-1])], run_counts)  # slots per run
-        order = _DRAW_ORDER[:total] if total <= _DRAW_ORDER.size else np.arange(total, dtype=np.int32)
-        np.minimum.at(slots, blocks, order)  # slot of a value = position of its first draw in its run
-        first = slots[blocks] == order
-        slots[blocks] = _EMPTY_SLOT
-        distinct = values[first]  # each run's distinct values in order of first draw, run after run
-        found = np.add.reduceat(first, [0, *itertools.accumulate(run_counts[:-1])], dtype=np.intp)
+        run_sizes = np.array([populations[i] for i in runs], np.int64)
+        wanted = np.array([sizes[i] for i in runs], np.int64)
+        seen = np.zeros(run_sizes.max(), np.bool_) if seen is None else seen
+        values = np.empty(wanted.sum(), np.int64)
+        found = _first_distinct(rng.random(sum(counts[i] for i in runs)), run_sizes,
+                                np.array([counts[i] for i in runs], np.int64), wanted, seen, values)
         end = 0
-        for i, hits in zip(runs, found.tolist()):
-            start, end = end, end + hits
-            if hits >= sizes[i]:
-                subsets[i] = distinct[start : start + sizes[i]]
+        for i, m, hits in zip(runs, wanted.tolist(), found.tolist()):
+            start, end = end, end + m
+            if hits == m:
+                subsets[i] = values[start:end]
     for i, subset in enumerate(subsets):
         if subset is None:
             subsets[i] = rng.choice(populations[i], sizes[i], replace=False, shuffle=False)
     return subsets
+
+
+@numba.njit(cache=True, boundscheck=False)
+def _first_distinct(draws, run_sizes, run_counts, wanted, seen, values):
+    """Run r takes the next run_counts[r] draws; the first wanted[r] distinct floor(u n) of them go to its
+    block of `values`. Returns how many each run found (< wanted[r]: the run fell short)."""
+    found = np.zeros(len(run_sizes), np.int64)
+    first_draw, block = 0, 0
+    for r in range(len(run_sizes)):
+        n, m, hits = run_sizes[r], wanted[r], 0
+        for t in range(first_draw, first_draw + run_counts[r]):
+            value = int(draws[t] * n)
+            if not seen[value]:
+                seen[value] = True
+                values[block + hits] = value
+                hits += 1
+                if hits == m:
+                    break
+        for q in range(block, block + hits):
+            seen[values[q]] = False
+        found[r] = hits
+        first_draw += run_counts[r]
+        block += m
+    return found
 
 
 def crop_indices(
@@ -337,8 +347,7 @@ def _crop_indices(
     limits = [row[4] for row in _crop_rows(kinds)]
     big = [i for i, (n, limit) in enumerate(zip(boxes.sizes, limits)) if n > limit]
     populations = [boxes.sizes[i] for i in big]
-    ranks = dict(zip(big, uniform_subsets(populations, [limits[i] for i in big], rng,
-                                          ws.empty_slots(sum(populations)))))
+    ranks = dict(zip(big, uniform_subsets(populations, [limits[i] for i in big], rng, ws.seen)))
     indices = []
     coords, dist, part, mask = ws.coords, ws.dist, ws.part, ws.mask
     for i, (lhs, n) in enumerate(zip(boxes.lhs, boxes.sizes)):

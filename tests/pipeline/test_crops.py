@@ -177,13 +177,13 @@ def test_uniform_subsets_stay_uniform_when_runs_fall_short(monkeypatch):
 
 def test_uniform_subsets_sizes_and_ranges():
     populations, sizes = [100, 3000, 7, 5, 16383], [10, 1024, 5, 2, 256]  # 5 of 7: `choice` (m > n / 2)
-    slots = np.full(sum(populations), crops._EMPTY_SLOT, np.int32)
+    seen = np.zeros(max(populations), np.bool_)
     for seed in range(5):
-        subsets = uniform_subsets(populations, sizes, np.random.default_rng(seed), slots)
+        subsets = uniform_subsets(populations, sizes, np.random.default_rng(seed), seen)
         for subset, n, m in zip(subsets, populations, sizes):
             assert len(subset) == m and len(np.unique(subset)) == m
             assert subset.min() >= 0 and subset.max() < n
-        assert (slots == crops._EMPTY_SLOT).all()  # the scratch is restored for the next sample
+        assert not seen.any()  # the scratch is restored for the next sample
 
 
 def test_tiny_cloud_is_kept_whole_and_padded():
