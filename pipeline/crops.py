@@ -45,8 +45,9 @@ import math
 import threading
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from pipeline.compiled import compiled
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def box_distance(coords: np.ndarray, lhs: np.ndarray, out: np.ndarray | None = N
     return _box_distance(coords[0], coords[1], coords[2], lhs, out)
 
 
-@numba.njit(cache=True, boundscheck=False)
+@compiled
 def _box_distance(xs, ys, zs, lhs, out):
     # Float32 throughout, each row as ((a x + b y) + c z) + offset: fixed order, no fused multiply-add
     # (no fast-math), so the bits are the same for any SIMD width.
@@ -303,7 +304,7 @@ def uniform_subsets(
     return subsets
 
 
-@numba.njit(cache=True, boundscheck=False)
+@compiled
 def _first_distinct(draws, run_sizes, run_counts, wanted, seen, values):
     """Run r takes the next run_counts[r] draws; the first wanted[r] distinct floor(u n) of them go to its
     block of `values`. Returns how many each run found (< wanted[r]: the run fell short)."""

@@ -7,6 +7,7 @@ group is its `patch_size` nearest valid points, nearest first (ties to the lowes
 included, and missing neighbours (crops with fewer valid points) are filled with the centre. Distances are
 float32 `(dx^2 + dy^2) + dz^2` of exact coordinate differences, as the model computes them (no fused
 multiply-add: Numba compiles without fast-math), so for the same start the indices agree bit for bit.
+The kernels are compiled once and cached (`pipeline.compiled`).
 
 Why compiled. The numpy version of this file needed ~10 array calls per FPS step and a partition of the
 whole (crops, centres, points) distance block for kNN: 2.45 ms per sample, 2.6x the crops themselves
@@ -28,23 +29,18 @@ step and a filtered scan per kNN row:
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from pipeline.compiled import compiled
 from pipeline.crops import Crops
 
 _SAMPLE_STRIDE = 16  # one key in 16 goes into the threshold sample
 _SAMPLE_RANKS = 6  # order statistics of the sample tried as thresholds, smallest first
 _NO_THRESHOLD = np.int32(np.iinfo(np.int32).max)  # above every finite distance's bits
 
-# cache=True: each DataLoader worker loads the compiled code (~0.4 s) instead of compiling it (~4 s).
-# Numba keeps the cache next to this file, or in ~/.cache/numba (or NUMBA_CACHE_DIR) when that is
-# read-only, as in the container image. No bounds checks: `patch_indices_from` validates the counts and
-# start points, and every other index is below them.
-_jit = numba.njit(cache=True, boundscheck=False)
 
 
-@_jit
+@compiled
 def _insert_sorted(keys, filled, capacity, key):
     """Insert `key` into the ascending `keys[:filled]`; when full, it replaces the largest (which
     the caller has checked is larger). Returns the new fill."""
@@ -56,7 +52,7 @@ def _insert_sorted(keys, filled, capacity, key):
     return filled + 1 if filled < capacity else filled
 
 
-@_jit
+@compiled
 def _count_at_most(row, valid, threshold):
     count = 0
     for j in range(valid):
@@ -64,7 +60,7 @@ def _count_at_most(row, valid, threshold):
     return count
 
 
-@_jit
+@compiled
 def _threshold(row, valid, k, sample):
     """A key t with at least k of `row[:valid]` <= t, and usually fewer than 2k: the smallest order
     statistic of a strided sample of the row that passes an exact count; `_NO_THRESHOLD` if none does."""
@@ -80,7 +76,7 @@ def _threshold(row, valid, k, sample):
     return _NO_THRESHOLD
 
 
-@_jit
+@compiled
 def _farthest_points(xs, ys, zs, valid, start, centers, rows, min_dist):
     """FPS of the first `valid` points of (xs, ys, zs) from `start` into `centers`; `rows[i]` gets the
     squared distances of centre i to every point."""
@@ -108,7 +104,7 @@ def _farthest_points(xs, ys, zs, valid, start, centers, rows, min_dist):
                 break
 
 
-@_jit
+@compiled
 def _nearest(keys, valid, centers, groups, nearest, sample):
     """groups[i] = the k nearest of the first `valid` points to centre i, from its distance row keys[i]."""
     k = groups.shape[1]
@@ -132,7 +128,7 @@ def _nearest(keys, valid, centers, groups, nearest, sample):
             groups[i, j] = centers[i]
 
 
-@_jit
+@compiled
 def _patch_indices(points, num_points, start, center_idx, patch_idx):
     count, n, _ = points.shape
     coords = np.empty((3, n), np.float32)  # one row per axis: the distance pass vectorises
