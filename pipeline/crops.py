@@ -7,9 +7,9 @@ smallest d(p) = max_i |w_i (R (p - c))_i| are kept. If n exceeds the crop size t
 without replacement. The returned points are not rotated by R. Each crop is then rotated about Z by
 U(0, 2 pi), scaled per axis by U(scale) and zero-padded to the crop size.
 
-Why it is fast (measured with bench/loader_throughput.py; about 5x the reference's per-crop code). In
-the pipeline about half of the time is numpy kernels and half is interpreter and per-call overhead, so
-both the passes over the N points and the number of numpy calls per crop count:
+Why it is fast (measured with bench/loader_throughput.py; about 7.5x the reference's per-crop code). The
+passes over the N points and the number of Python-level calls per crop both count, so the loops that
+numpy cannot express in a few calls are compiled with Numba (`pipeline.compiled`):
 * the n nearest points come from the n-th smallest distance t (`np.partition`, O(N), on the int32 view of
   the non-negative float32 distances, which orders them the same and partitions twice as fast) and one
   comparison d <= t, never from a sort (`argpartition`, or a partition of (distance, index) int64 keys,
@@ -19,12 +19,12 @@ both the passes over the N points and the number of numpy calls per crop count:
   (3, 4) x (4, N) matmul, |.| and two maxima in numpy, and, unlike BLAS, whose kernels differ by CPU, it
   gives the same float32 bits on every machine, so a sample's crops do not depend on the host;
 * the uniform subsample of every crop is drawn before any distance, in one batch for all crops of the
-  sample (`uniform_subsets`: first distinct values of uniform draws), as ranks into the n nearest; this
-  replaced one `rng.choice(n, m, replace=False)` per crop. Rejection sampling of the subset straight from
-  the N points (no mask, no `nonzero`) was no faster;
+  sample (`uniform_subsets`: the first distinct values of uniform draws, found by a compiled scan), as
+  ranks into the n nearest; this replaced one `rng.choice(n, m, replace=False)` per crop. Rejection
+  sampling of the subset straight from the N points (no mask, no `nonzero`) was no faster;
 * the random parameters of all crops of a sample come from two batched draws, and the arithmetic on
-  those few scalars, box rows and their offsets included, runs in plain Python (numpy calls on arrays
-  of 6 are all overhead);
+  those few scalars, box rows and their offsets included, is compiled (`_box_rows`; numpy calls on
+  arrays of 6 are all overhead, plain Python cost ~30 us per sample more);
 * the work arrays and their views are reused per thread (no page faults on fresh arrays, a working set
   that fits L2, no per-crop view objects); full crops of one kind are gathered with one `take` from
   the (3, N) coordinate rows of the work array, which are still in L2 cache.
@@ -136,14 +136,14 @@ _WORKSPACE = _Workspace()
 
 
 # The six orders of the axis weights (1, 1/sqrt(a), sqrt(a)), as indices into that triple.
-_WEIGHT_ORDERS = list(itertools.permutations(range(3)))
+_WEIGHT_ORDERS = np.array(list(itertools.permutations(range(3))), np.int64)
 
 
-def rotation_from_quaternion(w: float, x: float, y: float, z: float) -> tuple[float, ...]:
+@compiled
+def rotation_from_quaternion(w, x, y, z):
     """Rotation matrix, row-major as 9 floats, of the quaternion (w, x, y, z) of any non-zero norm.
 
     With (w, x, y, z) a standard 4-D Gaussian the rotation is uniform on SO(3) (its direction is uniform).
-    A flat tuple because `draw_boxes` unpacks it once per crop.
     """
     s = 1.0 / (w * w + x * x + y * y + z * z)
     return (
@@ -160,13 +160,16 @@ def random_rotations(count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _crop_rows(kinds: tuple[CropSpec, ...]) -> tuple[tuple[float, float, float, float, int], ...]:
-    """Per crop, in order: (scale low, scale span, aspect low, aspect span, crop size = n_min)."""
-    return tuple(
+def _crop_rows(kinds: tuple[CropSpec, ...]) -> np.ndarray:
+    """(crops, 5) float64, per crop in order: scale low, scale span, aspect low, aspect span, crop size
+    (= n_min). Read-only: the cache hands out the same array."""
+    rows = np.array([
         (k.scale[0], k.scale[1] - k.scale[0], k.aspect[0], k.aspect[1] - k.aspect[0], k.points)
         for k in kinds
         for _ in range(k.count)
-    )
+    ], np.float64)
+    rows.flags.writeable = False
+    return rows
 
 
 def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator) -> Boxes:
@@ -174,31 +177,43 @@ def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Ge
 
     Two batched draws serve every crop: a Gaussian quaternion, and four uniforms for the size fraction,
     the aspect ratio, the order of the axis weights (one of 6, uniformly) and the centre. The per-crop
-    arithmetic on these few scalars, the frame rows w_i R_i and their offsets -w_i R_i . c included, runs
-    in plain Python floats: as numpy calls on arrays of 6 it cost more, all call overhead.
+    arithmetic on these few scalars (`_box_rows`) is compiled: as numpy calls on arrays of 6 it was all
+    call overhead, and in plain Python it still cost ~100 us per sample.
     """
     rows = _crop_rows(kinds)
+    count = len(rows)
+    quaternions = rng.standard_normal((count, 4))
+    uniforms = rng.random((count, 4))
+    lhs = np.empty((count, 3, 4), np.float32)
+    center_idx = np.empty(count, np.int64)
+    sizes = np.empty(count, np.int64)
+    _box_rows(quaternions, uniforms, rows, cloud, lhs, center_idx, sizes)
+    return Boxes(lhs, center_idx.tolist(), sizes.tolist())
+
+
+@compiled
+def _box_rows(quaternions, uniforms, rows, cloud, lhs, center_idx, sizes):
+    """Per crop: the centre floor(u N) (uniform up to the 2^-53 resolution of u), the frame rows
+    w_i R_i and their offsets -w_i R_i . c in float64 (stored as float32), and the box size n."""
     num_points = len(cloud)
-    quaternions = rng.standard_normal((len(rows), 4)).tolist()
-    uniforms = rng.random((len(rows), 4)).tolist()
-    center_idx = [int(u[3] * num_points) for u in uniforms]  # uniform up to the 2^-53 resolution of u
-    lhs: list[float] = []
-    sizes = []
-    for (s_low, s_span, a_low, a_span, n_min), q, (u_size, u_aspect, u_order, _), (cx, cy, cz) in zip(
-        rows, quaternions, uniforms, cloud.take(center_idx, axis=0).tolist()
-    ):
-        root = math.sqrt(a_low + a_span * u_aspect)
+    for c in range(len(rows)):
+        s_low, s_span, a_low, a_span, n_min = rows[c, 0], rows[c, 1], rows[c, 2], rows[c, 3], rows[c, 4]
+        u_size, u_aspect, u_order, u_center = uniforms[c, 0], uniforms[c, 1], uniforms[c, 2], uniforms[c, 3]
+        center = int(u_center * num_points)
+        center_idx[c] = center
+        cx, cy, cz = np.float64(cloud[center, 0]), np.float64(cloud[center, 1]), np.float64(cloud[center, 2])
+        root = np.sqrt(a_low + a_span * u_aspect)
         weights = (1.0, 1.0 / root, root)
-        i, j, k = _WEIGHT_ORDERS[int(u_order * 6)]
-        r00, r01, r02, r10, r11, r12, r20, r21, r22 = rotation_from_quaternion(*q)
-        w = weights[i]
-        lhs += (w * r00, w * r01, w * r02, -w * (r00 * cx + r01 * cy + r02 * cz))
-        w = weights[j]
-        lhs += (w * r10, w * r11, w * r12, -w * (r10 * cx + r11 * cy + r12 * cz))
-        w = weights[k]
-        lhs += (w * r20, w * r21, w * r22, -w * (r20 * cx + r21 * cy + r22 * cz))
-        sizes.append(min(max(math.floor((s_low + s_span * u_size) * num_points), n_min), num_points))
-    return Boxes(np.array(lhs, np.float32).reshape(len(rows), 3, 4), center_idx, sizes)
+        order = _WEIGHT_ORDERS[int(u_order * 6)]
+        rotation = rotation_from_quaternion(quaternions[c, 0], quaternions[c, 1], quaternions[c, 2],
+                                            quaternions[c, 3])
+        for axis in range(3):
+            w = weights[order[axis]]
+            r0, r1, r2 = rotation[3 * axis], rotation[3 * axis + 1], rotation[3 * axis + 2]
+            lhs[c, axis, 0], lhs[c, axis, 1], lhs[c, axis, 2] = w * r0, w * r1, w * r2
+            lhs[c, axis, 3] = -w * (r0 * cx + r1 * cy + r2 * cz)
+        size = int(np.floor((s_low + s_span * u_size) * num_points))
+        sizes[c] = min(max(size, int(n_min)), num_points)
 
 
 def box_distance(coords: np.ndarray, lhs: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -345,7 +360,7 @@ def _crop_indices(
     ws: _Workspace, cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator
 ) -> tuple[Boxes, list[np.ndarray]]:
     boxes = draw_boxes(cloud, kinds, rng)
-    limits = [row[4] for row in _crop_rows(kinds)]
+    limits = [int(row[4]) for row in _crop_rows(kinds)]
     big = [i for i, (n, limit) in enumerate(zip(boxes.sizes, limits)) if n > limit]
     populations = [boxes.sizes[i] for i in big]
     ranks = dict(zip(big, uniform_subsets(populations, [limits[i] for i in big], rng, ws.seen)))
