@@ -360,7 +360,7 @@ def _crop_indices(
     ws: _Workspace, cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator
 ) -> tuple[Boxes, list[np.ndarray]]:
     boxes = draw_boxes(cloud, kinds, rng)
-    limits = [int(row[4]) for row in _crop_rows(kinds)]
+    limits = _crop_rows(kinds)[:, 4].astype(np.int64).tolist()
     big = [i for i, (n, limit) in enumerate(zip(boxes.sizes, limits)) if n > limit]
     populations = [boxes.sizes[i] for i in big]
     ranks = dict(zip(big, uniform_subsets(populations, [limits[i] for i in big], rng, ws.seen)))

@@ -42,7 +42,7 @@ class PatchSpec:
     """Loader-side FPS + kNN; `LoaderConfig.patches = None` leaves it to the model on the GPU.
 
     The loader is the default by measurement (BENCHMARKS.md): on one CPU core its compiled patchify
-    costs ~1 ms/sample against ~6.4 ms/sample for the model's torch code, and it keeps GPU step time
+    costs ~0.75 ms/sample against ~6.2 ms/sample for the model's torch code, and it keeps GPU step time
     for the model, as the reference does. The counts must match the model config's `patchify` section.
     """
 

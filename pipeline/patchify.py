@@ -39,7 +39,6 @@ _SAMPLE_RANKS = 6  # order statistics of the sample tried as thresholds, smalles
 _NO_THRESHOLD = np.int32(np.iinfo(np.int32).max)  # above every finite distance's bits
 
 
-
 @compiled
 def _insert_sorted(keys, filled, capacity, key):
     """Insert `key` into the ascending `keys[:filled]`; when full, it replaces the largest (which
@@ -94,6 +93,8 @@ def _farthest_points(xs, ys, zs, valid, start, centers, rows, min_dist):
             row[j] = d
             m = min_dist[j]
             min_dist[j] = d if d < m else m
+        if i + 1 == len(centers):
+            break  # the last centre's row is all kNN needs; no next farthest point
         farthest_bits = np.int32(-1)
         for j in range(valid):
             farthest_bits = max(farthest_bits, min_bits[j])

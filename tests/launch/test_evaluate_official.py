@@ -139,15 +139,21 @@ def test_given_model_config_fixes_the_heads(tmp_path):
     torch.testing.assert_close(encoder.state_dict(), tiny.state_dict(), rtol=0, atol=0)
 
 
+class Unpickles:
+    """An object whose unpickling calls `function(*args)`: what a hostile checkpoint carries."""
+
+    def __init__(self, function, *args) -> None:
+        self.call = (function, args)
+
+    def __reduce__(self):
+        return self.call
+
+
 def test_foreign_callables_in_the_hyperparameters_never_run(tmp_path, small_s):
     cfg, teacher, _ = small_s
     marker = tmp_path / "ran"
-
-    class Callback:
-        def __reduce__(self):
-            return (subprocess.call, (["touch", str(marker)],))
-
-    path = write_lightning_ckpt(tmp_path / "x.ckpt", official_state_dict(teacher, cfg), callback=Callback())
+    callback = Unpickles(subprocess.call, ["touch", str(marker)])
+    path = write_lightning_ckpt(tmp_path / "x.ckpt", official_state_dict(teacher, cfg), callback=callback)
     encoder, _, _ = load_official_encoder(path)
     assert not marker.exists()
     torch.testing.assert_close(encoder.state_dict(), teacher.state_dict(), rtol=0, atol=0)
@@ -156,12 +162,8 @@ def test_foreign_callables_in_the_hyperparameters_never_run(tmp_path, small_s):
 def test_checkpoints_naming_blocked_modules_are_refused(tmp_path, small_s):
     cfg, teacher, _ = small_s
     marker = tmp_path / "ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    path = write_lightning_ckpt(tmp_path / "evil.ckpt", official_state_dict(teacher, cfg), payload=Payload())
+    payload = Unpickles(os.system, f"touch {marker}")
+    path = write_lightning_ckpt(tmp_path / "evil.ckpt", official_state_dict(teacher, cfg), payload=payload)
     with pytest.raises(OfficialCheckpointError, match=r"evil\.ckpt: refused, .*weights_only=True"):
         load_official_encoder(path)
     assert not marker.exists()
