@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 from torch.profiler import record_function
 
 from model.centering import Centering
+from model.compile import compile_regions
 from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.heads import DINOHead
@@ -318,6 +319,10 @@ class AsymDSD:
         self.teacher.to(device)
         self._pairs = None
         return self
+
+    def compile(self) -> int:
+        """`torch.compile` the student's and teacher's regions in place (model/compile.py); returns how many."""
+        return compile_regions(self.student) + compile_regions(self.teacher)
 
     @torch.no_grad()
     def prepare(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> Views:
