@@ -1,6 +1,6 @@
 """The pretrained encoder as plain files: safetensors weights + the model config + provenance.
 
-What evaluation and fine-tuning need is the teacher's point encoder (reference section 9.1), not the
+What evaluation and fine-tuning need is the teacher's point encoder, not the
 DeepSpeed checkpoint: an export directory holds
 
     encoder.safetensors   the `PointEncoder` state dict (fp32), no pickle anywhere

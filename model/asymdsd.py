@@ -133,6 +133,9 @@ def init_weights(module: nn.Module) -> None:
                 nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    # After the Linear pass, which would otherwise overwrite it (modules() visits the attention
+    # module before its qkv child): Xavier-uniform over the packed (3D, D) weight.
+    for m in module.modules():
         if isinstance(m, SelfAttention):
             nn.init.xavier_uniform_(m.qkv.weight)
 
@@ -239,7 +242,7 @@ class Student(nn.Module):
         return LossOutput(total, {k: v.detach() for k, v in terms.items()})
 
     def _cls_loss(self, teacher_probs_: Tensor, student_logp: Tensor, num_local: int) -> Tensor:
-        """Average of the CLS terms over view groups (reference sections 6.2 and 6.5).
+        """Average of the CLS terms over view groups.
 
         Student views are ordered [global views..., local crops]. cls_mask: the unmasked crop 0 vs
         teacher crop 1 only; all masked views vs both teacher crops (same-crop pairs included);
@@ -262,7 +265,7 @@ class Teacher(nn.Module):
     """EMA copy of the student's encoder and heads, plus the centering buffers.
 
     The weights stay fp32 (a bf16 EMA at m ~ 0.996-1 would stall); the forward runs under the
-    caller's autocast like the reference's, so under bf16 the teacher's matmuls are bf16 too, while
+    caller's autocast like the reference's, so under bf16/fp16 the teacher's matmuls are too, while
     centering and the softmax are computed in fp32.
     """
 
@@ -372,13 +375,17 @@ class AsymDSD:
     def update_teacher(self, momentum: float) -> None:
         """theta_t <- m theta_t + (1 - m) theta_s over the shared parameters; skipped when m >= 1.
 
-        Call it only after an optimizer step was applied (not after a skipped, non-finite step).
-        Student parameters may be in low precision (an engine's bf16 copy); the teacher stays fp32.
+        Call it only after an optimizer step was applied (not after a skipped, non-finite step). Both
+        sides are fp32: mixed precision lives in autocast, never in the weights, because at late-training
+        learning rates a step is far below bf16's resolution and a low-precision copy would move in
+        rounding steps instead of with the student.
         """
         if momentum >= 1.0:
             return
         t_params, s_params = self._ema_pairs()
-        torch._foreach_lerp_(t_params, [p.detach().float() for p in s_params], 1.0 - momentum)
+        if any(p.dtype != torch.float32 for p in s_params):
+            raise TypeError("the EMA reads fp32 student weights; keep the student fp32 and use autocast")
+        torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)
 
     def _ema_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
         """Teacher parameters and their student counterparts, matched by name (cached).

@@ -1,4 +1,4 @@
-"""Momentum centering of teacher logits (reference section 5.3)."""
+"""Momentum centering of teacher logits."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every section is a strict pydantic model: an unknown key or a value outside the allowed set fails at
 load time with the dotted key, the offending value and what is allowed, before any tensor is built.
-Defaults are the AsymDSD-S reference values (`../shared/reference/asymdsd.md`).
+Defaults are the AsymDSD-S values of the official implementation (remcofl/AsymDSD).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Point tokenizer and the point-cloud ViT encoder (reference sections 2 and 3)."""
+"""Point tokenizer and the point-cloud ViT encoder."""
 
 from __future__ import annotations
 
@@ -121,14 +121,8 @@ class PointEncoder(nn.Module):
         return self.cls_token is not None
 
     def embed(self, patches: Patches) -> tuple[Tensor, Tensor]:
-        """Patch tokens and positional embeddings, each (C, P, D).
-
-        Coordinates are cast to the weights' dtype, so a module cast to bf16 by an engine (DeepSpeed's
-        `bf16` mode) takes the fp32 patches as they come; under autocast the weights are fp32 and
-        nothing changes.
-        """
-        dtype = self.pos_embed.fc1.weight.dtype
-        return self.patch_embed(patches.neighborhoods.to(dtype)), self.pos_embed(patches.centers.to(dtype))
+        """Patch tokens and positional embeddings, each (C, P, D)."""
+        return self.patch_embed(patches.neighborhoods), self.pos_embed(patches.centers)
 
     def _with_cls(self, tokens: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
         if self.cls_token is None:

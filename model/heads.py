@@ -1,4 +1,4 @@
-"""DINO-style projection head (reference section 5.2)."""
+"""DINO-style projection head."""
 
 from __future__ import annotations
 

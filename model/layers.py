@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the encoder and the predictor.
 
-All linears inside attention and FFN are bias-free (reference section 3). Attention goes through
+All linears inside attention and FFN are bias-free. Attention goes through
 `F.scaled_dot_product_attention`, so PyTorch picks the flash / memory-efficient kernel on GPUs.
 """
 
@@ -16,9 +16,11 @@ from torch import Tensor, nn
 class RMSNorm(nn.Module):
     """RMSNorm with a learnable scale and no bias; statistics always in fp32.
 
-    The reference computes the mean square in the input dtype, which overflows in fp16 as soon as
-    |x| exceeds ~256 (x**2 > 65504). We up-cast before reducing whatever the autocast dtype, and
-    return the input dtype so the surrounding matmuls stay in low precision.
+    The official RMSNorm squares in the input dtype; under CUDA autocast `pow` is computed in fp32,
+    so its statistics are fp32 there too. Up-casting here makes that explicit and independent of the
+    autocast backend (CPU autocast, or a half-precision input outside autocast, would square in
+    fp16 and overflow once |x| > ~256). The input dtype is returned so the matmuls around it stay in
+    low precision.
     """
 
     def __init__(self, dim: int, eps: float = 1e-5) -> None:

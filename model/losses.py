@@ -1,4 +1,4 @@
-"""AsymDSD loss terms (reference section 6) and the Distillation-with-Contrast InfoNCE term.
+"""AsymDSD loss terms and the Distillation-with-Contrast InfoNCE term.
 
 All terms are computed in fp32 whatever the autocast dtype. H(t, s) = -sum_k t_k log s_k.
 """

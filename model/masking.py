@@ -1,4 +1,4 @@
-"""Inverse block multi-masking (reference section 4.1).
+"""Inverse block multi-masking.
 
 The *visible* context is block-shaped: the union of a few kNN blocks of patch centres, trimmed or
 topped up at random so that every mask hides exactly round(ratio * P) patches (45 of 64). Each

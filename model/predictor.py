@@ -1,4 +1,4 @@
-"""Cross-attention-only predictor for masked point modeling (reference sections 4.3 and 4.4).
+"""Cross-attention-only predictor for masked point modeling.
 
 There is no self-attention anywhere: every masked query attends only to the visible memory
 [CLS, visible patches], never to another masked query (nor itself), so the set of masked centre

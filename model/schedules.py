@@ -1,4 +1,4 @@
-"""Per-optimizer-step schedules (reference section 7): lr, teacher temperatures, EMA momentum.
+"""Per-optimizer-step schedules: lr, teacher temperatures, EMA momentum.
 
 Pure functions of the optimizer step. The trainer computes `steps_per_epoch` from the *global*
 batch (the reference divides by the per-device batch, which mis-scales every schedule under DDP).

@@ -1,4 +1,4 @@
-"""Multi-crop of one stored point cloud, as the reference does it (asymdsd.md 1.2, 1.3, 1.7), but fast.
+"""Multi-crop of one stored point cloud, as the official AsymDSD data module does it, but fast.
 
 Per crop: a uniformly random 3-D rotation R and axis weights w (a random permutation of (1, 1/sqrt(a),
 sqrt(a)), a ~ U(aspect)) define an oriented box around a uniformly random point c of the cloud; the box
@@ -62,7 +62,7 @@ class CropSpec:
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Per-crop augmentation after cropping (reference 1.3)."""
+    """Per-crop augmentation after cropping."""
 
     rotate_z: bool = True  # rotation about Z, angle U(0, 2 pi)
     scale: tuple[float, float] = (0.8, 1.2)  # anisotropic: each axis its own U(lo, hi)

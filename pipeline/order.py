@@ -1,7 +1,7 @@
 """Deterministic global sample order: which sample every (rank, worker, step) reads, as a pure function.
 
 Why: splitting shards per rank (WebDataset) gives ranks unequal sample counts, which hangs DDP at the end
-of an epoch, and cannot resume mid-epoch (infra.md 2.2, 2.3). As in MosaicML Streaming (infra.md 2.5), the
+of an epoch, and cannot resume mid-epoch. As in MosaicML Streaming, the
 order here depends only on (seed, epoch), the datasets' shard sizes and weights, and `block_shards`. Ranks
 and workers only choose which slice of it to read, so the resume state is tiny and the world size may change
 across restarts.

@@ -1,6 +1,6 @@
 """Loader-side patch indices: exact FPS centres and kNN groups of padded crops, compiled with Numba.
 
-Same semantics as `model.patchify.farthest_point_sample` / `knn_group` (reference 1.4): FPS starts at a
+Same semantics as `model.patchify.farthest_point_sample` / `knn_group`: FPS starts at a
 given valid point, each step takes the valid point farthest (squared Euclidean, float32) from the chosen
 set, ties to the lowest index, and repeats index 0 once a crop runs out of valid points; each centre's
 group is its `patch_size` nearest valid points, nearest first (ties to the lowest index), the centre itself

@@ -36,7 +36,7 @@ class InputSpec(BaseModel):
 
 
 class Augmentation(BaseModel):
-    """Training-time augmentation (reference section 9.2): a turn about Z and an anisotropic scale."""
+    """Training-time augmentation: a turn about Z and an anisotropic scale."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,4 +1,4 @@
-"""The evaluation protocols and their reference recipes (reference section 9).
+"""The evaluation protocols and their reference recipes.
 
 Frozen features: `svm` (LinearSVC, C = 1, on L2-normalised [CLS, mean] features: the standard
 ModelNet40 protocol and the reference's pretraining monitor) and `knn` (cosine-similarity majority

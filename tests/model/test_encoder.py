@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.asymdsd import Student
 from model.config import EncoderConfig, TokenizerConfig, load_model_config
 from model.encoder import PointEncoder, PointPatchEmbed
 from model.patchify import patchify
@@ -71,6 +73,24 @@ def test_bias_rules():
     enc = PointEncoder(TokenizerConfig(), EncoderConfig(dim=64, depth=2, num_heads=2))
     assert all(m.bias is None for m in enc.blocks.modules() if isinstance(m, torch.nn.Linear))
     assert enc.pos_embed.fc1.bias is not None and enc.pos_embed.fc2.bias is not None
+
+
+@pytest.mark.parametrize("name", ["asymdsd_s", "asymdsd_b"])
+def test_attention_weights_keep_the_reference_init(name):
+    """Packed qkv: Xavier-uniform over (3D, D) as nn.MultiheadAttention's in_proj; other linears trunc-normal(0.02)."""
+    torch.manual_seed(0)
+    student = Student(load_model_config(ROOT / f"configs/model/{name}.yaml"))
+    qkv = [blk.attn.qkv.weight for blk in student.encoder.blocks]
+    assert len(qkv) == 12
+    for w in qkv:
+        three_d, d = w.shape
+        xavier_std = math.sqrt(2.0 / (three_d + d))  # uniform(-a, a) with a = sqrt(6 / (fan_in + fan_out))
+        assert w.std().item() == pytest.approx(xavier_std, rel=0.1)
+        assert w.abs().max().item() <= math.sqrt(3) * xavier_std * (1 + 1e-6)
+    for w in [blk.attn.proj.weight for blk in student.encoder.blocks] + [blk.mlp.fc1.weight for blk in student.encoder.blocks]:
+        assert w.std().item() == pytest.approx(0.02, rel=0.1)
+    cross = [blk.attn.in_proj for blk in student.predictor.blocks]
+    assert all(w.std().item() == pytest.approx(math.sqrt(2.0 / sum(w.shape)), rel=0.1) for w in cross)
 
 
 def manual_forward(enc: PointEncoder, tokens: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,9 @@ def reference_rms(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def test_rmsnorm_fp16_large_inputs_do_not_overflow():
+    """A half-precision input outside CUDA autocast (which would square in fp32) must not overflow."""
     x = (torch.randn(4, 384) * 2000).half()  # x**2 ~ 4e6 > fp16 max 65504
-    naive = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)  # the reference's fp16 statistics
+    naive = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)  # statistics squared in fp16
     assert not torch.isfinite(naive).all() or torch.allclose(naive, torch.zeros_like(naive))
     out = RMSNorm(384)(x)
     assert out.dtype == torch.float16 and torch.isfinite(out).all()

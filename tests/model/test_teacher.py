@@ -39,16 +39,24 @@ def test_ema_update_formula_and_fp32(tiny_cfg):
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(torch.randn_like(p))
-    model.student.to(torch.bfloat16)  # an engine's low-precision copy
     before = {n: p.clone() for n, p in model.teacher.named_parameters()}
     student = dict(model.student.named_parameters())
     model.update_teacher(0.9)
     for name, p in model.teacher.named_parameters():
         assert p.dtype == torch.float32
-        expected = 0.9 * before[name] + 0.1 * student[name].float()
-        assert torch.allclose(p, expected, atol=1e-6), name
+        assert torch.equal(p, torch.lerp(before[name], student[name], 0.1)), name
     snapshot = [p.clone() for p in model.teacher.parameters()]
     model.update_teacher(1.0)  # m >= 1 is a no-op
+    assert all(torch.equal(p, q) for p, q in zip(model.teacher.parameters(), snapshot))
+
+
+def test_ema_refuses_a_low_precision_student(tiny_cfg):
+    """A bf16 copy moves in rounding steps at late-training learning rates: the EMA must never read one."""
+    model = AsymDSD(tiny_cfg)
+    model.student.to(torch.bfloat16)
+    snapshot = [p.clone() for p in model.teacher.parameters()]
+    with pytest.raises(TypeError, match="fp32 student weights"):
+        model.update_teacher(0.9)
     assert all(torch.equal(p, q) for p, q in zip(model.teacher.parameters(), snapshot))
 
 
