@@ -1,8 +1,9 @@
-"""Parameter counts of an AsymDSD model config, per component.
+"""Parameter counts and training FLOPs of an AsymDSD model config, per component.
 
     python -m model.summary --config configs/model/asymdsd_s.yaml [--json]
 
 The model is built on the meta device, so even L is summarised instantly without allocating weights.
+Training FLOPs are model/flops.py's analytic count per shape at the reference batch of 128.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from torch import nn
 
 from model.asymdsd import Student, Teacher
 from model.config import ConfigError, ModelConfig, load_model_config
+from model.flops import training_flops
+
+REFERENCE_BATCH = 128
 
 
 def count(module: nn.Module | nn.Parameter | None) -> int:
@@ -45,6 +49,13 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     }
 
 
+def training_gflops_per_shape(cfg: ModelConfig, batch_size: int = REFERENCE_BATCH) -> dict[str, float]:
+    """GFLOPs of one training step per shape: the total, then each component."""
+    flops = training_flops(cfg, batch_size)
+    parts = {name: value / batch_size / 1e9 for name, value in flops.components().items()}
+    return {"total": flops.per_shape / 1e9, **parts}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="model YAML, e.g. configs/model/asymdsd_s.yaml")
@@ -56,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     counts = parameter_counts(cfg)
+    gflops = training_gflops_per_shape(cfg)
     if args.json:
-        print(json.dumps({"name": cfg.name, "mode": cfg.mode, **counts}))
+        print(json.dumps({"name": cfg.name, "mode": cfg.mode, **counts, "train_gflops_per_shape": gflops}))
     else:
         print(f"{cfg.name} (mode {cfg.mode})")
         for key, value in counts.items():
             print(f"  {key:<14}{value:>14,}")
+        print(f"training GFLOPs per shape (batch {REFERENCE_BATCH})")
+        for key, value in gflops.items():
+            print(f"  {key:<18}{value:>10.2f}")
     return 0
 
 
