@@ -2,8 +2,8 @@
 
 A checkpoint tag `step00001234/` holds the engine's own files (module, ZeRO-partitioned optimizer state),
 and in the client state the teacher (fp32 weights and centering buffers), the optimizer step, the
-pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters and the MLflow run
-id. Schedules are functions of the step and model randomness is reseeded from the samples, so this
+pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters, the fp16 loss scale
+and the MLflow run id. Schedules are functions of the step and model randomness is reseeded from the samples, so this
 is all a bit-exact continuation needs. Each tag also carries `teacher/`, the teacher encoder exported
 as safetensors (`launch.export`), so any checkpoint can be evaluated without DeepSpeed.
 
@@ -38,6 +38,7 @@ class ClientState:
     mlflow_run_id: str | None = None
     nonfinite_total: int = 0
     nonfinite_streak: int = 0
+    loss_scale: dict[str, Any] | None = None  # launch.precision.DynamicLossScale state (fp16 runs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class DataConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    """AdamW on one parameter group; warm-up then cosine, stepped per optimizer step (reference 7)."""
+    """AdamW on one parameter group; warm-up then cosine, stepped per optimizer step."""
 
     lr: float = Field(5e-4, gt=0, description="peak learning rate, reached after warmup_epochs")
     lr_start: float = Field(1e-7, ge=0)
@@ -94,6 +94,10 @@ class TrainConfig(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite steps in a row")
     log_every: int = Field(10, ge=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype of the forward; weights stay fp32. auto: bf16 on CUDA, fp32 on CPU"
+    )
+    compile: bool = Field(False, description="torch.compile the model's blocks, tokenizer and heads (static shapes)")
     tf32: bool = True
     peak_tflops: float | None = Field(None, gt=0, description="device peak for MFU; null: from the GPU name")
 
@@ -106,6 +110,7 @@ class CheckpointConfig(StrictModel):
 
 
 class MlflowConfig(StrictModel):
+    enabled: bool = Field(True, description="false: no MLflow at all (benchmarks, machines without it)")
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite in output_dir")
     experiment: str = "asymdsd-pretrain"
     run_name: str | None = None
@@ -126,9 +131,11 @@ class PretrainConfig(StrictModel):
 
     @field_validator("deepspeed")
     @classmethod
-    def _no_fp16(cls, ds: dict[str, Any]) -> dict[str, Any]:
-        if (ds.get("fp16") or {}).get("enabled"):
-            raise ValueError("fp16 is not supported: use bf16 (no loss scaling; fp16 overflows RMSNorm statistics)")
+    def _job_owned_sections(cls, ds: dict[str, Any]) -> dict[str, Any]:
+        for key in ("bf16", "fp16", "torch_autocast", "amp"):
+            if key in ds:
+                raise ValueError(f"'{key}' must not be set: precision is train.precision (fp32 weights in the engine, "
+                                 f"autocast forward; launch/precision.py says why)")
         for key in ("optimizer", "scheduler"):
             if key in ds:
                 raise ValueError(f"'{key}' must not be set: the job steps its own AdamW and schedules (optim.*)")
@@ -144,14 +151,12 @@ class PretrainConfig(StrictModel):
         if wants_local and (loc is None or loc.count != m.num_local_crops):
             raise ValueError(f"model.num_local_crops={m.num_local_crops} needs data.local_crops.count to match "
                              f"(got {None if loc is None else loc.count})")
+        if self.train.precision == "fp16" and self.train.device == "cpu":
+            raise ValueError("train.precision=fp16 needs CUDA but train.device=cpu: use train.precision=fp32 or bf16")
         if self.train.micro_batch is not None and self.train.global_batch % self.train.micro_batch:
             raise ValueError(f"train.global_batch={self.train.global_batch} must be a multiple of "
                              f"train.micro_batch={self.train.micro_batch}")
         return self
-
-    @property
-    def bf16(self) -> bool:
-        return bool((self.deepspeed.get("bf16") or {}).get("enabled"))
 
     def loader_config(self) -> LoaderConfig:
         d = self.data
@@ -217,7 +222,7 @@ def load_pretrain_config(path: str | os.PathLike, overrides: list[str] | tuple[s
     if not path.is_file():
         raise ConfigError(f"pretrain config not found: {path}")
     tree = _read_mapping(path)
-    # `deepspeed=configs/deepspeed/zero2_bf16.json` swaps a whole include: those go first, then the
+    # `deepspeed=configs/deepspeed/zero2.json` swaps a whole include: those go first, then the
     # includes are read, then the dotted overrides reach into them.
     swaps = [o for o in overrides if o.partition("=")[0] in INCLUDES]
     for item in swaps:

@@ -13,14 +13,16 @@ Why the result does not depend on how the global batch is laid out over ranks an
 So a 1-process run with k micro-batches per step computes what k ranks compute, and a resumed run
 needs no RNG state: the same step sees the same samples, crops, masks and drop paths.
 
-Non-finite losses: each step's flag is agreed over ranks at the boundary; a bad step is skipped as
-a whole (AdamW leaves weights and moments alone, teacher and centres do not move), counted, and the
-job stops after `train.max_nonfinite_steps` bad steps in a row.
+Precision (launch/precision.py): the engine holds fp32 weights, teacher and student forwards run
+under `torch.autocast(train.precision)`, the EMA reads the fp32 student, and fp16 steps are loss-scaled.
+
+Non-finite losses and fp16 overflows: each step's flag is agreed over ranks at the boundary; a bad
+step is skipped as a whole (AdamW leaves weights and moments alone, teacher and centres do not move),
+counted, and the job stops after `train.max_nonfinite_steps` bad steps in a row.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -34,9 +36,12 @@ from launch.config import PretrainConfig, deepspeed_config
 from launch.distributed import DistEnv, all_true, broadcast_object, mean_over_ranks, rank0_decides
 from launch.export import export_encoder
 from launch.optim import Schedule, SkippableAdamW, StepValues
+from launch.precision import DynamicLossScale, LossScaling, autocast, resolve_precision
 from launch.throughput import Throughput, peak_flops
 from launch.tracking import NodeSystemMetrics, Tracker, flatten, git_commit, redact, tracking_uri
 from model.asymdsd import AsymDSD
+from model.config import ConfigError
+from model.flops import training_flops
 from pipeline.loader import Batch, epoch_order, load_manifests, make_loader
 from pipeline.metrics import LoaderMeter
 from pipeline.order import LoaderState
@@ -44,6 +49,13 @@ from pipeline.order import LoaderState
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+@dataclass
+class StepOutcome:
+    terms: dict[str, torch.Tensor]  # loss terms averaged over the step's micro-batches
+    applied: bool
+    grad_norm: float | None  # pre-clipping global norm, where it is known
 
 
 @dataclass
@@ -65,12 +77,18 @@ class Pretrainer:
 
         self.cfg, self.env = cfg, env
         t = cfg.train
+        try:
+            self.precision = resolve_precision(t.precision, env.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if env.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
         torch.manual_seed(t.seed)  # identical initial weights on every rank (DeepSpeed broadcasts rank 0's too)
         self.model = AsymDSD(cfg.model)
         self.model.teacher.to(env.device)
+        if t.compile:
+            self.model.compile()
 
         self.loader_cfg = cfg.loader_config()
         self.manifests = load_manifests(self.loader_cfg)
@@ -88,13 +106,12 @@ class Pretrainer:
         self.engine, *_ = deepspeed.initialize(model=self.model.student, optimizer=self.optimizer,
                                                config=self.ds_config)
         self.generator = torch.Generator(env.device)
-        self.autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if cfg.bf16
-                         else contextlib.nullcontext())
+        self.loss_scaling = (LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None)
 
         self.step = 0
         self.loader_state: LoaderState | None = None
         self.nonfinite_total = self.nonfinite_streak = 0
-        self._grad_norm: float | None = None
+        self._last_save = time.monotonic()
         run_id = None
         self.ckpt_dir = cfg.checkpoint_dir()
         if resume is not None:
@@ -104,8 +121,9 @@ class Pretrainer:
         self.tracker: Tracker | None = None
         self.system_metrics: NodeSystemMetrics | None = None
         self._start_tracking(run_id)
-        peak = peak_flops(env.device, t.peak_tflops)
-        self.throughput = Throughput(t.global_batch, env.world_size, peak)
+        peak = peak_flops(env.device, t.peak_tflops, self.precision, t.tf32)
+        flops = training_flops(cfg.model, t.global_batch // env.world_size // self.grad_accum).per_shape
+        self.throughput = Throughput(t.global_batch, env.world_size, peak, flops)
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -119,6 +137,8 @@ class Pretrainer:
         self.step = state.step
         self.loader_state = LoaderState.from_dict(state.loader)
         self.nonfinite_total, self.nonfinite_streak = state.nonfinite_total, state.nonfinite_streak
+        if self.loss_scaling is not None and state.loss_scale is not None:
+            self.loss_scaling.scale = DynamicLossScale.from_state_dict(state.loss_scale)
         if self.env.is_main:
             print(f"[pretrain] resumed from {load_dir / tag} at step {self.step}", flush=True)
         return state.mlflow_run_id
@@ -129,6 +149,7 @@ class Pretrainer:
             step=self.step, loader=order_state.to_dict(), teacher=self.model.teacher.state_dict(),
             mlflow_run_id=self.tracker.run_id if self.tracker else self._run_id,
             nonfinite_total=self.nonfinite_total, nonfinite_streak=self.nonfinite_streak,
+            loss_scale=None if self.loss_scaling is None else self.loss_scaling.scale.state_dict(),
         )
         self.engine.save_checkpoint(str(self.ckpt_dir), tag=tag, client_state=state.to_dict())
         if self.env.is_main:
@@ -151,6 +172,9 @@ class Pretrainer:
 
     def _start_tracking(self, run_id: str | None) -> None:
         cfg = self.cfg
+        if not cfg.mlflow.enabled:
+            self._run_id = None
+            return
         uri = tracking_uri(cfg.mlflow.tracking_uri, cfg.output_dir)
         if self.env.is_main:
             Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
@@ -189,7 +213,8 @@ class Pretrainer:
             export_dir = None
             if self.env.is_main:
                 export_dir = self._export(Path(self.cfg.output_dir) / "export")
-                self.tracker.log_dir(export_dir, "encoder")
+                if self.tracker is not None:
+                    self.tracker.log_dir(export_dir, "encoder")
             status = "FINISHED"
             return RunResult(self.step, self._run_id, export_dir, last_loss)
         finally:
@@ -216,20 +241,22 @@ class Pretrainer:
             self.throughput.new_meter(meter)
             for batch in meter:
                 values = self.schedule.at(self.step)
-                terms = self._optimizer_step(batch, epoch, values)
+                outcome = self._optimizer_step(batch, epoch, values)
                 self.step += 1
                 in_epoch = batch.step + 1
                 if self._should_log():
-                    last_loss = self._log(terms, values)
+                    last_loss = self._log(outcome, values)
                 if self._should_save():
                     self.save_checkpoint(order.state(in_epoch))
                 if self.step >= self.last_step:
                     break
         return last_loss
 
-    def _optimizer_step(self, batch: Batch, epoch: int, values: StepValues) -> dict[str, torch.Tensor]:
+    def _optimizer_step(self, batch: Batch, epoch: int, values: StepValues) -> StepOutcome:
         env = self.env
         self.optimizer.set_hyperparameters(values.lr, values.weight_decay)
+        if self.loss_scaling is not None:
+            self.loss_scaling.begin_step()
         micro = batch.crops.chunks(self.grad_accum)
         size = batch.crops.batch_size // self.grad_accum
         sums: dict[str, torch.Tensor] = {}
@@ -238,32 +265,44 @@ class Pretrainer:
             seed = micro_batch_seed(self.cfg.train.seed, epoch, int(batch.positions[m * size]))
             self.generator.manual_seed(seed)
             torch.manual_seed(seed)  # drop path and any other use of the global RNG
-            with self.throughput.count_flops(self.step == 0 and m == 0, size):
-                with self.autocast:
-                    out = self.model.losses(crops.to(env.device, non_blocking=True), values.distill,
-                                            student=self.engine, generator=self.generator)
-                finite &= torch.isfinite(out.total)
+            with autocast(self.precision, env.device):
+                out = self.model.losses(crops.to(env.device, non_blocking=True), values.distill,
+                                        student=self.engine, generator=self.generator)
+            finite &= torch.isfinite(out.total)
+            if self.loss_scaling is not None:
+                self.loss_scaling.backward(out.total)
+            else:
                 self.engine.backward(out.total)
             for name, value in {"total": out.total.detach(), **out.terms}.items():
                 sums[name] = sums.get(name, 0) + value.float() / len(micro)
             if m == len(micro) - 1:  # the accumulation boundary: agree over ranks before the step
-                applied = all_true(bool(finite.item()), env.device)
+                grads_ok, grad_norm = self._check_gradients()
+                applied = all_true(bool(finite.item()) and grads_ok, env.device)
                 self.optimizer.skip_next = not applied
-                self._grad_norm = self._full_grad_norm()
             self.engine.step()
+        applied = applied and self.engine.was_step_applied()  # ZeRO skips overflowed steps itself
+        if self.loss_scaling is not None:
+            self.loss_scaling.scale.update(overflow=not applied)
+        if grad_norm is None and applied:
+            grad_norm = self.engine.get_global_grad_norm()  # from ZeRO, which holds the gradients
         self.model.end_step(values.distill.momentum, applied)
         self._count_nonfinite(applied)
-        return sums
+        return StepOutcome(sums, applied, None if grad_norm is None else float(grad_norm))
 
-    def _full_grad_norm(self) -> float | None:
-        """The pre-clipping gradient norm where the module holds whole gradients (no ZeRO partitioning).
+    def _check_gradients(self) -> tuple[bool, float | None]:
+        """Without ZeRO, at the boundary: whether the reduced gradients are finite (unscaled if fp16), and their norm.
 
-        DeepSpeed reports it only from its ZeRO/bf16 optimizer wrappers (`get_global_grad_norm`).
+        Under ZeRO the engine's optimizer holds partitioned gradients and checks them itself in `step`.
         """
+        if self.engine.zero_optimization():
+            return True, None
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        if self.engine.zero_optimization() or not grads:
-            return None
-        return float(torch.nn.utils.get_total_norm(grads))
+        if self.loss_scaling is not None and not self.loss_scaling.unscale(grads):
+            return False, None
+        if not grads:
+            return True, None
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        return math.isfinite(norm), norm
 
     def _count_nonfinite(self, applied: bool) -> None:
         if applied:
@@ -272,8 +311,9 @@ class Pretrainer:
         self.nonfinite_total += 1
         self.nonfinite_streak += 1
         if self.env.is_main:
-            print(f"[pretrain] step {self.step}: non-finite loss, step skipped "
-                  f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)", flush=True)
+            scale = "" if self.loss_scaling is None else f", fp16 loss scale now {self.loss_scaling.scale.scale:g}"
+            print(f"[pretrain] step {self.step}: non-finite loss or gradients, step skipped "
+                  f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all{scale})", flush=True)
         if self.nonfinite_streak >= self.cfg.train.max_nonfinite_steps:
             raise NonFiniteLossError(f"{self.nonfinite_streak} non-finite steps in a row (train.max_nonfinite_steps)"
                                      f" at step {self.step}: lower optim.lr or check the data")
@@ -288,18 +328,19 @@ class Pretrainer:
             due |= rank0_decides(time.monotonic() - self._last_save >= 60 * c.every_minutes, self.env.device)
         return due
 
-    def _log(self, terms: dict[str, torch.Tensor], values: StepValues) -> float:
+    def _log(self, outcome: StepOutcome, values: StepValues) -> float:
         env = self.env
-        losses = mean_over_ranks({f"loss/{k}": v for k, v in terms.items()}, env.device)
+        losses = mean_over_ranks({f"loss/{k}": v for k, v in outcome.terms.items()}, env.device)
         metrics = {**losses, **values.as_metrics(), **self.throughput.metrics(),
                    "train/epoch": self.step / self.steps_per_epoch,
                    "train/nonfinite_steps": float(self.nonfinite_total)}
-        grad_norm = self.engine.get_global_grad_norm()
-        grad_norm = self._grad_norm if grad_norm is None else grad_norm
-        if grad_norm is not None and math.isfinite(float(grad_norm)):
-            metrics["opt/grad_norm"] = float(grad_norm)
+        if outcome.grad_norm is not None and math.isfinite(outcome.grad_norm):
+            metrics["opt/grad_norm"] = outcome.grad_norm
+        if self.loss_scaling is not None:
+            metrics["opt/loss_scale"] = self.loss_scaling.scale.scale
         if env.is_main:
-            self.tracker.log_metrics(metrics, self.step)
+            if self.tracker is not None:
+                self.tracker.log_metrics(metrics, self.step)
             print(f"[pretrain] step {self.step}/{self.last_step} loss {metrics['loss/total']:.4f} "
                   f"lr {values.lr:.3g} {metrics['throughput/samples_per_s']:.1f} shapes/s "
                   f"data-wait {metrics['data/wait_fraction']:.0%}", flush=True)

@@ -96,7 +96,7 @@ def test_everything_copied_is_in_the_build_context():
             else:
                 assert [p for p in files if p.startswith(source + "/")], f"COPY {source}: not in the build context"
     for needed in ("launch/pretrain.py", "sharding/shard_corpus.py", "configs/data/mixture.yaml",
-                   "configs/pretrain/asymdsd_b_mixture.yaml", "configs/deepspeed/zero2_bf16.json",
+                   "configs/pretrain/asymdsd_b_mixture.yaml", "configs/deepspeed/zero2.json",
                    "configs/model/asymdsd_b.yaml"):
         assert needed in files, needed
 

@@ -30,8 +30,8 @@ def test_includes_are_inlined_before_overrides():
     assert cfg.deepspeed["zero_optimization"]["stage"] == 1
     assert cfg.data.datasets[0].weight == 2.5 and cfg.train.max_steps == 7
     swapped = load_pretrain_config(DEMO, ["deepspeed.zero_optimization.stage=1",
-                                          "deepspeed=configs/deepspeed/zero2_bf16.json"])
-    assert swapped.bf16 and swapped.deepspeed["zero_optimization"]["stage"] == 1  # swap first, then keys
+                                          "deepspeed=configs/deepspeed/zero2.json"])
+    assert swapped.deepspeed["zero_optimization"]["stage"] == 1 and "reduce_scatter" in swapped.deepspeed["zero_optimization"]
 
 
 @pytest.mark.parametrize("override, names", [
@@ -70,8 +70,38 @@ def test_deepspeed_batch_keys_follow_the_job_config():
     clash = load_pretrain_config(DEMO, ["deepspeed.train_batch_size=64"])
     with pytest.raises(ConfigError, match="deepspeed.train_batch_size"):
         deepspeed_config(clash, world_size=1)
-    with pytest.raises(ConfigError, match="fp16"):
-        load_pretrain_config(DEMO, ["deepspeed.fp16.enabled=true"])
+
+
+@pytest.mark.parametrize("setting", ["auto", "fp32", "bf16", "fp16"])
+def test_every_precision_is_selectable(setting):
+    cfg = load_pretrain_config(DEMO, [f"train.precision={setting}", "train.device=auto"])
+    assert cfg.train.precision == setting
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["train.precision=fp8"], ["train.precision", "'auto', 'fp32', 'bf16' or 'fp16'"]),
+    (["train.precision=fp16", "train.device=cpu"], ["train.precision=fp16", "train.device=cpu"]),
+    (["deepspeed.bf16.enabled=true"], ["deepspeed", "'bf16' must not be set", "train.precision"]),
+    (["deepspeed.fp16.enabled=true"], ["deepspeed", "'fp16' must not be set", "train.precision"]),
+    (["deepspeed.torch_autocast.enabled=true"], ["'torch_autocast' must not be set"]),
+])
+def test_impossible_precision_settings_name_the_key(overrides, names):
+    with pytest.raises(ConfigError) as err:
+        load_pretrain_config(DEMO, overrides)
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_precision_resolves_per_device():
+    import torch
+
+    from launch.precision import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+    assert resolve_precision("fp16", torch.device("cuda", 0)) == "fp16"
+    with pytest.raises(ValueError, match="train.precision=fp16 needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"))  # device: auto on a machine without a GPU
 
 
 def test_schedule_is_the_reference_one_from_the_global_batch():

@@ -7,8 +7,10 @@ run, the checkpoints and the exported encoder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import signal
 import subprocess
 import time
@@ -19,8 +21,12 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+from launch.config import load_pretrain_config
 from launch.export import load_encoder
-from tests.launch.conftest import PRETRAIN, free_port, job_env, launch, launcher, python_pretrain, small_run
+from launch.optim import Schedule
+from model.asymdsd import AsymDSD
+from tests.conftest import ROOT
+from tests.launch.conftest import DEMO, PRETRAIN, free_port, job_env, launch, launcher, python_pretrain, small_run
 
 SECRET = "SUPERSECRET-4242"
 
@@ -174,7 +180,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_pa
     result = launch(python_pretrain(*small_run(pretrain_shards, out, "optim.lr=.inf", "optim.lr_start=.inf",
                                                "train.max_nonfinite_steps=2", "optim.grad_clip=0")), tmp_path)
     assert result.returncode != 0
-    assert "non-finite loss, step skipped (1 in a row" in result.output
+    assert "non-finite loss or gradients, step skipped (1 in a row" in result.output
     assert "2 non-finite steps in a row" in result.output
     client = MlflowClient(mlflow_uri(tmp_path))
     (run,) = client.search_runs([client.get_experiment_by_name("asymdsd-demo").experiment_id])
@@ -182,17 +188,60 @@ def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_pa
     assert history(client, run.info.run_id, "train/nonfinite_steps")[2] == [1.0]
 
 
-@pytest.mark.parametrize("ds", ["zero1_bf16", "zero2_bf16"])
-def test_gpu_deepspeed_configs_train_in_bf16(pretrain_shards, tmp_path, ds):
-    """The GPU JSONs (ZeRO-1/2, bf16) run the same job on CPU: bf16 student, fp32 teacher, partitioned AdamW."""
-    out = tmp_path / ds
-    result = launch(python_pretrain(*small_run(pretrain_shards, out, f"deepspeed=configs/deepspeed/{ds}.json",
-                                               "train.max_steps=2")), tmp_path)
+@pytest.mark.parametrize("ds", ["zero0", "zero1", "zero2"])
+def test_bf16_autocast_keeps_fp32_weights_and_the_ema_reads_them(pretrain_shards, tmp_path, ds):
+    """After one bf16 step the teacher is exactly lerp(initial, fp32 student, 1 - m): no low-precision copy is read."""
+    overrides = small_run(pretrain_shards, tmp_path / ds, f"deepspeed=configs/deepspeed/{ds}.json",
+                          "train.precision=bf16", "train.max_steps=1", "checkpoint.every_steps=1")
+    result = launch(python_pretrain(*overrides), tmp_path)
     assert result.returncode == 0, result.output[-3000:]
     client = MlflowClient(mlflow_uri(tmp_path))
     run = client.get_run(run_id_of(result.output))
-    assert run.data.params["deepspeed.bf16.enabled"] == "True"
-    assert run.data.params["deepspeed.zero_optimization.stage"] == ds[4]
+    assert run.data.params["train.precision"] == "bf16"
     assert 0 < run.data.metrics["opt/grad_norm"] < 1e3 and 0 < run.data.metrics["loss/total"] < 20
-    weights = load_file(str(out / "export" / "encoder.safetensors"))
-    assert all(w.dtype == torch.float32 for w in weights.values())  # the EMA teacher stays fp32
+
+    cfg = load_pretrain_config(DEMO, overrides)
+    torch.manual_seed(cfg.train.seed)  # the trainer's initial weights: teacher == student at step 0
+    initial = dict(AsymDSD(cfg.model).teacher.named_parameters())
+    momentum = Schedule(cfg, steps_per_epoch=6).at(0).distill.momentum
+    checkpoint = tmp_path / ds / "checkpoints" / "step00000001"
+    student = student_weights(checkpoint)
+    teacher = torch.load(checkpoint / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["asymdsd"]["teacher"]
+    assert all(w.dtype == torch.float32 for w in student.values())
+    moved = 0
+    for name, start in initial.items():
+        assert torch.equal(teacher[name], torch.lerp(start.detach(), student[name], 1.0 - momentum)), name
+        moved += not torch.equal(student[name], start)
+    assert moved > len(initial) // 2  # the step really changed the student
+
+
+@pytest.mark.parametrize("stage", [0, 1])
+def test_overflowed_loss_scaled_step_is_skipped_and_counted(pretrain_shards, tmp_path, stage):
+    """fp16's dynamic loss scale, driven through the real trainer and engine (with and without ZeRO)."""
+    probe = str(ROOT / "tests" / "launch" / "loss_scaling_probe.py")
+    result = launch([sys.executable, probe, str(pretrain_shards), str(tmp_path / "out"), str(stage)], tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    facts = json.loads(result.output.split("FACTS ", 1)[1].splitlines()[0])
+    assert facts["overflow_applied"] is False and facts["overflow_left_everything"] is True
+    assert facts["optimizer_state_after_overflow"] == 0  # no Adam moments, no step count
+    assert facts["nonfinite_total"] == 1 and facts["scale_after_overflow"] == 2.0**126
+    assert facts["clean_applied"] is True and facts["nonfinite_streak"] == 0
+    assert facts["scale_after_clean"] == 2.0**10 and facts["clean_steps"] == 1
+    assert facts["weights_moved"] and facts["max_weight_difference"] == 0.0  # unscaled exactly
+    assert facts["grad_norm"] == pytest.approx(facts["reference_grad_norm"], rel=1e-6)
+
+
+def test_compiled_training_follows_the_eager_run(pretrain_shards, tmp_path):
+    """`train.compile=true` through the engine, checkpoints and export: same losses as eager within 1e-5."""
+    runs = {}
+    for name, compile_ in (("eager", "false"), ("compiled", "true")):
+        result = launch(python_pretrain(*small_run(pretrain_shards, tmp_path / name, "train.max_steps=2",
+                                                   f"train.compile={compile_}")), tmp_path)
+        assert result.returncode == 0, result.output[-3000:]
+        runs[name] = history(MlflowClient(mlflow_uri(tmp_path)), run_id_of(result.output), "loss/total")
+    assert sorted(runs["compiled"]) == [1, 2]
+    for step, (value,) in runs["eager"].items():
+        assert runs["compiled"][step][0] == pytest.approx(value, rel=1e-5, abs=1e-5), step
+    eager, compiled = (load_file(str(tmp_path / n / "export" / "encoder.safetensors")) for n in ("eager", "compiled"))
+    assert eager.keys() == compiled.keys()
+    assert max((eager[k] - compiled[k]).abs().max().item() for k in eager) < 1e-5
