@@ -106,7 +106,7 @@ class Pretrainer:
         self.engine, *_ = deepspeed.initialize(model=self.model.student, optimizer=self.optimizer,
                                                config=self.ds_config)
         self.generator = torch.Generator(env.device)
-        self.loss_scaling = (LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None)
+        self.loss_scaling = LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None
 
         self.step = 0
         self.loader_state: LoaderState | None = None
@@ -195,7 +195,8 @@ class Pretrainer:
                 self.tracker.log_params({"derived.steps_per_epoch": str(self.steps_per_epoch),
                                          "derived.total_steps": str(self.schedule.total_steps),
                                          "derived.samples_per_epoch": str(self.samples_per_epoch),
-                                         "derived.grad_accum": str(self.grad_accum)})
+                                         "derived.grad_accum": str(self.grad_accum),
+                                         "derived.precision": self.precision})
             else:
                 self.tracker.log_dict(public, f"config/pretrain-resumed-at-step{self.step}.yaml")
                 self.tracker.set_tags({"resumed_at_step": str(self.step)})

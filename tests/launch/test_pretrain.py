@@ -66,6 +66,7 @@ def test_single_process_run_logs_everything_to_mlflow(pretrain_shards, tmp_path)
     assert params["model.encoder.dim"] == "96" and params["train.global_batch"] == "8"
     assert params["derived.steps_per_epoch"] == "6" and params["derived.total_steps"] == "24"  # 48 shapes / 8
     assert params["deepspeed.zero_optimization.stage"] == "0"
+    assert params["train.precision"] == "auto" and params["derived.precision"] == "fp32"  # auto on a CPU
     assert run.data.tags["world_size"] == "1" and len(run.data.tags["manifest_digests"]) == 64
 
     losses = history(client, run.info.run_id, "loss/total")
@@ -197,7 +198,7 @@ def test_bf16_autocast_keeps_fp32_weights_and_the_ema_reads_them(pretrain_shards
     assert result.returncode == 0, result.output[-3000:]
     client = MlflowClient(mlflow_uri(tmp_path))
     run = client.get_run(run_id_of(result.output))
-    assert run.data.params["train.precision"] == "bf16"
+    assert run.data.params["train.precision"] == "bf16" and run.data.params["derived.precision"] == "bf16"
     assert 0 < run.data.metrics["opt/grad_norm"] < 1e3 and 0 < run.data.metrics["loss/total"] < 20
 
     cfg = load_pretrain_config(DEMO, overrides)
