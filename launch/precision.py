@@ -1,10 +1,14 @@
 """Mixed precision as the reference trains it: fp32 weights, an autocast forward, fp16 loss scaling.
 
 The DeepSpeed engine holds the student in fp32 (no `bf16`/`fp16` section: those cast the module's
-weights, and the EMA teacher would then average a rounded copy). Forward passes of teacher and
-student run under `torch.autocast` with the chosen dtype, as Lightning's `16-mixed` does in the
-official code; the backward follows the forward's dtypes. DeepSpeed's own `torch_autocast` section
-is not used: with ZeRO and fp16 it clips the still-scaled gradients.
+weights, and the EMA teacher would then average a rounded copy). Teacher and student run their
+forwards under `torch.autocast` with the chosen dtype (`AsymDSD.set_autocast`), as Lightning's
+`16-mixed` does in the official code; the backward follows the forward's dtypes. Neither DeepSpeed
+route does this as a whole (measured with DeepSpeed 0.19): an autocast opened around the engine is
+switched off inside its forward unless the `torch_autocast` section is on, and that section reduces
+Linear gradients in the low dtype by default and, with ZeRO and fp16, clips the still-scaled
+gradients and lets each rank find overflows in its own partition only. So the model applies autocast
+inside its own forward and this module scales the loss.
 
 fp16 needs a dynamic loss scale (`DynamicLossScale`, torch's GradScaler rule). `LossScaling` hands
 it to the engine: under ZeRO the engine's optimizer owns the gradients, so it receives the scale
@@ -15,7 +19,6 @@ backward, so the loss is scaled and the gradients are checked and unscaled here.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -35,11 +38,9 @@ def resolve_precision(setting: str, device: torch.device) -> Precision:
     return setting  # type: ignore[return-value]
 
 
-def autocast(precision: Precision, device: torch.device) -> contextlib.AbstractContextManager:
-    """The forward's autocast context (a no-op in fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPE[precision])
+def autocast_dtype(precision: Precision) -> torch.dtype | None:
+    """The forward's autocast dtype; None for fp32 (no autocast)."""
+    return AUTOCAST_DTYPE.get(precision)
 
 
 @dataclass

@@ -14,7 +14,8 @@ So a 1-process run with k micro-batches per step computes what k ranks compute, 
 needs no RNG state: the same step sees the same samples, crops, masks and drop paths.
 
 Precision (launch/precision.py): the engine holds fp32 weights, teacher and student forwards run
-under `torch.autocast(train.precision)`, the EMA reads the fp32 student, and fp16 steps are loss-scaled.
+under autocast to `train.precision` (`AsymDSD.set_autocast`), the EMA reads the fp32 student, and
+fp16 steps are loss-scaled.
 
 Non-finite losses and fp16 overflows: each step's flag is agreed over ranks at the boundary; a bad
 step is skipped as a whole (AdamW leaves weights and moments alone, teacher and centres do not move),
@@ -36,7 +37,7 @@ from launch.config import PretrainConfig, deepspeed_config
 from launch.distributed import DistEnv, all_true, broadcast_object, mean_over_ranks, rank0_decides
 from launch.export import export_encoder
 from launch.optim import Schedule, SkippableAdamW, StepValues
-from launch.precision import DynamicLossScale, LossScaling, autocast, resolve_precision
+from launch.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
 from launch.throughput import Throughput, peak_flops
 from launch.tracking import NodeSystemMetrics, Tracker, flatten, git_commit, redact, tracking_uri
 from model.asymdsd import AsymDSD
@@ -87,6 +88,7 @@ class Pretrainer:
         torch.manual_seed(t.seed)  # identical initial weights on every rank (DeepSpeed broadcasts rank 0's too)
         self.model = AsymDSD(cfg.model)
         self.model.teacher.to(env.device)
+        self.model.set_autocast(autocast_dtype(self.precision))
         if t.compile:
             self.model.compile()
 
@@ -266,9 +268,8 @@ class Pretrainer:
             seed = micro_batch_seed(self.cfg.train.seed, epoch, int(batch.positions[m * size]))
             self.generator.manual_seed(seed)
             torch.manual_seed(seed)  # drop path and any other use of the global RNG
-            with autocast(self.precision, env.device):
-                out = self.model.losses(crops.to(env.device, non_blocking=True), values.distill,
-                                        student=self.engine, generator=self.generator)
+            out = self.model.losses(crops.to(env.device, non_blocking=True), values.distill,
+                                    student=self.engine, generator=self.generator)
             finite &= torch.isfinite(out.total)
             if self.loss_scaling is not None:
                 self.loss_scaling.backward(out.total)

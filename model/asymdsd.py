@@ -15,6 +15,7 @@ masked views crop-major (row = (b * Cg + c) * M + m).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field, fields
 
@@ -104,6 +105,12 @@ class Views:
     visible_idx: Tensor | None  # (B * Cg * M, n_visible)
     masked_idx: Tensor | None  # (B * Cg * M, n_masked)
 
+    def autocast(self, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+        """Autocast to `dtype` on the views' device (a no-op for None, i.e. fp32)."""
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.global_patches.centers.device.type, dtype=dtype)
+
 
 @dataclass
 class TeacherOutput:
@@ -141,11 +148,16 @@ def init_weights(module: nn.Module) -> None:
 
 
 class Student(nn.Module):
-    """Encoder, predictor, mask token and heads; `forward` returns the training losses."""
+    """Encoder, predictor, mask token and heads; `forward` returns the training losses.
+
+    `autocast_dtype` (None: fp32) is applied inside `forward`: an engine that wraps the student
+    (DeepSpeed's turns off an autocast opened around it) cannot drop it, and the weights stay fp32.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.autocast_dtype: torch.dtype | None = None
         d = cfg.encoder.dim
         self.encoder = PointEncoder(cfg.tokenizer, cfg.encoder)
         if cfg.uses_masking:
@@ -181,6 +193,10 @@ class Student(nn.Module):
             return self.encoder(views.local_patches)[:, 0].view(views.batch_size, -1, self.cfg.encoder.dim)
 
     def forward(self, views: Views, teacher: TeacherOutput) -> LossOutput:
+        with views.autocast(self.autocast_dtype):
+            return self._losses(views, teacher)
+
+    def _losses(self, views: Views, teacher: TeacherOutput) -> LossOutput:
         cfg, loss_cfg = self.cfg, self.cfg.loss
         b, cg, m, d = views.batch_size, cfg.num_global_crops, cfg.masking.num_masks, cfg.encoder.dim
         tau = loss_cfg.student_temp
@@ -264,14 +280,15 @@ class Student(nn.Module):
 class Teacher(nn.Module):
     """EMA copy of the student's encoder and heads, plus the centering buffers.
 
-    The weights stay fp32 (a bf16 EMA at m ~ 0.996-1 would stall); the forward runs under the
-    caller's autocast like the reference's, so under bf16/fp16 the teacher's matmuls are too, while
+    The weights stay fp32 (a bf16 EMA at m ~ 0.996-1 would stall); the forward runs under autocast to
+    `autocast_dtype` like the reference's, so under bf16/fp16 the teacher's matmuls are too, while
     centering and the softmax are computed in fp32.
     """
 
     def __init__(self, cfg: ModelConfig, student: Student) -> None:
         super().__init__()
         self.cfg = cfg
+        self.autocast_dtype: torch.dtype | None = None
         self.encoder = copy.deepcopy(student.encoder).float()
         if cfg.uses_cls:
             self.cls_head = copy.deepcopy(student.cls_head).float()
@@ -290,7 +307,7 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, views: Views, schedule: DistillSchedule) -> TeacherOutput:
         b = views.batch_size
-        with record_function("asymdsd/teacher"):
+        with record_function("asymdsd/teacher"), views.autocast(self.autocast_dtype):
             out = self.encoder(views.global_patches)
             result = TeacherOutput()
             patches = out
@@ -322,6 +339,10 @@ class AsymDSD:
         self.teacher.to(device)
         self._pairs = None
         return self
+
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        """Run teacher and student forwards under autocast to `dtype` (None: fp32); weights stay fp32."""
+        self.student.autocast_dtype = self.teacher.autocast_dtype = dtype
 
     def compile(self) -> int:
         """`torch.compile` the student's and teacher's regions in place (model/compile.py); returns how many."""

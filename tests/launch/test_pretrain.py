@@ -216,13 +216,18 @@ def test_bf16_autocast_keeps_fp32_weights_and_the_ema_reads_them(pretrain_shards
     assert moved > len(initial) // 2  # the step really changed the student
 
 
+def probe(mode: str, shards: Path, tmp: Path, stage: int) -> dict:
+    """Facts from tests/launch/trainer_probe.py, which drives the trainer step by step in its own process."""
+    script = str(ROOT / "tests" / "launch" / "trainer_probe.py")
+    result = launch([sys.executable, script, mode, str(shards), str(tmp / "out"), str(stage)], tmp)
+    assert result.returncode == 0, result.output[-3000:]
+    return json.loads(result.output.split("FACTS ", 1)[1].splitlines()[0])
+
+
 @pytest.mark.parametrize("stage", [0, 1])
 def test_overflowed_loss_scaled_step_is_skipped_and_counted(pretrain_shards, tmp_path, stage):
     """fp16's dynamic loss scale, driven through the real trainer and engine (with and without ZeRO)."""
-    probe = str(ROOT / "tests" / "launch" / "loss_scaling_probe.py")
-    result = launch([sys.executable, probe, str(pretrain_shards), str(tmp_path / "out"), str(stage)], tmp_path)
-    assert result.returncode == 0, result.output[-3000:]
-    facts = json.loads(result.output.split("FACTS ", 1)[1].splitlines()[0])
+    facts = probe("loss_scaling", pretrain_shards, tmp_path, stage)
     assert facts["overflow_applied"] is False and facts["overflow_left_everything"] is True
     assert facts["optimizer_state_after_overflow"] == 0  # no Adam moments, no step count
     assert facts["nonfinite_total"] == 1 and facts["scale_after_overflow"] == 2.0**126
@@ -230,6 +235,15 @@ def test_overflowed_loss_scaled_step_is_skipped_and_counted(pretrain_shards, tmp
     assert facts["scale_after_clean"] == 2.0**10 and facts["clean_steps"] == 1
     assert facts["weights_moved"] and facts["max_weight_difference"] == 0.0  # unscaled exactly
     assert facts["grad_norm"] == pytest.approx(facts["reference_grad_norm"], rel=1e-6)
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_bf16_matmuls_run_in_bf16_inside_the_engine_over_fp32_weights(pretrain_shards, tmp_path, stage):
+    """DeepSpeed's engine switches off an autocast opened around it: the student must still run in bf16."""
+    facts = probe("autocast", pretrain_shards, tmp_path, stage)
+    assert facts["applied"] is True
+    assert facts["student_matmuls"] == ["torch.bfloat16"] and facts["teacher_matmuls"] == ["torch.bfloat16"]
+    assert facts["weight_dtypes"] == ["torch.float32"]
 
 
 def test_compiled_training_follows_the_eager_run(pretrain_shards, tmp_path):
