@@ -1,8 +1,11 @@
 """Steady-state throughput of one full AsymDSD training step on synthetic point clouds.
 
 One step is exactly what the trainer does: `AsymDSD.losses` (patchify + masking, EMA teacher,
-student encoder, predictor, losses) under optional bf16 autocast, `backward`, a fused AdamW step
-on the student, `zero_grad`, and the EMA teacher update.
+student encoder, predictor, losses) with the forwards under autocast to --precision
+(`AsymDSD.set_autocast`; the weights stay fp32), `backward`, a fused AdamW step on the student,
+`zero_grad`, and the EMA teacher update. In fp16 the loss is scaled by a `torch.amp.GradScaler`; a
+step it skips (inf/NaN gradients) leaves the teacher alone and is counted. With --compile the model's
+regions are compiled (`AsymDSD.compile`) before the first step.
 
 Input: one fixed synthetic batch, built once on the device and reused every step (no data loading
 is measured). Every crop is the surface of a random ellipsoid (axes uniform in [0.3, 1.0], random
@@ -13,7 +16,11 @@ for the `tiny` config).
 Measured:
 
 * shapes/s = batch_size * steps / wall time of the timed steps (after --warmup untimed steps;
-  CUDA is synchronised before each clock read), and the mean step time;
+  CUDA is synchronised before each clock read), and the mean step time; the first step's and the
+  whole warm-up's seconds on their own (with --compile they hold the compilation);
+* MFU: the analytic FLOPs of one step (`model.flops.training_flops`: matmuls and attention of teacher
+  forward, student forward and backward) per step time, over the device's dense peak for the
+  precision (`launch.throughput.peak_flops`); none on CPU;
 * peak memory: `torch.cuda.max_memory_allocated` over the timed steps on CUDA; on CPU the process'
   peak resident set size (`ru_maxrss`, whole lifetime, model build included);
 * student / teacher parameter counts;
@@ -31,6 +38,7 @@ Measured:
 Run on a GPU from the repository root:
 
     python bench/model_step.py --config configs/model/asymdsd_s.yaml --device cuda --batch-size 128
+    python bench/model_step.py --config configs/model/asymdsd_b.yaml --device cuda --precision fp16 --compile
 
 CPU smoke run:
 
@@ -42,7 +50,6 @@ The last printed line is `RESULT {json}`; --json PATH also writes that object to
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import resource
@@ -60,8 +67,11 @@ from torch.autograd import DeviceType  # noqa: E402
 from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
+from launch.precision import autocast_dtype  # noqa: E402
+from launch.throughput import peak_flops  # noqa: E402
 from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch  # noqa: E402
 from model.config import ModelConfig, load_model_config  # noqa: E402
+from model.flops import training_flops  # noqa: E402
 from model.schedules import distill_schedule  # noqa: E402
 
 STEPS_PER_EPOCH = 100
@@ -86,8 +96,9 @@ class Bench:
     optimizer: torch.optim.Optimizer
     batch: MultiCropBatch
     device: torch.device
-    autocast_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None  # fp16 only
     step: int = 0
+    skipped_steps: int = 0  # fp16 steps the scaler skipped (non-finite gradients)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,8 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
     parser.add_argument("--device", choices=("cpu", "cuda"), default=default_device)
     parser.add_argument("--batch-size", type=int, help="shapes per step (default 128 on cuda, 8 on cpu)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="autocast (default bf16 on cuda)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="autocast dtype, fp32 weights (default bf16 on cuda, fp32 on cpu; fp16 needs cuda)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model's regions first")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (at least 1)")
     parser.add_argument("--steps", type=int, help="timed steps (default 10 on cuda, 5 on cpu)")
     parser.add_argument("--global-points", type=int, help="points per global crop (default 1024, tiny 512)")
     parser.add_argument("--local-points", type=int, help="points per local crop (default 256, tiny 128)")
@@ -107,8 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     on_cuda = args.device == "cuda"
     if args.batch_size is None:
         args.batch_size = 128 if on_cuda else 8
-    if args.dtype is None:
-        args.dtype = "bf16" if on_cuda else "fp32"
+    if args.precision is None:
+        args.precision = "bf16" if on_cuda else "fp32"
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (the first step is timed on its own)")
+    if args.precision == "fp16" and not on_cuda:
+        parser.error("--precision fp16 needs --device cuda (fp16 autocast on CPU has no fast matmuls)")
     if args.steps is None:
         args.steps = 10 if on_cuda else 5
     return args
@@ -151,21 +168,23 @@ def synchronize(device: torch.device) -> None:
 
 
 def train_step(bench: Bench) -> None:
-    model, opt = bench.model, bench.optimizer
+    model, opt, scaler = bench.model, bench.optimizer, bench.scaler
     sched = distill_schedule(model.cfg, bench.step, STEPS_PER_EPOCH, TOTAL_STEPS)
-    autocast = (
-        torch.autocast(bench.device.type, dtype=bench.autocast_dtype)
-        if bench.autocast_dtype is not None
-        else contextlib.nullcontext()
-    )
-    with autocast:
-        out = model.losses(bench.batch, sched)
+    out = model.losses(bench.batch, sched)
     with record_function("bench/backward"):
-        out.total.backward()
+        (out.total if scaler is None else scaler.scale(out.total)).backward()
     with record_function("bench/optimizer"):
-        opt.step()
+        applied = True
+        if scaler is None:
+            opt.step()
+        else:
+            scale = scaler.get_scale()
+            scaler.step(opt)  # skips the step when the unscaled gradients are not finite
+            scaler.update()
+            applied = scaler.get_scale() >= scale  # the scale only drops after a skipped step
+            bench.skipped_steps += not applied
         opt.zero_grad(set_to_none=True)
-        model.end_step(sched.momentum)
+        model.end_step(sched.momentum, applied)
     bench.step += 1
 
 
@@ -266,23 +285,31 @@ def build(args: argparse.Namespace, cfg: ModelConfig) -> tuple[Bench, int, int]:
     global_points = args.global_points or global_default
     local_points = args.local_points or local_default
     model = AsymDSD(cfg).to(device)
+    model.set_autocast(autocast_dtype(args.precision))  # as the trainer: inside the forwards, fp32 weights
+    if args.compile:
+        model.compile()
     optimizer = torch.optim.AdamW(
         model.student.parameters(), lr=5e-4, weight_decay=0.05, fused=True if device.type == "cuda" else None
     )
     batch = synthetic_batch(cfg, args.batch_size, global_points, local_points).to(device)
-    dtype = torch.bfloat16 if args.dtype == "bf16" else None
-    return Bench(model, optimizer, batch, device, dtype), global_points, local_points
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
+    return Bench(model, optimizer, batch, device, scaler), global_points, local_points
 
 
 def run(args: argparse.Namespace) -> dict:
     cfg = load_model_config(args.config)
     bench, global_points, local_points = build(args, cfg)
-    timed_steps(bench, args.warmup)
+    first_step_s = timed_steps(bench, 1)
+    warmup_s = first_step_s + timed_steps(bench, args.warmup - 1)
     if bench.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(bench.device)
+    skipped_warmup = bench.skipped_steps
     seconds = timed_steps(bench, args.steps)
+    skipped_timed = bench.skipped_steps - skipped_warmup
     memory, memory_kind = peak_memory_mib(bench.device)
     split = time_split(profiled_events(bench), on_device=bench.device.type == "cuda")
+    flops = training_flops(cfg, args.batch_size).total
+    peak = peak_flops(bench.device, None, args.precision, args.tf32)
     return {
         "config": str(args.config),
         "name": cfg.name,
@@ -290,15 +317,23 @@ def run(args: argparse.Namespace) -> dict:
         "device": args.device,
         "device_name": torch.cuda.get_device_name(bench.device) if bench.device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "dtype": args.dtype,
+        "precision": args.precision,
+        "compile": args.compile,
         "tf32": bool(args.tf32 and bench.device.type == "cuda"),
         "batch_size": args.batch_size,
         "global_points": global_points,
         "local_points": local_points,
         "warmup": args.warmup,
         "steps": args.steps,
+        "first_step_s": first_step_s,
+        "warmup_s": warmup_s,
         "shapes_per_s": args.batch_size * args.steps / seconds,
         "step_ms": 1e3 * seconds / args.steps,
+        "skipped_steps": skipped_timed,
+        "skipped_warmup_steps": skipped_warmup,
+        "flops_per_step": flops,
+        "peak_tflops": None if peak is None else peak / 1e12,
+        "mfu": None if peak is None else flops * args.steps / seconds / peak,
         "peak_memory_mib": memory,
         "peak_memory_kind": memory_kind,
         "params_student": count_params(bench.model.student),
@@ -315,12 +350,20 @@ def fmt(value: float | None, spec: str) -> str:
 def report(result: dict) -> None:
     print(
         f"{result['name']} ({result['mode']}) on {result['device_name']}, torch {result['torch']},"
-        f" {result['dtype']}{', tf32' if result['tf32'] else ''}, batch {result['batch_size']},"
+        f" {result['precision']}{', tf32' if result['tf32'] else ''}{', compiled' if result['compile'] else ''},"
+        f" batch {result['batch_size']},"
         f" points {result['global_points']}/{result['local_points']},"
         f" {result['warmup']} warmup + {result['steps']} timed steps"
     )
     print(f"  params        student {result['params_student']:,}  teacher {result['params_teacher']:,}")
-    print(f"  throughput    {result['shapes_per_s']:.1f} shapes/s  ({result['step_ms']:.1f} ms/step)")
+    print(f"  warm-up       first step {result['first_step_s']:.1f} s, {result['warmup']} warm-up steps"
+          f" {result['warmup_s']:.1f} s")
+    print(f"  throughput    {result['shapes_per_s']:.1f} shapes/s  ({result['step_ms']:.1f} ms/step),"
+          f" MFU {fmt(result['mfu'], '.1%')} of {fmt(result['peak_tflops'], '.0f')} TFLOP/s,"
+          f" {result['flops_per_step'] / 1e9:.1f} GFLOP/step")
+    if result["precision"] == "fp16":
+        print(f"  fp16 skipped  {result['skipped_steps']} of the timed steps,"
+              f" {result['skipped_warmup_steps']} of the warm-up steps (loss scale overflow)")
     print(f"  peak memory   {result['peak_memory_mib']:.0f} MiB  [{result['peak_memory_kind']}]")
     step = result["split"]["step"]
     print(

@@ -2,10 +2,13 @@
 
     python -m sharding.shard_corpus --config configs/data/shapenet.yaml --output /data/shards/shapenet
     python -m sharding.shard_corpus --source synthetic:2000 --source generic:/data/my_meshes --output out/
+    python -m sharding.shard_corpus --source synthetic:2000 --output out/ --in-process     # no Ray at all
     ray job submit --working-dir . -- python -m sharding.shard_corpus --config configs/data/mixture.yaml ...
     ray submit configs/ray/cluster.yaml sharding/shard_corpus.py -- --config configs/data/mixture.yaml ...
 
-Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is started. Re-running the
+Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is started; with --in-process
+the shard tasks run one after another in this process and Ray is never imported (machines without
+Ray, small corpora): the shards and manifest are byte for byte those of a Ray run. Re-running the
 same command resumes: finished shards are skipped and the final manifest equals an uninterrupted
 run's. Exits non-zero when more than --max-failure-ratio of the inputs failed.
 """
@@ -24,7 +27,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file (`ray submit ... sharding/shard_corpus.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ray  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Ray cluster to join (default: RAY_ADDRESS, else start a local instance)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--max-in-flight", type=int, default=0, help="shard tasks queued at once (default 2x CPUs)")
+    p.add_argument("--in-process", action="store_true",
+                   help="no Ray: run the shard tasks one after another in this process (same shards and manifest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return p.parse_args(argv)
 
@@ -82,6 +86,8 @@ def job_config(args: argparse.Namespace) -> ShardingConfig:
 
 def init_ray(args: argparse.Namespace) -> bool:
     """Connect to a cluster or start a local instance; returns whether we started it."""
+    import ray
+
     if ray.is_initialized():
         return False
     if args.ray_address:
@@ -94,39 +100,80 @@ def init_ray(args: argparse.Namespace) -> bool:
     return True
 
 
+class Progress:
+    """The shard progress bar with running totals of shapes written and inputs failed."""
+
+    def __init__(self, total: int, disable: bool) -> None:
+        self.bar = tqdm(total=total, unit="shard", disable=disable, file=sys.stderr, dynamic_ncols=True)
+        self.shapes = self.failed = 0
+
+    def done(self, record: dict) -> None:
+        self.shapes += record["nsamples"]
+        self.failed += record["ninputs"] - record["nsamples"]
+        self.bar.update(1)
+        self.bar.set_postfix(shapes=self.shapes, failed=self.failed, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def run_shards(plan: Plan, job: ShardJob, cfg: ShardingConfig, args: argparse.Namespace) -> list[dict]:
+    """Every shard's record in plan order, from Ray tasks or, with --in-process, from this process."""
+    progress = Progress(len(plan.shards), args.no_progress)
+    try:
+        if args.in_process:
+            records = run_shards_in_process(plan, job, cfg, progress)
+        else:
+            records = run_shards_on_ray(plan, job, cfg, args, progress)
+    finally:
+        progress.close()
+    return [records[s.name] for s in plan.shards]
+
+
+def run_shards_on_ray(plan: Plan, job: ShardJob, cfg: ShardingConfig, args: argparse.Namespace,
+                      progress: Progress) -> dict[str, dict]:
     """Submit every shard as a Ray task (at most `max_in_flight` queued) and collect the records."""
+    import ray
+
     task = ray.remote(build_shard).options(num_cpus=1, max_retries=cfg.task_retries, retry_exceptions=True)
     max_in_flight = args.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     records: dict[str, dict] = {}
-    in_flight: dict[ray.ObjectRef, tuple[str, int]] = {}
+    in_flight: dict[ray.ObjectRef, str] = {}
     pending = iter(plan.shards)
-    bar = tqdm(total=len(plan.shards), unit="shard", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
-    shapes = failed = 0
-    try:
-        while True:
-            while len(in_flight) < max_in_flight:
-                shard = next(pending, None)
-                if shard is None:
-                    break
-                refs = plan.refs(shard)
-                in_flight[task.remote(shard.name, refs, job)] = (shard.name, len(refs))
-            if not in_flight:
+    while True:
+        while len(in_flight) < max_in_flight:
+            shard = next(pending, None)
+            if shard is None:
                 break
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            name, n = in_flight.pop(done[0])
+            in_flight[task.remote(shard.name, plan.refs(shard), job)] = shard.name
+        if not in_flight:
+            break
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        name = in_flight.pop(done[0])
+        try:
+            record = ray.get(done[0])
+        except Exception as err:  # the task failed after all its retries
+            record = failed_shard_record(plan, name, err)
+        records[name] = record
+        progress.done(record)
+    return records
+
+
+def run_shards_in_process(plan: Plan, job: ShardJob, cfg: ShardingConfig, progress: Progress) -> dict[str, dict]:
+    """Run the shard tasks one after another here, each tried 1 + `task_retries` times as Ray would."""
+    records: dict[str, dict] = {}
+    for shard in plan.shards:
+        refs = plan.refs(shard)
+        for attempt in range(cfg.task_retries + 1):
             try:
-                record = ray.get(done[0])
-            except Exception as err:  # the task failed after all its retries
-                record = failed_shard_record(plan, name, err)
-            records[name] = record
-            shapes += record["nsamples"]
-            failed += record["ninputs"] - record["nsamples"]
-            bar.update(1)
-            bar.set_postfix(shapes=shapes, failed=failed, refresh=False)
-    finally:
-        bar.close()
-    return [records[s.name] for s in plan.shards]
+                record = build_shard(shard.name, refs, job)
+                break
+            except Exception as err:
+                if attempt == cfg.task_retries:
+                    record = failed_shard_record(plan, shard.name, err)
+        records[shard.name] = record
+        progress.done(record)
+    return records
 
 
 def failed_shard_record(plan: Plan, name: str, err: Exception) -> dict:
@@ -211,11 +258,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({len(plan.failures)} duplicate keys) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         job = ShardJob(cfg.output, cfg.storage_options, {s.spec().source_name: s.spec() for s in cfg.sources},
                        cfg.sample_spec(), cfg.limits(), plan.plan_hash, cfg.config_hash())
-        started_ray = init_ray(args)
+        started_ray = not args.in_process and init_ray(args)
         try:
             records = run_shards(plan, job, cfg, args)
         finally:
             if started_ray:
+                import ray
+
                 ray.shutdown()
         manifest = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]
