@@ -45,17 +45,26 @@ def autocast_dtype(precision: Precision) -> torch.dtype | None:
 
 @dataclass
 class DynamicLossScale:
-    """Halve the scale after an overflowed step; double it after `growth_interval` clean steps in a row."""
+    """Halve the scale after an overflowed step; double it after `growth_interval` clean steps in a row.
+
+    The first steps of an fp16 run typically overflow a few times while the scale comes down from
+    2**16 (torch's GradScaler start); `can_back_off` tells those apart from overflows at the floor.
+    """
 
     scale: float = 2.0**16
     growth_factor: float = 2.0
     backoff_factor: float = 0.5
     growth_interval: int = 2000
+    min_scale: float = 1.0
     clean_steps: int = 0
+
+    @property
+    def can_back_off(self) -> bool:
+        return self.scale > self.min_scale
 
     def update(self, overflow: bool) -> None:
         if overflow:
-            self.scale *= self.backoff_factor
+            self.scale = max(self.scale * self.backoff_factor, self.min_scale)
             self.clean_steps = 0
             return
         self.clean_steps += 1

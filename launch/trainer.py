@@ -279,16 +279,21 @@ class Pretrainer:
                 sums[name] = sums.get(name, 0) + value.float() / len(micro)
             if m == len(micro) - 1:  # the accumulation boundary: agree over ranks before the step
                 grads_ok, grad_norm = self._check_gradients()
-                applied = all_true(bool(finite.item()) and grads_ok, env.device)
+                loss_ok = all_true(bool(finite.item()), env.device)
+                applied = loss_ok and all_true(grads_ok, env.device)
                 self.optimizer.skip_next = not applied
             self.engine.step()
         applied = applied and self.engine.was_step_applied()  # ZeRO skips overflowed steps itself
+        # A finite loss whose scaled gradients overflowed while the fp16 scale can still come down is the
+        # scale calibrating itself: skipped and counted, but not a step towards train.max_nonfinite_steps.
+        calibrating = (self.loss_scaling is not None and loss_ok and not applied
+                       and self.loss_scaling.scale.can_back_off)
         if self.loss_scaling is not None:
             self.loss_scaling.scale.update(overflow=not applied)
         if grad_norm is None and applied:
             grad_norm = self.engine.get_global_grad_norm()  # from ZeRO, which holds the gradients
         self.model.end_step(values.distill.momentum, applied)
-        self._count_nonfinite(applied)
+        self._count_skipped(applied, calibrating)
         return StepOutcome(sums, applied, None if grad_norm is None else float(grad_norm))
 
     def _check_gradients(self) -> tuple[bool, float | None]:
@@ -306,16 +311,21 @@ class Pretrainer:
         norm = float(torch.nn.utils.get_total_norm(grads))
         return math.isfinite(norm), norm
 
-    def _count_nonfinite(self, applied: bool) -> None:
+    def _count_skipped(self, applied: bool, calibrating: bool) -> None:
+        """Count a skipped step; stop after train.max_nonfinite_steps in a row that were not fp16 calibration."""
         if applied:
             self.nonfinite_streak = 0
             return
         self.nonfinite_total += 1
+        if calibrating:
+            if self.env.is_main:
+                print(f"[pretrain] step {self.step}: fp16 gradients overflowed, step skipped, loss scale now "
+                      f"{self.loss_scaling.scale.scale:g} ({self.nonfinite_total} skipped in all)", flush=True)
+            return
         self.nonfinite_streak += 1
         if self.env.is_main:
-            scale = "" if self.loss_scaling is None else f", fp16 loss scale now {self.loss_scaling.scale.scale:g}"
             print(f"[pretrain] step {self.step}: non-finite loss or gradients, step skipped "
-                  f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all{scale})", flush=True)
+                  f"({self.nonfinite_streak} in a row, {self.nonfinite_total} in all)", flush=True)
         if self.nonfinite_streak >= self.cfg.train.max_nonfinite_steps:
             raise NonFiniteLossError(f"{self.nonfinite_streak} non-finite steps in a row (train.max_nonfinite_steps)"
                                      f" at step {self.step}: lower optim.lr or check the data")

@@ -231,6 +231,9 @@ def test_overflowed_loss_scaled_step_is_skipped_and_counted(pretrain_shards, tmp
     assert facts["overflow_applied"] is False and facts["overflow_left_everything"] is True
     assert facts["optimizer_state_after_overflow"] == 0  # no Adam moments, no step count
     assert facts["nonfinite_total"] == 1 and facts["scale_after_overflow"] == 2.0**126
+    assert facts["streak_after_overflow"] == 0  # the scale calibrating itself does not move towards a stop
+    assert facts["floor_applied"] is False and facts["scale_at_floor"] == 2.0**127
+    assert facts["streak_at_floor"] == 1 and facts["total_at_floor"] == 2  # at the floor it counts like NaN
     assert facts["clean_applied"] is True and facts["nonfinite_streak"] == 0
     assert facts["scale_after_clean"] == 2.0**10 and facts["clean_steps"] == 1
     assert facts["weights_moved"] and facts["max_weight_difference"] == 0.0  # unscaled exactly

@@ -2,7 +2,7 @@
 
 Run in its own process (it creates a process group): `python trainer_probe.py MODE SHARDS OUT STAGE`.
 
-* `loss_scaling`: an overflowed loss-scaled step, then a clean one. fp16 does not run on CPU, so the
+* `loss_scaling`: an overflowed loss-scaled step, one at the scale's floor, then a clean one. fp16 does not run on CPU, so the
   loss scaling runs under fp32 here: a scale of 2**127 makes the scaled loss (> 2) overflow exactly as
   an fp16 step overflows, and a power-of-two scale that does not overflow must give bit-identical
   weights to an unscaled step.
@@ -62,9 +62,14 @@ def loss_scaling(shards: str, out: Path, stage: str) -> dict:
         "overflow_left_everything": unchanged(before, snapshot(scaled)),
         "optimizer_state_after_overflow": sum(len(s) for s in scaled.optimizer.state.values()),
         "nonfinite_total": scaled.nonfinite_total,
+        "streak_after_overflow": scaled.nonfinite_streak,
         "scale_after_overflow": scaled.loss_scaling.scale.scale,
     }
-    scaled.loss_scaling.scale.scale = 2.0**10
+    scaled.loss_scaling.scale = DynamicLossScale(scale=2.0**127, min_scale=2.0**127)  # no room to back off
+    floor = scaled._optimizer_step(batch, 0, values)
+    facts.update({"floor_applied": floor.applied, "streak_at_floor": scaled.nonfinite_streak,
+                  "scale_at_floor": scaled.loss_scaling.scale.scale, "total_at_floor": scaled.nonfinite_total})
+    scaled.loss_scaling.scale = DynamicLossScale(scale=2.0**10)
     clean = scaled._optimizer_step(batch, 0, values)
     reference = plain._optimizer_step(batch, 0, values)
     after, expected = snapshot(scaled), snapshot(plain)
