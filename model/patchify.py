@@ -71,20 +71,22 @@ def farthest_point_sample(
 
 
 def knn_group(points: Tensor, num_points: Tensor, center_idx: Tensor, k: int) -> Tensor:
-    """Indices (C, P, k) of the k nearest valid points of every centre, nearest first.
+    """Indices (C, P, k) of the k nearest valid points of every centre, nearest first, ties to the lowest index.
 
     The centre itself is included (distance 0). A crop with fewer than k valid points fills the
     missing neighbours with the centre index, which max-pooling in the tokenizer ignores.
     """
     c, n, _ = points.shape
     centers = points.gather(1, center_idx[..., None].expand(-1, -1, 3))
-    # Exact differences, not the |a|^2 + |b|^2 - 2ab expansion, so loader-side and model-side
-    # neighbourhoods agree bit for bit.
-    dist = torch.cdist(centers, points, compute_mode="donot_use_mm_for_euclid_dist")
+    # Squared distances of exact differences (as FPS computes them), not the |a|^2 + |b|^2 - 2ab
+    # expansion, and a stable sort rather than topk (whose order among equal distances is unspecified),
+    # so loader-side and model-side neighbourhoods agree bit for bit, ties included.
+    dist = (centers[:, :, None] - points[:, None]).square().sum(-1)
     valid = valid_mask(num_points, n)
     dist = dist.masked_fill(~valid[:, None, :], torch.inf)
     kk = min(k, n)
-    d, idx = dist.topk(kk, dim=-1, largest=False, sorted=True)
+    d, idx = dist.sort(dim=-1, stable=True)
+    d, idx = d[..., :kk], idx[..., :kk]
     idx = torch.where(torch.isinf(d), center_idx[..., None], idx)
     if kk < k:
         idx = torch.cat([idx, center_idx[..., None].expand(-1, -1, k - kk)], dim=-1)

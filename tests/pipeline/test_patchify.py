@@ -76,6 +76,8 @@ def test_knn_equals_a_full_sort(n):
         for c, row in zip(center_row, group_rows):
             d = ((crop[:valid] - crop[c]) ** 2).sum(axis=1, dtype=np.float32)
             assert row.tolist() == np.lexsort((np.arange(valid), d))[:32].tolist()
+    model_side = knn_group(torch.from_numpy(points), torch.from_numpy(num), torch.from_numpy(centers), 32)
+    assert np.array_equal(groups, model_side.numpy())  # the model breaks ties the same way
 
 
 def test_bad_counts_are_refused():
