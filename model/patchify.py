@@ -78,16 +78,17 @@ def knn_group(points: Tensor, num_points: Tensor, center_idx: Tensor, k: int) ->
     """
     c, n, _ = points.shape
     centers = points.gather(1, center_idx[..., None].expand(-1, -1, 3))
-    # Squared distances of exact differences (as FPS computes them), not the |a|^2 + |b|^2 - 2ab
-    # expansion, and a stable sort rather than topk (whose order among equal distances is unspecified),
-    # so loader-side and model-side neighbourhoods agree bit for bit, ties included.
-    dist = (centers[:, :, None] - points[:, None]).square().sum(-1)
-    valid = valid_mask(num_points, n)
-    dist = dist.masked_fill(~valid[:, None, :], torch.inf)
+    # Squared distances as the loader computes them, (dx^2 + dy^2) + dz^2 of exact differences (not
+    # the |a|^2 + |b|^2 - 2ab expansion), ranked by unique (distance bits, index) keys: non-negative
+    # floats order like their bit patterns, so ties go to the lowest index (topk alone leaves their
+    # order unspecified) and model-side groups equal the loader's bit for bit.
+    dx, dy, dz = (points.transpose(1, 2)[:, :, None, :] - centers.transpose(1, 2)[..., None]).unbind(1)
+    dist = dx * dx + dy * dy + dz * dz
+    dist = dist.masked_fill(~valid_mask(num_points, n)[:, None, :], torch.inf)
+    keys = (dist.view(torch.int32).long() << 32) | torch.arange(n, device=points.device)
     kk = min(k, n)
-    d, idx = dist.sort(dim=-1, stable=True)
-    d, idx = d[..., :kk], idx[..., :kk]
-    idx = torch.where(torch.isinf(d), center_idx[..., None], idx)
+    idx = keys.topk(kk, dim=-1, largest=False, sorted=True).indices
+    idx = torch.where(idx < num_points[:, None, None], idx, center_idx[..., None])
     if kk < k:
         idx = torch.cat([idx, center_idx[..., None].expand(-1, -1, k - kk)], dim=-1)
     return idx
