@@ -92,7 +92,9 @@ class TrainConfig(StrictModel):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (schedules unchanged)")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    max_nonfinite_steps: int = Field(5, ge=1, description="stop after this many non-finite steps in a row")
+    max_nonfinite_steps: int = Field(
+        5, ge=1, description="stop after this many skipped steps in a row (fp16 overflows only at the loss scale's floor)"
+    )
     log_every: int = Field(10, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast dtype of the forward; weights stay fp32. auto: bf16 on CUDA, fp32 on CPU"
