@@ -45,7 +45,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -60,6 +59,7 @@ import scipy  # noqa: E402
 import torch  # noqa: E402
 from scipy.spatial import KDTree  # noqa: E402
 
+from bench.result import emit  # noqa: E402
 from model.patchify import patchify  # noqa: E402
 from pipeline.crops import (  # noqa: E402
     AugmentSpec,
@@ -354,9 +354,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print("RESULT " + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

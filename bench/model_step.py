@@ -50,7 +50,6 @@ The last printed line is `RESULT {json}`; --json PATH also writes that object to
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import resource
 import sys
@@ -67,6 +66,7 @@ from torch.autograd import DeviceType  # noqa: E402
 from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
+from bench.result import emit  # noqa: E402
 from launch.precision import autocast_dtype  # noqa: E402
 from launch.throughput import peak_flops  # noqa: E402
 from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch  # noqa: E402
@@ -385,9 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
     report(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print("RESULT " + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

@@ -28,7 +28,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before numpy is imported: the CPU side is one loader core
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -41,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.model_step import ellipsoid_crops  # noqa: E402
+from bench.result import emit  # noqa: E402
 from launch.config import load_pretrain_config  # noqa: E402
 from model.patchify import farthest_point_sample, knn_group  # noqa: E402
 from pipeline.crops import Crops, MultiCropSpec, multi_crop  # noqa: E402
@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
           f" {result['cpu_crops_ms_per_shape']:.3f} ms/shape; identical indices on"
           f" {result['indices_identical_crops']}/{result['crops_total']} crops, the same neighbour sets on"
           f" {result['same_neighbour_sets_crops']}")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print("RESULT " + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

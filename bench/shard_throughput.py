@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
+from bench.result import emit  # noqa: E402
 from sharding.meshio import decode_geometry  # noqa: E402
 from sharding.records import Loaded  # noqa: E402
 from sharding.sampling import Z_UP_FROM_Y_UP, SampleSpec, make_points, seed_from_key  # noqa: E402
@@ -306,9 +307,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print("RESULT " + json.dumps(result))
+    emit(result, args.json)
     return 0
 
 

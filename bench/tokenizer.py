@@ -11,7 +11,6 @@ maths; this measures forward + backward time (and peak CUDA memory) of both on i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.result import emit  # noqa: E402
 from model.config import load_model_config  # noqa: E402
 from model.encoder import PointPatchEmbed  # noqa: E402
 
@@ -77,7 +77,7 @@ def main() -> None:
     print(f"  concat (reference): {results['concat_reference_ms']:9.2f} ms/step  peak {results['concat_reference_peak_mib']} MiB")
     print(f"  split linear (ours): {results['split_linear_ms']:8.2f} ms/step  peak {results['split_linear_peak_mib']} MiB")
     print(f"  speedup x{results['speedup']}   max |diff| {err:.2e}")
-    print("RESULT " + json.dumps(results))
+    emit(results)
 
 
 if __name__ == "__main__":

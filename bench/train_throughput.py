@@ -21,13 +21,13 @@ line is `RESULT {json}`; --json PATH also writes it to a file.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.result import emit  # noqa: E402
 from launch.config import load_pretrain_config  # noqa: E402
 from launch.distributed import init_distributed  # noqa: E402
 from launch.throughput import Throughput  # noqa: E402
@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = p.parse_args(argv)
     report = measure(args.config, args.steps, args.warmup, args.overrides)
-    line = json.dumps(report)
-    print(f"RESULT {line}")
-    if args.json:
-        Path(args.json).write_text(line + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
