@@ -238,9 +238,8 @@ def load_pretrain_config(path: str | os.PathLike, overrides: list[str] | tuple[s
     try:
         return PretrainConfig.model_validate(tree)
     except ValidationError as err:
-        message = format_validation_error(err, f"{path} with overrides {list(overrides)}" if overrides else str(path),
-                                          PretrainConfig)
-        raise ConfigError(message.replace("invalid model config", "invalid pretrain config", 1)) from None
+        source = f"{path} with overrides {list(overrides)}" if overrides else str(path)
+        raise ConfigError(format_validation_error(err, source, PretrainConfig, "pretrain config")) from None
 
 
 def apply_override(tree: dict[str, Any], item: str) -> None:

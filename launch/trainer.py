@@ -268,8 +268,8 @@ class Pretrainer:
             seed = micro_batch_seed(self.cfg.train.seed, epoch, int(batch.positions[m * size]))
             self.generator.manual_seed(seed)
             torch.manual_seed(seed)  # drop path and any other use of the global RNG
-            out = self.model.losses(crops.to(env.device, non_blocking=True), values.distill,
-                                    student=self.engine, generator=self.generator)
+            views = self.model.prepare(crops.to(env.device, non_blocking=True), self.generator)
+            out = self.engine(views, self.model.teacher(views, values.distill))
             finite &= torch.isfinite(out.total)
             if self.loss_scaling is not None:
                 self.loss_scaling.backward(out.total)

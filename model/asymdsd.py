@@ -368,16 +368,14 @@ class AsymDSD:
         return Views(batch.batch_size, global_patches, local_patches, visible_idx, masked_idx)
 
     def losses(
-        self,
-        batch: MultiCropBatch,
-        schedule: DistillSchedule,
-        student: nn.Module | None = None,
-        generator: torch.Generator | None = None,
+        self, batch: MultiCropBatch, schedule: DistillSchedule, generator: torch.Generator | None = None
     ) -> LossOutput:
-        """Prepare, run the teacher, then the student (or the engine wrapping it, if given)."""
+        """One step's forward passes: prepare the views, run the teacher, then the student on its targets.
+
+        A training engine that wraps the student runs the same three calls with itself in the student's place.
+        """
         views = self.prepare(batch, generator)
-        targets = self.teacher(views, schedule)
-        return (student or self.student)(views, targets)
+        return self.student(views, self.teacher(views, schedule))
 
     @torch.no_grad()
     def end_step(self, momentum: float, applied: bool = True) -> None:

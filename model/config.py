@@ -7,6 +7,8 @@ Defaults are the AsymDSD-S values of the official implementation (remcofl/AsymDS
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +97,29 @@ class MaskingConfig(StrictModel):
     adjust_ratio: float = Field(0.1, ge=0, lt=1)
 
 
+@dataclass(frozen=True)
+class MaskCounts:
+    num_masked: int
+    num_visible: int
+    block_size: int
+    num_seeds: int
+
+
+def mask_counts(num_patches: int, cfg: MaskingConfig) -> MaskCounts:
+    """Exact counts for P patches: n_m = round(r P), k_b = floor(b P), n_s = round(P (1 - r + a) / k_b)."""
+    num_masked = round(cfg.ratio * num_patches)
+    block_size = math.floor(cfg.block_ratio * num_patches)
+    if not 0 < num_masked < num_patches:
+        raise ValueError(
+            f"masking.ratio={cfg.ratio} masks {num_masked} of {num_patches} patches; need between 1 and P-1"
+        )
+    if block_size < 1:
+        raise ValueError(f"masking.block_ratio={cfg.block_ratio} gives blocks of 0 of {num_patches} patches")
+    num_seeds = round(num_patches * (1 - cfg.ratio + cfg.adjust_ratio) / block_size)
+    num_seeds = min(max(num_seeds, 1), num_patches)
+    return MaskCounts(num_masked, num_patches - num_masked, block_size, num_seeds)
+
+
 class TemperatureConfig(StrictModel):
     """Linear warm-up from `start` to `end` over `warmup_epochs`, then constant."""
 
@@ -164,8 +189,6 @@ class ModelConfig(StrictModel):
         if self.mode == "cls_mask" and self.num_global_crops < 2:
             raise ValueError("mode 'cls_mask' pairs global crop 0 with crop 1: num_global_crops must be >= 2")
         if self.masking.num_masks > 0 and self.mode != "cls":
-            from model.masking import mask_counts  # local import: masking is a leaf module
-
             mask_counts(self.patchify.global_patches, self.masking)
         return self
 
@@ -193,9 +216,9 @@ def _section_at(root: type[BaseModel], path: tuple) -> type[BaseModel] | None:
     return cls
 
 
-def format_validation_error(err: ValidationError, source: str, root: type[BaseModel] = None) -> str:
-    root = root or ModelConfig
-    lines = [f"invalid model config ({source}):"]
+def format_validation_error(err: ValidationError, source: str, root: type[BaseModel], what: str) -> str:
+    """One line per bad key of a `root` document: its dotted name and what is wrong or allowed there."""
+    lines = [f"invalid {what} ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
@@ -211,7 +234,7 @@ def model_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Mode
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, ModelConfig, "model config")) from None
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

@@ -8,36 +8,12 @@ row = crop * num_masks + m.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from model.config import MaskingConfig
+from model.config import MaskCounts, MaskingConfig, mask_counts
 
-
-@dataclass(frozen=True)
-class MaskCounts:
-    num_masked: int
-    num_visible: int
-    block_size: int
-    num_seeds: int
-
-
-def mask_counts(num_patches: int, cfg: MaskingConfig) -> MaskCounts:
-    """Exact counts for P patches: n_m = round(r P), k_b = floor(b P), n_s = round(P (1 - r + a) / k_b)."""
-    num_masked = round(cfg.ratio * num_patches)
-    block_size = math.floor(cfg.block_ratio * num_patches)
-    if not 0 < num_masked < num_patches:
-        raise ValueError(
-            f"masking.ratio={cfg.ratio} masks {num_masked} of {num_patches} patches; need between 1 and P-1"
-        )
-    if block_size < 1:
-        raise ValueError(f"masking.block_ratio={cfg.block_ratio} gives blocks of 0 of {num_patches} patches")
-    num_seeds = round(num_patches * (1 - cfg.ratio + cfg.adjust_ratio) / block_size)
-    num_seeds = min(max(num_seeds, 1), num_patches)
-    return MaskCounts(num_masked, num_patches - num_masked, block_size, num_seeds)
+__all__ = ["MaskCounts", "block_union", "inverse_block_mask", "mask_counts", "mask_from_union", "split_mask"]
 
 
 def block_union(centers: Tensor, cfg: MaskingConfig, generator: torch.Generator | None = None) -> Tensor:

@@ -94,7 +94,7 @@ def eval_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> EvalC
     try:
         return EvalConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, EvalConfig)) from None
+        raise ConfigError(format_validation_error(err, source, EvalConfig, "evaluation config")) from None
 
 
 def load_eval_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EvalConfig:

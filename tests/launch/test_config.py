@@ -141,5 +141,6 @@ def test_cli_rejects_a_bad_key_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "launch" / "pretrain.py"), "--config", str(DEMO),
                            "--output-dir", str(out), "train.epochz=3"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
+    assert "invalid pretrain config" in proc.stderr
     assert "train.epochz: unknown key" in proc.stderr and "epochs" in proc.stderr
     assert not out.exists()  # nothing was started
