@@ -149,7 +149,7 @@ class Pretrainer:
         tag = ckpt.tag_for(self.step)
         state = ckpt.ClientState(
             step=self.step, loader=order_state.to_dict(), teacher=self.model.teacher.state_dict(),
-            mlflow_run_id=self.tracker.run_id if self.tracker else self._run_id,
+            mlflow_run_id=self._run_id,
             nonfinite_total=self.nonfinite_total, nonfinite_streak=self.nonfinite_streak,
             loss_scale=None if self.loss_scaling is None else self.loss_scaling.scale.state_dict(),
         )
