@@ -95,11 +95,7 @@ class LossScaling:
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss if self.engine_scales else loss * self.scale.scale)
 
-    def unscale(self, grads: list[torch.Tensor]) -> bool:
-        """Without ZeRO: whether the (reduced) gradients are finite; if so they are divided by the scale."""
-        if self.engine_scales or not grads:
-            return True
-        if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
-            return False
+    def unscale(self, grads: list[torch.Tensor], norm: float) -> float:
+        """Without ZeRO: divide the finite, reduced gradients (of global norm `norm`) by the scale; their new norm."""
         torch._foreach_mul_(grads, 1.0 / self.scale.scale)
-        return True
+        return norm / self.scale.scale

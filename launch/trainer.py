@@ -280,7 +280,7 @@ class Pretrainer:
             if m == len(micro) - 1:  # the accumulation boundary: agree over ranks before the step
                 grads_ok, grad_norm = self._check_gradients()
                 loss_ok = all_true(bool(finite.item()), env.device)
-                applied = loss_ok and all_true(grads_ok, env.device)
+                applied = loss_ok and grads_ok  # gradients are reduced (or checked by ZeRO): the same on every rank
                 self.optimizer.skip_next = not applied
             self.engine.step()
         applied = applied and self.engine.was_step_applied()  # ZeRO skips overflowed steps itself
@@ -304,12 +304,12 @@ class Pretrainer:
         if self.engine.zero_optimization():
             return True, None
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-        if self.loss_scaling is not None and not self.loss_scaling.unscale(grads):
-            return False, None
         if not grads:
             return True, None
         norm = float(torch.nn.utils.get_total_norm(grads))
-        return math.isfinite(norm), norm
+        if not math.isfinite(norm):
+            return False, None
+        return True, norm if self.loss_scaling is None else self.loss_scaling.unscale(grads, norm)
 
     def _count_skipped(self, applied: bool, calibrating: bool) -> None:
         """Count a skipped step; stop after train.max_nonfinite_steps in a row that were not fp16 calibration."""
