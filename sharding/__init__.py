@@ -1,1 +1,1 @@
-"""Ray job that turns raw shape corpora into WebDataset shards of surface-sampled point clouds (issue 3)."""
+"""Ray job that turns raw shape corpora into WebDataset shards of surface-sampled point clouds."""

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from configuration import StrictModel, load_config
 from sharding.limits import Limits
 from sharding.sampling import SampleSpec
 from sharding.sources import SourceSpec
 
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+YAML_DOCUMENT_END = "...\n"  # what yaml.safe_dump appends after a lone scalar
 
 
 class SourceConfig(StrictModel):
+    """One corpus to read (`--source KIND:PATH`, or an entry of `sources:`)."""
+
     kind: str
     path: str = Field(description="directory, archive or URL; for `synthetic` the number of shapes")
     name: str = Field("", description="key prefix and count bucket (default: the kind)")
@@ -31,6 +33,8 @@ class SourceConfig(StrictModel):
 
 
 class ShardingConfig(StrictModel):
+    """What to read, where to write, how to sample, and how many failures the job tolerates."""
+
     sources: list[SourceConfig] = Field(default_factory=list)
     output: str | None = None
     shard_size: int = Field(1000, ge=1)
@@ -61,26 +65,21 @@ class ShardingConfig(StrictModel):
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def load_sharding_config(path: str | Path | None, overrides: dict[str, Any]) -> ShardingConfig:
-    """YAML file (optional) updated with command-line values; errors name the key and allowed values."""
-    data: dict[str, Any] = {}
-    source = "command line"
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SystemExit(f"sharding config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise SystemExit(f"invalid sharding config ({path}): top level must be a mapping")
-        source = str(path)
-    extra_sources = overrides.pop("sources", [])
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    data["sources"] = list(data.get("sources", [])) + extra_sources
-    try:
-        return ShardingConfig.model_validate(data)
-    except ValidationError as err:
-        lines = [f"invalid sharding config ({source}):"]
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {key}: {'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}")
-        raise SystemExit("\n".join(lines)) from None
+def load_sharding_config(path: str | os.PathLike | None, flags: Mapping[str, Any] | None = None,
+                         sources: Sequence[SourceConfig] = ()) -> ShardingConfig:
+    """The YAML file (optional) with flag values over it (None: flag not given) and `sources` after its own.
+
+    A bad file, key or value raises `ConfigError` naming the key, what is allowed there and a close match.
+    """
+    overrides = [_override(key, value) for key, value in (flags or {}).items() if value is not None]
+    cfg = load_config(ShardingConfig, path, overrides, what="sharding config")
+    if sources:
+        cfg = cfg.model_copy(update={"sources": [*cfg.sources, *sources]})
+    return cfg
+
+
+def _override(key: str, value: Any) -> str:
+    """`key=value` with the value written as YAML, which the override parser reads back as `value`."""
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=float("inf"))
+    return f"{key}={text.removesuffix(YAML_DOCUMENT_END).strip()}"
+

@@ -39,7 +39,7 @@ class InputRef:
         return f"{sanitize_id(self.source)}_{sanitize_id(self.uid)}"
 
     def to_json(self) -> str:
-        # vars(), not dataclasses.asdict: asdict deep-copies every field, 3x slower over 930K refs.
+        # vars(), not dataclasses.asdict, which deep-copies every field of millions of refs.
         return json.dumps(vars(self), separators=(",", ":"))
 
     @staticmethod

@@ -1,9 +1,9 @@
 """Turn decoded geometry into the stored point cloud: `num_points` xyz points, Z-up, in `dtype`.
 
 Meshes get area-weighted uniform surface sampling (as the reference's trimesh `sample_surface`),
-written here in plain numpy: it is the hot path of sharding, and working on 1-D coordinate arrays is
-several times faster than trimesh's (F, 3, 3) triangle arrays. Point clouds with more points than
-`num_points` are randomly subsampled without replacement; smaller ones are kept whole.
+written here in plain numpy on 1-D coordinate arrays, since it is the hot path of sharding. Point
+clouds with more points than `num_points` are randomly subsampled without replacement; smaller ones
+are kept whole.
 
 Every random draw comes from `np.random.default_rng(seed_from_key(key))`, so re-running a shard
 gives bit-identical points no matter which worker or process samples it. Bad inputs are never
@@ -18,9 +18,8 @@ from typing import Literal
 
 import numpy as np
 
+from sharding.layouts import Z_UP_FROM_Y_UP
 from sharding.records import Loaded, MeshData, PointData, ShapeError
-
-Z_UP_FROM_Y_UP = (2, 0, 1)  # new = old[:, (2, 0, 1)], the reference's permutation for Y-up sources
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     total = float(cumulative[-1]) if len(cumulative) else 0.0
     if not (np.isfinite(total) and total > 0):
         raise ShapeError("validate", f"total surface area is {total / 2:g} ({len(faces)} faces)")
-    draws = np.sort(rng.random(n)) * total  # sorted draws make searchsorted about 3x faster
+    draws = np.sort(rng.random(n)) * total  # sorted: searchsorted then walks `cumulative` in order
     chosen = np.searchsorted(cumulative, draws, side="right")
     # A draw that rounds up to `total` would fall past the end: send it to the last face with area.
     np.minimum(chosen, np.searchsorted(cumulative, total, side="left"), out=chosen)

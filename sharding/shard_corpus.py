@@ -10,7 +10,8 @@ Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is sta
 the shard tasks run one after another in this process and Ray is never imported (machines without
 Ray, small corpora): the shards and manifest are byte for byte those of a Ray run. Re-running the
 same command resumes: finished shards are skipped and the final manifest equals an uninterrupted
-run's. Exits non-zero when more than --max-failure-ratio of the inputs failed.
+run's. Exits 1 when more than --max-failure-ratio of the inputs failed or a source cannot be listed,
+2 (one `error:` line) on a bad config or flag; --print-config prints the resolved job and exits.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ if __package__ in (None, ""):  # run as a file (`ray submit ... sharding/shard_c
 
 from tqdm import tqdm  # noqa: E402
 
+from configuration import ConfigError  # noqa: E402
+from configuration.cli import add_print_config, print_config, run_cli  # noqa: E402
 from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
+from sharding.manifest import (  # noqa: E402
+    SAMPLE_FORMAT,
+    SampleFormat,
+    ShardEntry,
+    ShardManifest,
+    SourceCounts,
+    SplitCounts,
+)
 from sharding.plan import Plan, build_plan, failure_record  # noqa: E402
 from sharding.sources import parse_source  # noqa: E402
 from sharding.storage import Output  # noqa: E402
@@ -57,13 +68,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="no Ray: run the shard tasks one after another in this process (same shards and manifest)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_print_config(p)
     return p.parse_args(argv)
 
 
 def job_config(args: argparse.Namespace) -> ShardingConfig:
-    sources = [SourceConfig(kind=s.kind, path=s.path) for s in map(parse_source, args.source)]
-    overrides = {
-        "sources": [s.model_dump() for s in sources],
+    """The --config file with the flags over it; a `ConfigError` names what is missing or wrong."""
+    try:
+        sources = [SourceConfig(kind=s.kind, path=s.path) for s in map(parse_source, args.source)]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    flags = {
         "output": args.output,
         "shard_size": args.shard_size,
         "num_points": args.num_points,
@@ -72,15 +87,16 @@ def job_config(args: argparse.Namespace) -> ShardingConfig:
         "time_limit_s": args.time_limit_s,
         "max_faces": args.max_faces,
     }
-    cfg = load_sharding_config(args.config, overrides)
+    cfg = load_sharding_config(args.config, flags, sources)
     if not cfg.sources:
-        raise SystemExit("no sources: give --source KIND:PATH or a --config with `sources:`")
+        raise ConfigError("no sources: give --source KIND:PATH or a --config with `sources:`")
     if not cfg.output:
-        raise SystemExit("no output: give --output DIR_OR_URL or `output:` in the config")
+        raise ConfigError("no output: give --output DIR_OR_URL or `output:` in the config")
     names = Counter(s.spec().source_name for s in cfg.sources)
     clashes = [n for n, c in names.items() if c > 1]
     if clashes:
-        raise SystemExit(f"sources share the name(s) {clashes}: give each a distinct `name:` (it prefixes keys)")
+        raise ConfigError(f"sources share the name(s) {clashes}: give each a distinct `name:` "
+                          "(it prefixes keys)")
     return cfg
 
 
@@ -94,7 +110,7 @@ def init_ray(args: argparse.Namespace) -> bool:
         ray.init(address=args.ray_address, log_to_driver=True)
         return False
     # A local instance is private to this job; without this an in-process ray.init writes an auth
-    # token that later breaks `ray job submit` on the same machine (see stack notes).
+    # token that later breaks `ray job submit` on the same machine.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, object_store_memory=256 * 2**20)
     return True
@@ -189,8 +205,9 @@ def failed_shard_record(plan: Plan, name: str, err: Exception) -> dict:
             "failures": [failure_record(r, "shard", reason, name) for r in refs]}
 
 
-def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingConfig, seconds: float) -> dict:
-    """errors.jsonl, sizes.json, manifest.json (last); returns the manifest."""
+def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingConfig,
+                  seconds: float) -> tuple[ShardManifest, dict]:
+    """errors.jsonl, sizes.json, stats.json, manifest.json (last); returns the manifest and the stats."""
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]
     out.publish_bytes("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode(), "errors.jsonl")
     written = [r for r in records if not r.get("task_failed")]
@@ -206,35 +223,28 @@ def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingCon
     for r in written:
         splits.setdefault(split_of[r["shard"]], Counter()).update({"shards": 1, "samples": r["nsamples"]})
     total_samples = sum(r["nsamples"] for r in written)
-    manifest = {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "shardlist": [
-            {"url": r["shard"], "nsamples": r["nsamples"], "filesize": r["filesize"], "sha256": r["sha256"],
-             "split": split_of[r["shard"]]}
-            for r in written
-        ],
-        "total_inputs": plan.total_inputs,
-        "total_samples": total_samples,
-        "total_failed": len(failures),
-        "sources": {s: {k: c.get(k, 0) for k in ("inputs", "samples", "failed")} for s, c in sorted(sources.items())},
-        "splits": {s: dict(c) for s, c in sorted(splits.items())},
-        "sample": {"num_points": cfg.num_points, "dtype": cfg.dtype, "format": "<key>.points.npy + <key>.json"},
-        "config_hash": cfg.config_hash(),
-        "plan_hash": plan.plan_hash,
-        "tool_version": TOOL_VERSION,
-    }
-    if manifest["total_inputs"] != manifest["total_samples"] + manifest["total_failed"]:
-        raise RuntimeError(f"accounting error: {plan.total_inputs} inputs != {total_samples} samples + "
-                           f"{len(failures)} failed")
+    manifest = ShardManifest(
+        shardlist=[ShardEntry(url=r["shard"], nsamples=r["nsamples"], filesize=r["filesize"],
+                              sha256=r["sha256"], split=split_of[r["shard"]]) for r in written],
+        total_inputs=plan.total_inputs,
+        total_samples=total_samples,
+        total_failed=len(failures),
+        sources={s: SourceCounts(**{k: c.get(k, 0) for k in ("inputs", "samples", "failed")})
+                 for s, c in sorted(sources.items())},
+        splits={s: SplitCounts(**c) for s, c in sorted(splits.items())},
+        sample=SampleFormat(num_points=cfg.num_points, dtype=cfg.dtype, format=SAMPLE_FORMAT),
+        config_hash=cfg.config_hash(),
+        plan_hash=plan.plan_hash,
+        tool_version=TOOL_VERSION,
+    )
     stats = {"seconds": round(seconds, 2), "shapes_per_s": round(total_samples / max(seconds, 1e-9), 2),
              "shards_written": sum(not r.get("skipped") and not r.get("task_failed") for r in records),
              "shards_skipped": sum(bool(r.get("skipped")) for r in records),
              "shards_failed": sum(bool(r.get("task_failed")) for r in records)}
     out.publish_json(stats, "stats.json")
-    out.publish_json(manifest, "manifest.json")
+    out.publish_json(manifest.to_json(), "manifest.json")
     out.clear_tmp()
-    return {**manifest, "stats": stats}
+    return manifest, stats
 
 
 def top_errors(failures: list[dict], n: int = 5) -> list[tuple[str, int]]:
@@ -243,8 +253,15 @@ def top_errors(failures: list[dict], n: int = 5) -> list[tuple[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The command line; a bad config or flag is one `error:` line on stderr and exit code 2."""
+    return run_cli(lambda: run(parse_args(argv)))
+
+
+def run(args: argparse.Namespace) -> int:
     cfg = job_config(args)
+    if args.print_config:
+        print_config(cfg)
+        return 0
     start = time.perf_counter()
     out = Output(cfg.output, cfg.storage_options)
     out.clear_tmp()
@@ -253,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 plan = build_plan([s.spec() for s in cfg.sources], cfg.shard_size, Path(workdir), listing.update)
             except Exception as err:  # unreadable source, hostile archive, bad option: nothing was written
-                raise SystemExit(f"cannot list the sources: {type(err).__name__}: {err}") from None
+                print(f"error: cannot list the sources: {type(err).__name__}: {err}", file=sys.stderr)
+                return 1
         print(f"planned {plan.total_inputs} inputs into {len(plan.shards)} shards "
               f"({len(plan.failures)} duplicate keys) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         job = ShardJob(cfg.output, cfg.storage_options, {s.spec().source_name: s.spec() for s in cfg.sources},
@@ -266,12 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                 import ray
 
                 ray.shutdown()
-        manifest = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
+        manifest, stats = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]
-    ratio = manifest["total_failed"] / max(manifest["total_inputs"], 1)
-    stats = manifest["stats"]
-    print(f"done: {manifest['total_samples']} samples in {len(manifest['shardlist'])} shards, "
-          f"{manifest['total_failed']} failed ({ratio:.2%}), {stats['shards_skipped']} shards already done, "
+    ratio = manifest.total_failed / max(manifest.total_inputs, 1)
+    print(f"done: {manifest.total_samples} samples in {len(manifest.shardlist)} shards, "
+          f"{manifest.total_failed} failed ({ratio:.2%}), {stats['shards_skipped']} shards already done, "
           f"{stats['seconds']} s ({stats['shapes_per_s']} shapes/s) -> {cfg.output}/manifest.json", file=sys.stderr)
     if failures:
         print("most common errors (all in errors.jsonl):", file=sys.stderr)

@@ -28,12 +28,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from launch.evaluation.restricted_pickle import loads_arrays
-from pipeline.manifest import load_manifest, parse_manifest
+from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
 from sharding.containers import open_container
-from sharding.sampling import Z_UP_FROM_Y_UP
-from sharding.sources.scanobjectnn import CLASS_NAMES as SCANOBJECTNN_CLASSES
-from sharding.sources.scanobjectnn import FILES as SCANOBJECTNN_FILES
+from sharding.layouts import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, Z_UP_FROM_Y_UP
 
 DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5"]
 FEWSHOT_SWAP_YZ = (0, 2, 1)  # the reference's axis order for the few-shot pickles
@@ -153,16 +151,9 @@ def _read_shard_split(cfg: DatasetConfig, split: str) -> tuple[list[np.ndarray],
 
 
 def _shard_splits(cfg: DatasetConfig) -> set[str]:
-    """The splits a manifest holds (every shard entry carries one; absent means train)."""
-    import json
-
-    import fsspec
-
-    url = cfg.path if cfg.path.endswith(".json") else cfg.path.rstrip("/") + "/manifest.json"
-    with fsspec.open(url, "rb", **cfg.storage_options) as f:
-        data = f.read()
-    parse_manifest(data, url, split=None)  # validates before the splits are trusted
-    return {entry.get("split", "train") for entry in json.loads(data)["shardlist"]}
+    """The splits a manifest holds (every shard entry names one)."""
+    manifest = load_manifest(cfg.path, cfg.storage_options, split=None)
+    return {entry.split for entry in manifest.document.shardlist}
 
 
 def load_shards(cfg: DatasetConfig) -> TrainTest:

@@ -1,13 +1,10 @@
 """`scanobjectnn`: the ScanObjectNN h5 release (`h5_files.zip`), or the same tree extracted.
 
-Layout: `h5_files/main_split/` holds OBJ_BG (`training_objectdataset.h5`, `test_objectdataset.h5`)
-and PB_T50_RS (`training_objectdataset_augmentedrot_scale75.h5`,
-`test_objectdataset_augmentedrot_scale75.h5`); `h5_files/main_split_nobg/` holds OBJ_ONLY (the two
-files without a suffix). Each file has `data` (N, 2048, 3) float32, `label` (N,) int and `mask`
-(unused). Every row is one input: its ref points at the h5 member with `index` = row, its id is
-`<variant>_<split>_<row:05d>`, its label and category the class name (the official 15 classes,
-h5 label order). The other splits in the release (split1..4, other augmentations) are not listed.
-The clouds are Y-up and are kept as published (2,048 points, not resampled).
+The files of the three benchmark variants are `sharding.layouts.SCANOBJECTNN_FILES`. Every row is one
+input: its ref points at the h5 member with `index` = row, its id is `<variant>_<split>_<row:05d>`,
+its label and category the class name (`SCANOBJECTNN_CLASSES`, h5 label order). The other splits in
+the release (split1..4, other augmentations) are not listed. The clouds are Y-up and are kept as
+published (2,048 points, not resampled).
 
 Listing reads each selected file's `label` dataset only. Decoding parses a member's `data` once per
 reader and serves its rows from that array; the hash of a sample is the sha256 of its (2048, 3)
@@ -27,26 +24,15 @@ import h5py
 import numpy as np
 
 from sharding.containers import Container
+from sharding.layouts import (
+    SCANOBJECTNN_CLASSES,
+    SCANOBJECTNN_FILES,
+    SCANOBJECTNN_SPLITS,
+    SCANOBJECTNN_VARIANTS,
+)
 from sharding.records import InputRef, Loaded, PointData, ShapeError
 from sharding.sources import register
 from sharding.sources.base import SourceReader, SourceSpec
-
-# h5 label i is CLASS_NAMES[i] (ScanObjectNN training_data/README.md, "H5 labels").
-CLASS_NAMES = (
-    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door",
-    "shelf", "table", "bed", "pillow", "sink", "sofa", "toilet",
-)  # fmt: skip
-# (variant, split) -> the last two components of its h5 path.
-FILES = {
-    ("obj_bg", "train"): "main_split/training_objectdataset.h5",
-    ("obj_bg", "test"): "main_split/test_objectdataset.h5",
-    ("obj_only", "train"): "main_split_nobg/training_objectdataset.h5",
-    ("obj_only", "test"): "main_split_nobg/test_objectdataset.h5",
-    ("pb_t50_rs", "train"): "main_split/training_objectdataset_augmentedrot_scale75.h5",
-    ("pb_t50_rs", "test"): "main_split/test_objectdataset_augmentedrot_scale75.h5",
-}
-VARIANTS = ("obj_bg", "obj_only", "pb_t50_rs")
-SPLITS = ("train", "test")
 
 
 def _parse_clouds(member: str, data: bytes) -> np.ndarray | ShapeError:
@@ -65,33 +51,33 @@ def _parse_clouds(member: str, data: bytes) -> np.ndarray | ShapeError:
 class ScanObjectNNReader(SourceReader):
     kind = "scanobjectnn"
     y_up = True
-    options = {"variants": list(VARIANTS), "splits": ["train"]}
+    options = {"variants": list(SCANOBJECTNN_VARIANTS), "splits": ["train"]}
 
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
-        self.variants = self.subset_option("variants", VARIANTS)
-        self.splits = self.subset_option("splits", SPLITS)
+        self.variants = self.subset_option("variants", SCANOBJECTNN_VARIANTS)
+        self.splits = self.subset_option("splits", SCANOBJECTNN_SPLITS)
         self._cached: tuple[tuple[str, str], np.ndarray | ShapeError] | None = None
 
     def list_inputs(self) -> Iterator[InputRef]:
         members = self._locate()
         for variant in self.variants:
             for split in self.splits:
-                member = members[FILES[variant, split]]
+                member = members[SCANOBJECTNN_FILES[variant, split]]
                 with h5py.File(io.BytesIO(self.container().read(member)), "r") as f:
                     labels = np.asarray(f["label"][()]).reshape(-1).astype(np.int64)
                 for row, label in enumerate(labels.tolist()):
-                    if not 0 <= label < len(CLASS_NAMES):
+                    if not 0 <= label < len(SCANOBJECTNN_CLASSES):
                         raise ValueError(
                             f"source scanobjectnn: {member} row {row}: label {label} is not 0..14"
                         )
-                    name = CLASS_NAMES[label]
+                    name = SCANOBJECTNN_CLASSES[label]
                     uid = f"{variant}_{split}_{row:05d}"
                     yield self.ref(member, uid, label=name, category=name, split=split, index=row)
 
     def _locate(self) -> dict[str, str]:
-        """FILES path -> container member for every selected file; missing or ambiguous files are errors."""
-        wanted = {FILES[v, s] for v in self.variants for s in self.splits}
+        """SCANOBJECTNN_FILES path -> container member of each selected file; missing or doubled: an error."""
+        wanted = {SCANOBJECTNN_FILES[v, s] for v in self.variants for s in self.splits}
         found: dict[str, str] = {}
         for member in self.container().members():
             tail = "/".join(member.split("/")[-2:])

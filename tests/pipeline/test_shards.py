@@ -28,21 +28,39 @@ def test_manifest_resolves_shards_next_to_it(dataset):
     assert load_manifest(str(dataset / "manifest.json")).digest == m.digest
 
 
+def without(doc: dict, key: str) -> dict:
+    return {k: v for k, v in doc.items() if k != key}
+
+
+def with_first_shard(doc: dict, **entry: object) -> dict:
+    return {**doc, "shardlist": [{**doc["shardlist"][0], **entry}, *doc["shardlist"][1:]]}
+
+
 @pytest.mark.parametrize(
-    "text, message",
+    "change, message",
     [
-        (b"{not json", "not valid JSON"),
-        (b'{"__kind__": "other", "shardlist": []}', "__kind__ must be 'wids-shard-index-v1'"),
-        (b'{"__kind__": "wids-shard-index-v1", "shardlist": {}}', "shardlist must be a list"),
-        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"url": "a.tar", "nsamples": "8"}]}',
-         r"shardlist\[0\].nsamples: expected int"),
-        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"nsamples": 8}]}', r"shardlist\[0\].url"),
-        (b'{"__kind__": "wids-shard-index-v1", "shardlist": [{"url": "a.tar", "nsamples": 0}]}', "no samples"),
+        (lambda doc: b"{not json", "not valid JSON"),
+        (lambda doc: {**doc, "__kind__": "other"}, "__kind__ must be 'wids-shard-index-v1', got 'other'"),
+        (lambda doc: {**doc, "shardlist": {}}, "shardlist: Input should be a valid list"),
+        (lambda doc: with_first_shard(doc, nsamples="8"),
+         r"shardlist\.0\.nsamples: Input should be a valid integer \(got '8'\)"),
+        (lambda doc: without(doc, "total_failed"), "total_failed: Field required"),
     ],
+    ids=["json", "kind", "shardlist", "nsamples", "missing-key"],
 )
-def test_malformed_manifests_are_named(text, message):
-    with pytest.raises(ManifestError, match=message):
-        parse_manifest(text, "/data/x/manifest.json")
+def test_malformed_manifests_are_named(dataset, change, message):
+    """The file and the key are named (the schema itself is tested with sharding.manifest)."""
+    bad = change(json.loads((dataset / "manifest.json").read_text()))
+    with pytest.raises(ManifestError, match=message) as err:
+        parse_manifest(bad if isinstance(bad, bytes) else json.dumps(bad).encode(), "/data/x/manifest.json")
+    assert "/data/x/manifest.json" in str(err.value)
+
+
+def test_a_split_without_samples_is_an_error(dataset):
+    data = (dataset / "manifest.json").read_bytes()
+    with pytest.raises(ManifestError, match="manifest /data/x/manifest.json: no samples in split 'val'"):
+        parse_manifest(data, "/data/x/manifest.json", split="val")
+    assert parse_manifest(data, "/data/x/manifest.json", split=None).document.splits["train"].samples == 24
 
 
 def test_missing_manifest(tmp_path):

@@ -21,11 +21,12 @@ import yaml
 
 from sharding.shard_corpus import main
 from tests.conftest import ROOT, free_port, s3_storage
-from tests.sharding.conftest import write_mesh_dir
+from tests.sharding.corpora import write_mesh_dir
 
 SECRET = "s3cr3t-never-logged"
 
 
+@pytest.mark.slow
 def test_s3_round_trip(tmp_path, local_ray, s3_endpoint):
     storage = s3_storage(s3_endpoint, secret=SECRET)
     fs = s3fs.S3FileSystem(**storage)
@@ -67,6 +68,7 @@ def test_s3_round_trip(tmp_path, local_ray, s3_endpoint):
     assert {s["json"]["label"] for s in labelled} == {"class0", "class1"}
 
 
+@pytest.mark.slow
 def test_embedded_local_ray_from_the_command_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
@@ -95,6 +97,7 @@ def _stop_ray_cluster(temp_dir: str) -> None:
         p.kill()
 
 
+@pytest.mark.slow
 def test_ray_start_and_job_submit(tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths have a length limit

@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from sharding.shard_corpus import main
-from tests.sharding.conftest import write_mesh_dir
+from tests.sharding.corpora import write_mesh_dir
 
 
 def shard(tmp: Path, out: str, *extra: str) -> Path:
@@ -24,6 +26,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_in_process_run_equals_the_ray_run_byte_for_byte(tmp_path, local_ray, monkeypatch):
     on_ray = shard(tmp_path, "ray")
     monkeypatch.setitem(sys.modules, "ray", None)  # any `import ray` now fails: the run must not need it

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from sharding.containers import UnsafeMemberError
+from sharding.layouts import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES
 from sharding.records import InputRef, Loaded, MeshData, PointData, ShapeError
 # The four modules are imported directly, which registers them: make_reader would also import the readers
 # of the other sources, which are written separately.
@@ -23,10 +24,9 @@ from sharding.sources import (
     scanobjectnn,
     shapenetcore,
 )
-from tests.sharding.fixtures_core import (
+from tests.sharding.tiny_datasets_core import (
     GLUED_UID,
     LVIS,
-    SCANOBJECTNN_FILES,
     SCENE_UID,
     Expected,
     write_zip_with_escaping_member,
@@ -149,7 +149,7 @@ def test_scanobjectnn_lists_one_ref_per_row_of_the_training_files(tmp_path):
     for (variant, split), (_, labels) in arrays.items():
         if split == "train":
             for row, label in enumerate(labels):
-                name = scanobjectnn.CLASS_NAMES[label]
+                name = SCANOBJECTNN_CLASSES[label]
                 want[f"scanobjectnn_{variant}_{split}_{row:05d}"] = (name, name, split)
     assert summary(refs) == want
     ref = refs["scanobjectnn_obj_only_train_00002"]

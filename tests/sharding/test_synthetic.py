@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 
 import numpy as np
@@ -73,10 +72,7 @@ def test_listing_generates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("listing must not generate shapes")
 
     monkeypatch.setattr(synthetic_source, "generate_shape", refuse)
-    start = time.perf_counter()
-    n = sum(1 for _ in reader(100_000).list_inputs())
-    assert n == 100_000
-    assert time.perf_counter() - start < 1.5
+    assert sum(1 for _ in reader(100_000).list_inputs()) == 100_000
 
 
 @pytest.mark.parametrize("count", ["0", "-3", "abc", "1.5", "1e3", "", " ", "²"])

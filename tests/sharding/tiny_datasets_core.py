@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import trimesh
 
+from sharding.layouts import SCANOBJECTNN_FILES
 from tests.sharding.archives import write_tree, write_zip
 
 
@@ -125,14 +126,7 @@ def write_shapenetcore(
 
 # ScanObjectNN -------------------------------------------------------------------------------------
 
-SCANOBJECTNN_FILES = {
-    ("obj_bg", "train"): "main_split/training_objectdataset.h5",
-    ("obj_bg", "test"): "main_split/test_objectdataset.h5",
-    ("obj_only", "train"): "main_split_nobg/training_objectdataset.h5",
-    ("obj_only", "test"): "main_split_nobg/test_objectdataset.h5",
-    ("pb_t50_rs", "train"): "main_split/training_objectdataset_augmentedrot_scale75.h5",
-    ("pb_t50_rs", "test"): "main_split/test_objectdataset_augmentedrot_scale75.h5",
-}
+# The six benchmark files are sharding.layouts.SCANOBJECTNN_FILES.
 # Files of the release that none of the three benchmark variants uses.
 SCANOBJECTNN_OTHER = (
     "main_split/training_objectdataset_augmented25rot.h5",

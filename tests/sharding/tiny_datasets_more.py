@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import tarfile
-import zipfile
 from pathlib import Path
 
 import h5py
