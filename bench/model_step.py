@@ -20,7 +20,7 @@ Measured:
   whole warm-up's seconds on their own (with --compile they hold the compilation);
 * MFU: the analytic FLOPs of one step (`model.flops.training_flops`: matmuls and attention of teacher
   forward, student forward and backward) per step time, over the device's dense peak for the
-  precision (`launch.throughput.peak_flops`); none on CPU;
+  precision (`launch.training.throughput.peak_flops`); none on CPU;
 * peak memory: `torch.cuda.max_memory_allocated` over the timed steps on CUDA; on CPU the process'
   peak resident set size (`ru_maxrss`, whole lifetime, model build included);
 * student / teacher parameter counts;
@@ -67,8 +67,8 @@ from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
 from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
 
 from bench.result import emit  # noqa: E402
-from launch.precision import autocast_dtype  # noqa: E402
-from launch.throughput import peak_flops  # noqa: E402
+from launch.training.precision import autocast_dtype  # noqa: E402
+from launch.training.throughput import peak_flops  # noqa: E402
 from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch  # noqa: E402
 from model.config import ModelConfig, load_model_config  # noqa: E402
 from model.flops import training_flops  # noqa: E402

@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from bench.model_step import ellipsoid_crops  # noqa: E402
 from bench.result import emit  # noqa: E402
-from launch.config import load_pretrain_config  # noqa: E402
+from launch.training.config import load_pretrain_config  # noqa: E402
 from model.patchify import farthest_point_sample, knn_group  # noqa: E402
 from pipeline.crops import Crops, MultiCropSpec, multi_crop  # noqa: E402
 from pipeline.loader import sample_rng  # noqa: E402

@@ -1,6 +1,6 @@
 """End-to-end training throughput of a pretraining config: real shards, the real loader, the DeepSpeed engine.
 
-Runs `launch.trainer.Pretrainer` in this process (one rank: CPU or one GPU) for --warmup + --steps
+Runs `launch.training.trainer.Pretrainer` in this process (one rank: CPU or one GPU) for --warmup + --steps
 optimizer steps with MLflow off (`mlflow.enabled=false`: nothing is tracked, MLflow need not be
 installed), keeps the throughput figures the trainer computes for its logs at every step, and reports
 over the timed steps:
@@ -28,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.result import emit  # noqa: E402
-from launch.config import load_pretrain_config  # noqa: E402
-from launch.distributed import init_distributed  # noqa: E402
-from launch.throughput import Throughput  # noqa: E402
-from launch.trainer import Pretrainer  # noqa: E402
+from launch.training.config import load_pretrain_config  # noqa: E402
+from launch.training.distributed import init_distributed  # noqa: E402
+from launch.training.throughput import Throughput  # noqa: E402
+from launch.training.trainer import Pretrainer  # noqa: E402
 
 
 class StepWindows:

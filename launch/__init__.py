@@ -1,1 +1,1 @@
-"""Entry points: distributed pretraining with DeepSpeed, evaluation, MLflow logging (issues 5 and 6)."""
+"""Entry points: `launch/pretrain.py` (DeepSpeed pretraining), `launch.evaluate`, `launch.pictures`, `launch.demo`."""

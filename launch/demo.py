@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from launch.config import load_pretrain_config
+from launch.training.config import load_pretrain_config
 from launch.evaluation.data import LabelledSet
 from launch.evaluation.features import InputSpec
 from launch.evaluation.protocols import RunResult
@@ -159,7 +159,7 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Run
     from launch.evaluation.encoders import random_encoder
     from launch.evaluation.protocols import FeatureConfig, svm_run
     from launch.evaluation.report import build_report, log_report, write_report
-    from launch.export import load_encoder
+    from model.export import load_encoder
 
     encoder, model_cfg, meta = load_encoder(export)
     features = FeatureConfig(input=data.input)
@@ -177,7 +177,7 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Run
 def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, RunResult], run_id: str, uri: str,
                   seed: int) -> None:
     """Crops, masks and attention of two held-out shapes; loss curves; t-SNE and confusion of the SVM."""
-    from launch.export import load_encoder
+    from model.export import load_encoder
     from launch.pictures.evaluation import confusion_figure, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures

@@ -22,7 +22,7 @@ from pathlib import Path
 # importable instead (also without an editable install, e.g. in the container image).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from model.config import ConfigError  # noqa: E402
+from configuration.cli import add_print_config, print_config, run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,30 +34,29 @@ def build_parser() -> argparse.ArgumentParser:
                         " fresh); PATH: a checkpoint directory or one tag directory in it")
     p.add_argument("--output-dir", help="shorthand for the override output_dir=DIR")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # from launchers
+    add_print_config(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=10")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
-    from launch.config import load_pretrain_config
+    return run_cli(lambda: pretrain(args))
 
-    try:
-        cfg = load_pretrain_config(args.config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from launch.distributed import init_distributed
-    from launch.trainer import Pretrainer
+
+def pretrain(args: argparse.Namespace) -> int:
+    from launch.training.config import load_pretrain_config
+
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    cfg = load_pretrain_config(args.config, overrides)
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    from launch.training.distributed import init_distributed
+    from launch.training.trainer import Pretrainer
 
     env = init_distributed(cfg.train.device)
-    try:
-        trainer = Pretrainer(cfg, env, args.resume)
-    except ConfigError as err:  # what depends on the world size is checked once the group exists
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    result = trainer.run()
+    result = Pretrainer(cfg, env, args.resume).run()  # what depends on the world size is checked in there
     if env.is_main:
         print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, encoder export "
               f"{result.export_dir}, MLflow run {result.mlflow_run_id}", flush=True)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.profiler import record_function
 
+from model.batch import CropBatch, MultiCropBatch
 from model.centering import Centering
 from model.compile import compile_regions
 from model.config import ModelConfig
@@ -43,56 +44,6 @@ from model.masking import inverse_block_mask, mask_counts, split_mask
 from model.patchify import Patches, patchify
 from model.predictor import Predictor
 from model.schedules import DistillSchedule
-
-
-@dataclass
-class CropBatch:
-    """C padded crops per sample: the model's input contract with the data pipeline."""
-
-    points: Tensor  # (B, C, N, 3) float
-    num_points: Tensor  # (B, C) int, valid points per crop
-    center_idx: Tensor | None = None  # (B, C, P) optional precomputed FPS centres
-    patch_idx: Tensor | None = None  # (B, C, P, K) optional precomputed kNN groups
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> CropBatch:
-        return CropBatch(
-            *(None if t is None else t.to(device, non_blocking=non_blocking) for t in self._tensors())
-        )
-
-    def _tensors(self) -> list[Tensor | None]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-    def rows(self, start: int, stop: int) -> CropBatch:
-        """Samples start..stop (a view, no copy)."""
-        return CropBatch(*(None if t is None else t[start:stop] for t in self._tensors()))
-
-    def flat_patchify(self, num_patches: int, patch_size: int, generator: torch.Generator | None) -> Patches:
-        flat = [None if t is None else t.flatten(0, 1) for t in self._tensors()]
-        return patchify(flat[0], flat[1], num_patches, patch_size, flat[2], flat[3], generator)
-
-
-@dataclass
-class MultiCropBatch:
-    global_crops: CropBatch
-    local_crops: CropBatch | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.global_crops.points.shape[0]
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> MultiCropBatch:
-        local = None if self.local_crops is None else self.local_crops.to(device, non_blocking)
-        return MultiCropBatch(self.global_crops.to(device, non_blocking), local)
-
-    def chunks(self, n: int) -> list[MultiCropBatch]:
-        """`n` consecutive equal micro-batches (gradient accumulation); the batch size must divide."""
-        b = self.batch_size
-        if b % n:
-            raise ValueError(f"batch of {b} samples does not split into {n} equal micro-batches")
-        size = b // n
-        return [MultiCropBatch(self.global_crops.rows(i * size, (i + 1) * size),
-                               None if self.local_crops is None else self.local_crops.rows(i * size, (i + 1) * size))
-                for i in range(n)]
 
 
 @dataclass
@@ -124,6 +75,13 @@ class TeacherOutput:
 class LossOutput:
     total: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
+
+
+def _patchify_crops(crops: CropBatch, num_patches: int, patch_size: int,
+                    generator: torch.Generator | None) -> Patches:
+    """Patches of every crop, crops flattened sample-major (row = b * C + c)."""
+    flat = crops.map(lambda t: t.flatten(0, 1))
+    return patchify(flat.points, flat.num_points, num_patches, patch_size, flat.center_idx, flat.patch_idx, generator)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -359,8 +317,8 @@ class AsymDSD:
             raise ValueError(f"batch has {local.points.shape[1]} local crops, config says {cfg.num_local_crops}")
         with record_function("asymdsd/patchify"):
             pc = cfg.patchify
-            global_patches = g.flat_patchify(pc.global_patches, pc.patch_size, generator)
-            local_patches = None if local is None else local.flat_patchify(pc.local_patches, pc.patch_size, generator)
+            global_patches = _patchify_crops(g, pc.global_patches, pc.patch_size, generator)
+            local_patches = None if local is None else _patchify_crops(local, pc.local_patches, pc.patch_size, generator)
             visible_idx = masked_idx = None
             if cfg.uses_masking:
                 mask = inverse_block_mask(global_patches.centers, cfg.masking, generator)

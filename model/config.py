@@ -8,18 +8,15 @@ Defaults are the AsymDSD-S values of the official implementation (remcofl/AsymDS
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
+
+from configuration import StrictModel, load_config, validate
 
 TrainingMode = Literal["cls_mask", "cls", "mask"]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TokenizerConfig(StrictModel):
@@ -201,47 +198,9 @@ class ModelConfig(StrictModel):
         return self.mode in ("cls_mask", "cls")
 
 
-class ConfigError(ValueError):
-    """A configuration file or override that does not validate; the message names every bad key."""
-
-
-def _section_at(root: type[BaseModel], path: tuple) -> type[BaseModel] | None:
-    """The config class at a dotted location (for listing the keys it allows)."""
-    cls = root
-    for part in path:
-        field_info = cls.model_fields.get(str(part))
-        if field_info is None or not (isinstance(field_info.annotation, type) and issubclass(field_info.annotation, BaseModel)):
-            return None
-        cls = field_info.annotation
-    return cls
-
-
-def format_validation_error(err: ValidationError, source: str, root: type[BaseModel], what: str) -> str:
-    """One line per bad key of a `root` document: its dotted name and what is wrong or allowed there."""
-    lines = [f"invalid {what} ({source}):"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            section = _section_at(root, tuple(e["loc"][:-1]))
-            allowed = f" (allowed: {', '.join(section.model_fields)})" if section else ""
-            lines.append(f"  {key}: unknown key{allowed}")
-        else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-    return "\n".join(lines)
-
-
 def model_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelConfig:
-    try:
-        return ModelConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, ModelConfig, "model config")) from None
+    return validate(ModelConfig, data, source, "model config")
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model config not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid model config ({path}): top level must be a mapping, got {type(data).__name__}")
-    return model_config_from_dict(data, str(path))
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    return load_config(ModelConfig, path, what="model config")

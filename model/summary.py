@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from model.asymdsd import Student, Teacher
-from model.config import ConfigError, ModelConfig, load_model_config
+from configuration import ConfigError
+from model.config import ModelConfig, load_model_config
 from model.flops import training_flops
 
 REFERENCE_BATCH = 128

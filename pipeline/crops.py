@@ -48,33 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.compiled import compiled
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """One kind of crop (global or local)."""
-
-    count: int  # crops of this kind per sample
-    points: int  # points per crop after subsampling; also the minimum box size n_min
-    scale: tuple[float, float]  # fraction of the stored points the box grows to, U(lo, hi)
-    aspect: tuple[float, float] = (0.33, 3.0)  # box aspect ratio a, U(lo, hi)
-
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Per-crop augmentation after cropping."""
-
-    rotate_z: bool = True  # rotation about Z, angle U(0, 2 pi)
-    scale: tuple[float, float] = (0.8, 1.2)  # anisotropic: each axis its own U(lo, hi)
-
-
-@dataclass(frozen=True)
-class MultiCropSpec:
-    """Crops per sample. `local_crops=None` is the single-crop `mask` mode (global_crops = 1 x 1024)."""
-
-    global_crops: CropSpec = CropSpec(2, 1024, (0.4, 1.0))
-    local_crops: CropSpec | None = CropSpec(4, 256, (0.05, 0.4))
-    augment: AugmentSpec = AugmentSpec()
+from pipeline.config import AugmentConfig, CropConfig, MultiCropConfig
 
 
 @dataclass
@@ -160,7 +134,7 @@ def random_rotations(count: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _crop_rows(kinds: tuple[CropSpec, ...]) -> np.ndarray:
+def _crop_rows(kinds: tuple[CropConfig, ...]) -> np.ndarray:
     """(crops, 5) float64, per crop in order: scale low, scale span, aspect low, aspect span, crop size
     (= n_min). Read-only: the cache hands out the same array."""
     rows = np.array([
@@ -172,7 +146,7 @@ def _crop_rows(kinds: tuple[CropSpec, ...]) -> np.ndarray:
     return rows
 
 
-def draw_boxes(cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator) -> Boxes:
+def draw_boxes(cloud: np.ndarray, kinds: tuple[CropConfig, ...], rng: np.random.Generator) -> Boxes:
     """Draw the boxes of all crops of all `kinds`, in order, around points of the (N, 3) `cloud`.
 
     Two batched draws serve every crop: a Gaussian quaternion, and four uniforms for the size fraction,
@@ -344,7 +318,7 @@ def _first_distinct(draws, run_sizes, run_counts, wanted, seen, values):
 
 
 def crop_indices(
-    cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator
+    cloud: np.ndarray, kinds: tuple[CropConfig, ...], rng: np.random.Generator
 ) -> tuple[Boxes, list[np.ndarray]]:
     """The boxes of all crops of all `kinds` (in order) and each crop's point indices into `cloud`.
 
@@ -357,7 +331,7 @@ def crop_indices(
 
 
 def _crop_indices(
-    ws: _Workspace, cloud: np.ndarray, kinds: tuple[CropSpec, ...], rng: np.random.Generator
+    ws: _Workspace, cloud: np.ndarray, kinds: tuple[CropConfig, ...], rng: np.random.Generator
 ) -> tuple[Boxes, list[np.ndarray]]:
     boxes = draw_boxes(cloud, kinds, rng)
     limits = _crop_rows(kinds)[:, 4].astype(np.int64).tolist()
@@ -372,7 +346,7 @@ def _crop_indices(
     return boxes, indices
 
 
-def augment_matrices(count: int, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
+def augment_matrices(count: int, spec: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """(count, 3, 3) float32 M with p' = p @ M: rotation about Z by U(0, 2 pi), then per-axis U(scale).
 
     Row-vector convention: M = Rz^T diag(s) with Rz = [[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]].
@@ -409,7 +383,7 @@ def gather(coords: np.ndarray, indices: list[np.ndarray], size: int, matrices: n
 
 
 def multi_crop(
-    cloud: np.ndarray, spec: MultiCropSpec, rng: np.random.Generator
+    cloud: np.ndarray, spec: MultiCropConfig, rng: np.random.Generator
 ) -> tuple[Crops, Crops | None]:
     """(global crops, local crops or None) of one (N, 3) cloud, cropped and augmented independently."""
     cloud = np.ascontiguousarray(cloud, dtype=np.float32)

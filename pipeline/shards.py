@@ -35,6 +35,7 @@ import numpy as np
 import numpy.lib.format as npy_format
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.config import ReadConfig
 from pipeline.manifest import ShardInfo
 
 REQUIRED = ("points.npy", "json")
@@ -48,15 +49,6 @@ class ShardError(Exception):
         super().__init__(f"shard {url}: {reason}")
         self.url = url
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class ReadPolicy:
-    retries: int = 3  # attempts after the first, for transient I/O errors
-    backoff_s: float = 0.5  # first retry delay; doubles each time
-    verify: bool = True  # sha256 against the manifest before a shard's first use in a process
-    cache_dir: str | None = None  # for remote shards; default: a private temporary directory
-    cache_bytes: int = 16 << 30
 
 
 @dataclass(frozen=True)
@@ -116,7 +108,7 @@ def index_tar(path: str, url: str) -> list[tuple[str, dict[str, tuple[int, int]]
 class ShardStore:
     """Per-process shard access: verified local paths, member indices, sample decoding."""
 
-    def __init__(self, policy: ReadPolicy = ReadPolicy(), storage_options: dict | None = None) -> None:
+    def __init__(self, policy: ReadConfig = ReadConfig(), storage_options: dict | None = None) -> None:
         self.policy = policy
         self.storage_options = storage_options or {}
         self._indices: dict[str, list[tuple[str, dict[str, tuple[int, int]]]]] = {}

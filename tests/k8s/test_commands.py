@@ -172,7 +172,7 @@ def test_pretraining_command_is_a_no_ssh_deepspeed_launch_of_our_script(rendered
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered, overlay):
     """The job config with the manifest's overrides loads, and its batch splits over nodes x GPUs."""
-    from launch.config import deepspeed_config, load_pretrain_config
+    from launch.training.config import deepspeed_config, load_pretrain_config
 
     _, _, c, env, _, job = deepspeed_command(rendered[overlay])
     overrides = list(job.overrides) + [f"output_dir={job.output_dir}"]

@@ -45,7 +45,7 @@ def test_sharding_commands_parse():
 def test_pretraining_command_parses_with_deepspeed_and_our_parser():
     from deepspeed.launcher import runner
 
-    from launch.config import load_pretrain_config
+    from launch.training.config import load_pretrain_config
     from launch.pretrain import build_parser
 
     [argv] = commands("deepspeed ")
@@ -58,7 +58,7 @@ def test_pretraining_command_parses_with_deepspeed_and_our_parser():
 
 def test_throughput_benchmark_command_parses():
     """bench/train_throughput.py builds its parser inside main(): its --help lists the flags it takes."""
-    from launch.config import load_pretrain_config
+    from launch.training.config import load_pretrain_config
 
     [argv] = commands("python bench/train_throughput.py")
     usage = subprocess.run([sys.executable, argv[1], "--help"], cwd=ROOT, check=True, capture_output=True,

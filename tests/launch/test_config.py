@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from launch.config import apply_override, deepspeed_config, load_pretrain_config
-from launch.optim import Schedule, SkippableAdamW
-from model.config import ConfigError
+from configuration import ConfigError, apply_override
+from launch.training.config import deepspeed_config, load_pretrain_config
+from launch.training.optim import Schedule, SkippableAdamW
 from tests.conftest import ROOT
 
 DEMO = ROOT / "configs" / "pretrain" / "demo.yaml"
@@ -95,7 +95,7 @@ def test_impossible_precision_settings_name_the_key(overrides, names):
 def test_precision_resolves_per_device():
     import torch
 
-    from launch.precision import resolve_precision
+    from launch.training.precision import resolve_precision
 
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"

@@ -21,9 +21,9 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from launch.config import load_pretrain_config
-from launch.export import load_encoder
-from launch.optim import Schedule
+from launch.training.config import load_pretrain_config
+from model.export import load_encoder
+from launch.training.optim import Schedule
 from model.asymdsd import AsymDSD
 from tests.conftest import ROOT
 from tests.launch.conftest import DEMO, PRETRAIN, free_port, job_env, launch, launcher, python_pretrain, small_run

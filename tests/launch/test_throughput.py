@@ -1,4 +1,4 @@
-"""Peak selection by matmul precision and the MFU arithmetic of launch/throughput.py."""
+"""Peak selection by matmul precision and the MFU arithmetic of launch/training/throughput.py."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from launch import throughput
-from launch.throughput import Throughput, peak_flops
+from launch.training import throughput
+from launch.training.throughput import Throughput, peak_flops
 from pipeline.metrics import LoaderStats
 
 GPU = torch.device("cuda", 0)

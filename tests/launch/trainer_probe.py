@@ -21,10 +21,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from launch.config import load_pretrain_config  # noqa: E402
-from launch.distributed import init_distributed  # noqa: E402
-from launch.precision import DynamicLossScale, LossScaling  # noqa: E402
-from launch.trainer import Pretrainer  # noqa: E402
+from launch.training.config import load_pretrain_config  # noqa: E402
+from launch.training.distributed import init_distributed  # noqa: E402
+from launch.training.precision import DynamicLossScale, LossScaling  # noqa: E402
+from launch.training.step import StepOutcome  # noqa: E402
+from launch.training.trainer import Pretrainer  # noqa: E402
 from pipeline.loader import make_loader  # noqa: E402
 from tests.launch.conftest import DEMO, small_run  # noqa: E402
 
@@ -45,8 +46,16 @@ def trainer(shards: str, out: Path, stage: str, *overrides: str) -> Pretrainer:
 
 
 def first_batch(trainer: Pretrainer):
-    loader, _ = make_loader(trainer.loader_cfg, trainer.manifests, 0, trainer.cfg.train.global_batch, 0, 1, 0, None)
+    loader, _ = make_loader(trainer.data.model_copy(update={"num_workers": 0}), trainer.patches, trainer.cfg.train.seed,
+                            trainer.manifests, 0, trainer.cfg.train.global_batch, 0, 1)
     return next(iter(loader))
+
+
+def optimizer_step(trainer: Pretrainer, batch, values) -> StepOutcome:
+    """The trainer's own step, counted as the loop counts it."""
+    outcome = trainer.train_step(batch, 0, values)
+    trainer.skipped.record(1, outcome, trainer.train_step.loss_scaling.scale.scale)
+    return outcome
 
 
 def loss_scaling(shards: str, out: Path, stage: str) -> dict:
@@ -54,34 +63,34 @@ def loss_scaling(shards: str, out: Path, stage: str) -> dict:
     batch = first_batch(scaled)
     values = scaled.schedule.at(3)  # past the first warm-up steps: a visible update
 
-    scaled.loss_scaling = LossScaling(scaled.engine, DynamicLossScale(scale=2.0**127))
+    scaled.train_step.loss_scaling = LossScaling(scaled.engine, DynamicLossScale(scale=2.0**127))
     before = snapshot(scaled)
-    overflowed = scaled._optimizer_step(batch, 0, values)
+    overflowed = optimizer_step(scaled, batch, values)
     facts = {
         "overflow_applied": overflowed.applied,
         "overflow_left_everything": unchanged(before, snapshot(scaled)),
         "optimizer_state_after_overflow": sum(len(s) for s in scaled.optimizer.state.values()),
-        "nonfinite_total": scaled.nonfinite_total,
-        "streak_after_overflow": scaled.nonfinite_streak,
-        "scale_after_overflow": scaled.loss_scaling.scale.scale,
+        "nonfinite_total": scaled.skipped.total,
+        "streak_after_overflow": scaled.skipped.streak,
+        "scale_after_overflow": scaled.train_step.loss_scaling.scale.scale,
     }
-    scaled.loss_scaling.scale = DynamicLossScale(scale=2.0**127, min_scale=2.0**127)  # no room to back off
-    floor = scaled._optimizer_step(batch, 0, values)
-    facts.update({"floor_applied": floor.applied, "streak_at_floor": scaled.nonfinite_streak,
-                  "scale_at_floor": scaled.loss_scaling.scale.scale, "total_at_floor": scaled.nonfinite_total})
-    scaled.loss_scaling.scale = DynamicLossScale(scale=2.0**10)
-    clean = scaled._optimizer_step(batch, 0, values)
-    reference = plain._optimizer_step(batch, 0, values)
+    scaled.train_step.loss_scaling.scale = DynamicLossScale(scale=2.0**127, min_scale=2.0**127)  # no room to back off
+    floor = optimizer_step(scaled, batch, values)
+    facts.update({"floor_applied": floor.applied, "streak_at_floor": scaled.skipped.streak,
+                  "scale_at_floor": scaled.train_step.loss_scaling.scale.scale, "total_at_floor": scaled.skipped.total})
+    scaled.train_step.loss_scaling.scale = DynamicLossScale(scale=2.0**10)
+    clean = optimizer_step(scaled, batch, values)
+    reference = plain.train_step(batch, 0, values)
     after, expected = snapshot(scaled), snapshot(plain)
     facts.update({
         "clean_applied": clean.applied,
-        "scale_after_clean": scaled.loss_scaling.scale.scale,
-        "clean_steps": scaled.loss_scaling.scale.clean_steps,
+        "scale_after_clean": scaled.train_step.loss_scaling.scale.scale,
+        "clean_steps": scaled.train_step.loss_scaling.scale.clean_steps,
         "max_weight_difference": max((after[k] - expected[k]).abs().max().item() for k in expected),
         "weights_moved": not unchanged(before, after),
         "grad_norm": clean.grad_norm,
         "reference_grad_norm": reference.grad_norm,
-        "nonfinite_streak": scaled.nonfinite_streak,
+        "nonfinite_streak": scaled.skipped.streak,
     })
     return facts
 
@@ -92,7 +101,7 @@ def autocast(shards: str, out: Path, stage: str) -> dict:
     for name, module in (("student", bf16.engine.module), ("teacher", bf16.model.teacher)):
         for layer in (module.encoder.blocks[0].attn.qkv, module.encoder.patch_embed.stages[0].layers[0]):
             layer.register_forward_hook(lambda _m, _i, y, name=name: seen.setdefault(name, set()).add(str(y.dtype)))
-    outcome = bf16._optimizer_step(first_batch(bf16), 0, bf16.schedule.at(3))
+    outcome = bf16.train_step(first_batch(bf16), 0, bf16.schedule.at(3))
     return {"applied": outcome.applied, "student_matmuls": sorted(seen["student"]),
             "teacher_matmuls": sorted(seen["teacher"]),
             "weight_dtypes": sorted({str(p.dtype) for p in bf16.engine.module.parameters()})}

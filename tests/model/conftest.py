@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.asymdsd import CropBatch, MultiCropBatch
+from model.batch import CropBatch, MultiCropBatch
 from model.config import ModelConfig, load_model_config
 from tests.conftest import ROOT
 

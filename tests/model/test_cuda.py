@@ -15,14 +15,16 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 
-from launch.precision import autocast_dtype
-from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch
+from launch.training.precision import autocast_dtype
+from model.asymdsd import AsymDSD
+from model.batch import CropBatch, MultiCropBatch
 from model.config import load_model_config
 from model.layers import CrossAttention, SelfAttention
 from model.masking import mask_counts
 from model.patchify import farthest_point_sample, knn_group
 from model.schedules import DistillSchedule
-from pipeline.crops import Crops, MultiCropSpec, multi_crop
+from pipeline.config import MultiCropConfig
+from pipeline.crops import Crops, multi_crop
 from pipeline.patchify import patch_indices_from
 from tests.conftest import ROOT
 from tests.model.conftest import tiny_batch
@@ -50,7 +52,7 @@ def loader_crops(shapes: int) -> tuple[list[Crops], list[Crops]]:
     """The loader's own global and local crops (S sizes: 2 x 1024 and 4 x 256 points, some padded) of
     `shapes` 16,384-point clouds."""
     rng = np.random.default_rng(0)
-    crops = [multi_crop((rng.standard_normal((16384, 3)) * [2.0, 1.0, 0.5]).astype(np.float32), MultiCropSpec(), rng)
+    crops = [multi_crop((rng.standard_normal((16384, 3)) * [2.0, 1.0, 0.5]).astype(np.float32), MultiCropConfig(), rng)
              for _ in range(shapes)]
     return [g for g, _ in crops], [loc for _, loc in crops]
 
@@ -91,10 +93,7 @@ def test_views_depend_only_on_the_cuda_generator_seed(tiny_cfg, gen):
 
 
 def pinned(batch: MultiCropBatch) -> MultiCropBatch:
-    def one(c: CropBatch) -> CropBatch:
-        return CropBatch(c.points.pin_memory(), c.num_points.pin_memory())
-
-    return MultiCropBatch(one(batch.global_crops), one(batch.local_crops))
+    return batch.map(torch.Tensor.pin_memory)
 
 
 def test_pinned_batch_moves_non_blocking_and_gives_the_same_losses(tiny_cfg, gen):

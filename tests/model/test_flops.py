@@ -13,7 +13,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from model.asymdsd import AsymDSD, MultiCropBatch
+from model.asymdsd import AsymDSD
+from model.batch import MultiCropBatch
 from model.config import ModelConfig, load_model_config
 from model.flops import training_flops
 from model.schedules import DistillSchedule

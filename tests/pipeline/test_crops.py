@@ -9,10 +9,8 @@ import pytest
 
 from pipeline import crops
 
+from pipeline.config import AugmentConfig, CropConfig, MultiCropConfig
 from pipeline.crops import (
-    AugmentSpec,
-    CropSpec,
-    MultiCropSpec,
     augment_matrices,
     box_distance,
     crop_indices,
@@ -23,8 +21,8 @@ from pipeline.crops import (
     uniform_subsets,
 )
 
-NO_AUGMENT = AugmentSpec(rotate_z=False, scale=(1.0, 1.0))
-MASK_MODE = MultiCropSpec(global_crops=CropSpec(1, 1024, (0.4, 1.0)), local_crops=None)
+NO_AUGMENT = AugmentConfig(rotate_z=False, scale=(1.0, 1.0))
+MASK_MODE = MultiCropConfig(global_crops=CropConfig(count=1, points=1024, scale=(0.4, 1.0)), local_crops=None)
 
 
 def surface_cloud(n: int, seed: int = 0) -> np.ndarray:
@@ -40,7 +38,7 @@ def homogeneous(cloud: np.ndarray) -> np.ndarray:
 
 
 def test_shapes_and_dtypes():
-    g, loc = multi_crop(surface_cloud(16384), MultiCropSpec(), np.random.default_rng(0))
+    g, loc = multi_crop(surface_cloud(16384), MultiCropConfig(), np.random.default_rng(0))
     assert g.points.shape == (2, 1024, 3) and g.points.dtype == np.float32
     assert loc.points.shape == (4, 256, 3) and loc.points.dtype == np.float32
     assert g.num_points.dtype == np.int64 and g.num_points.tolist() == [1024, 1024]
@@ -57,7 +55,7 @@ def test_mask_mode_has_one_global_crop():
 def test_crop_points_are_distinct_points_of_the_cloud():
     cloud = surface_cloud(3000)
     rows = {tuple(p) for p in cloud.tolist()}
-    g, loc = multi_crop(cloud, MultiCropSpec(augment=NO_AUGMENT), np.random.default_rng(1))
+    g, loc = multi_crop(cloud, MultiCropConfig(augment=NO_AUGMENT), np.random.default_rng(1))
     for crops in (g, loc):
         for points, num in zip(crops.points, crops.num_points):
             valid = [tuple(p) for p in points[:num].tolist()]
@@ -68,7 +66,7 @@ def test_crop_points_are_distinct_points_of_the_cloud():
 def test_box_property_and_sizes():
     """Kept points are among the n nearest in their box metric; with n == crop size, exactly those."""
     cloud = surface_cloud(2000)  # local boxes with s * N < 256 keep exactly n = 256 points
-    kinds = (MultiCropSpec().global_crops, MultiCropSpec().local_crops)
+    kinds = (MultiCropConfig().global_crops, MultiCropConfig().local_crops)
     points_h = homogeneous(cloud)
     exact = 0
     for seed in range(20):
@@ -88,7 +86,7 @@ def test_box_property_and_sizes():
 
 def test_box_frames_and_distances():
     cloud = surface_cloud(500)
-    spec = CropSpec(50, 64, (0.05, 0.4))
+    spec = CropConfig(count=50, points=64, scale=(0.05, 0.4))
     boxes = draw_boxes(cloud, (spec,), np.random.default_rng(3))
     norms = np.linalg.norm(boxes.frames.astype(np.float64), axis=2)  # (C, 3) = the axis weights w
     rotations = boxes.frames / norms[:, :, None]
@@ -106,7 +104,7 @@ def test_box_frames_and_distances():
 
 def test_global_box_sizes_are_uniform_fractions():
     n = 16384
-    boxes = draw_boxes(surface_cloud(n), (CropSpec(4000, 1024, (0.4, 1.0)),), np.random.default_rng(0))
+    boxes = draw_boxes(surface_cloud(n), (CropConfig(count=4000, points=1024, scale=(0.4, 1.0)),), np.random.default_rng(0))
     fraction = np.array(boxes.sizes) / n
     assert fraction.min() >= 0.4 - 1 / n and fraction.max() < 1.0
     assert abs(fraction.mean() - 0.7) < 0.01
@@ -116,10 +114,10 @@ def test_global_box_sizes_are_uniform_fractions():
 
 
 def test_box_size_respects_minimum_and_cloud_size():
-    boxes = draw_boxes(surface_cloud(3000), (CropSpec(500, 256, (0.05, 0.4)),), np.random.default_rng(0))
+    boxes = draw_boxes(surface_cloud(3000), (CropConfig(count=500, points=256, scale=(0.05, 0.4)),), np.random.default_rng(0))
     assert min(boxes.sizes) == 256  # floor(s N) < 256 whenever s < 0.085
     assert max(boxes.sizes) <= 1200
-    tiny = draw_boxes(surface_cloud(100), (CropSpec(50, 256, (0.05, 0.4)),), np.random.default_rng(0))
+    tiny = draw_boxes(surface_cloud(100), (CropConfig(count=50, points=256, scale=(0.05, 0.4)),), np.random.default_rng(0))
     assert tiny.sizes == [100] * 50
 
 
@@ -140,7 +138,7 @@ def test_nearest_is_the_n_smallest_with_random_ties():
 def test_subsample_is_uniform():
     """Box of the whole cloud (scale 1): every point is in 10 of 40 with probability 1/4."""
     cloud = surface_cloud(40)
-    spec = CropSpec(1, 10, (1.0, 1.0))
+    spec = CropConfig(count=1, points=10, scale=(1.0, 1.0))
     counts = np.zeros(40)
     rng = np.random.default_rng(0)
     trials = 4000
@@ -188,7 +186,7 @@ def test_uniform_subsets_sizes_and_ranges():
 
 def test_tiny_cloud_is_kept_whole_and_padded():
     cloud = surface_cloud(100)
-    g, loc = multi_crop(cloud, MultiCropSpec(augment=NO_AUGMENT), np.random.default_rng(0))
+    g, loc = multi_crop(cloud, MultiCropConfig(augment=NO_AUGMENT), np.random.default_rng(0))
     for crops in (g, loc):
         assert crops.num_points.tolist() == [100] * len(crops.num_points)
         assert (crops.points[:, 100:] == 0).all()
@@ -200,37 +198,37 @@ def test_degenerate_clouds_give_finite_crops():
     same = np.ones((500, 3), np.float32)  # every distance ties
     flat = surface_cloud(2000) * np.array([1, 1, 0], np.float32)
     for cloud in (same, flat):
-        g, loc = multi_crop(cloud, MultiCropSpec(), np.random.default_rng(0))
+        g, loc = multi_crop(cloud, MultiCropConfig(), np.random.default_rng(0))
         assert np.isfinite(g.points).all() and np.isfinite(loc.points).all()
         assert g.num_points.tolist() == [500 if cloud is same else 1024] * 2
 
 
 def test_deterministic_per_generator_state():
     cloud = surface_cloud(16384)
-    a = multi_crop(cloud, MultiCropSpec(), np.random.default_rng(42))
-    b = multi_crop(cloud, MultiCropSpec(), np.random.default_rng(42))
-    c = multi_crop(cloud, MultiCropSpec(), np.random.default_rng(43))
+    a = multi_crop(cloud, MultiCropConfig(), np.random.default_rng(42))
+    b = multi_crop(cloud, MultiCropConfig(), np.random.default_rng(42))
+    c = multi_crop(cloud, MultiCropConfig(), np.random.default_rng(43))
     for x, y, z in zip(a, b, c):
         assert np.array_equal(x.points, y.points) and np.array_equal(x.num_points, y.num_points)
         assert not np.array_equal(x.points, z.points)
 
 
 def test_crops_of_one_sample_differ():
-    g, loc = multi_crop(surface_cloud(16384), MultiCropSpec(), np.random.default_rng(0))
+    g, loc = multi_crop(surface_cloud(16384), MultiCropConfig(), np.random.default_rng(0))
     assert not np.array_equal(g.points[0], g.points[1])
     assert len({loc.points[i].tobytes() for i in range(4)}) == 4
 
 
-def crops_with(augment: AugmentSpec, cloud: np.ndarray, seed: int):
+def crops_with(augment: AugmentConfig, cloud: np.ndarray, seed: int):
     """Augmentation draws come after all crop draws, so the same seed gives the same point sets."""
-    return multi_crop(cloud, MultiCropSpec(augment=augment), np.random.default_rng(seed))
+    return multi_crop(cloud, MultiCropConfig(augment=augment), np.random.default_rng(seed))
 
 
 def test_anisotropic_scale_per_crop_and_axis():
     cube = np.random.default_rng(0).uniform(-0.5, 0.5, (16384, 3)).astype(np.float32)
     for seed in range(3):
         plain = crops_with(NO_AUGMENT, cube, seed)
-        scaled = crops_with(AugmentSpec(rotate_z=False, scale=(0.8, 1.2)), cube, seed)
+        scaled = crops_with(AugmentConfig(rotate_z=False, scale=(0.8, 1.2)), cube, seed)
         for p, s in zip(plain, scaled):
             ratio = s.points / p.points  # (count, M, 3); the cube has no zero coordinates
             factor = ratio[:, :1]
@@ -238,7 +236,7 @@ def test_anisotropic_scale_per_crop_and_axis():
             assert (factor >= 0.8 - 1e-6).all() and (factor <= 1.2 + 1e-6).all()
             extent = s.points.max(axis=1) - s.points.min(axis=1)
             assert (extent <= 1.2 + 1e-5).all()
-    matrices = augment_matrices(1000, AugmentSpec(rotate_z=False), np.random.default_rng(0))
+    matrices = augment_matrices(1000, AugmentConfig(rotate_z=False), np.random.default_rng(0))
     diagonal = np.diagonal(matrices, axis1=1, axis2=2)
     assert np.allclose(matrices, diagonal[:, :, None] * np.eye(3))
     assert 0.8 <= diagonal.min() < 0.81 and 1.19 < diagonal.max() <= 1.2
@@ -247,7 +245,7 @@ def test_anisotropic_scale_per_crop_and_axis():
 def test_rotation_about_z_keeps_z_and_radius():
     cloud = surface_cloud(16384)
     plain = crops_with(NO_AUGMENT, cloud, 5)
-    rotated = crops_with(AugmentSpec(rotate_z=True, scale=(1.0, 1.0)), cloud, 5)
+    rotated = crops_with(AugmentConfig(rotate_z=True, scale=(1.0, 1.0)), cloud, 5)
     for p, r in zip(plain, rotated):
         assert np.array_equal(r.points[..., 2], p.points[..., 2])
         assert np.allclose(
@@ -256,7 +254,7 @@ def test_rotation_about_z_keeps_z_and_radius():
             atol=1e-5,
         )
         assert not np.allclose(r.points[..., :2], p.points[..., :2])
-    angles = augment_matrices(2000, AugmentSpec(scale=(1.0, 1.0)), np.random.default_rng(0))
+    angles = augment_matrices(2000, AugmentConfig(scale=(1.0, 1.0)), np.random.default_rng(0))
     theta = np.arctan2(angles[:, 0, 1], angles[:, 0, 0]) % (2 * np.pi)
     assert np.histogram(theta, 4, (0, 2 * np.pi))[0].min() > 420  # about uniform on (0, 2 pi)
 
@@ -271,6 +269,6 @@ def test_rotations_are_uniform_on_so3():
 
 @pytest.mark.parametrize("n", [1, 7])
 def test_clouds_smaller_than_a_patch(n):
-    g, loc = multi_crop(surface_cloud(n), MultiCropSpec(), np.random.default_rng(0))
+    g, loc = multi_crop(surface_cloud(n), MultiCropConfig(), np.random.default_rng(0))
     assert g.num_points.tolist() == [n, n] and loc.num_points.tolist() == [n] * 4
     assert np.isfinite(g.points).all()

@@ -10,28 +10,31 @@ import pytest
 import torch
 
 from model.asymdsd import AsymDSD
-from model.config import load_model_config
+from model.config import PatchifyConfig, load_model_config
 from model.schedules import DistillSchedule
-from pipeline.crops import CropSpec, MultiCropSpec
-from pipeline.loader import DatasetSource, LoaderConfig, PatchSpec, load_manifests, make_loader
+from pipeline.config import CropConfig, DataConfig, DatasetConfig
+from pipeline.loader import load_manifests, make_loader
 from pipeline.order import LoaderState
 from pipeline.shards import ShardError
 from tests.conftest import ROOT, s3_storage, upload_dir
 
-SMALL = MultiCropSpec(global_crops=CropSpec(2, 512, (0.4, 1.0)), local_crops=CropSpec(4, 128, (0.05, 0.4)))
+SMALL = {"global_crops": CropConfig(count=2, points=512, scale=(0.4, 1.0)),
+         "local_crops": CropConfig(count=4, points=128, scale=(0.05, 0.4))}
+LOADER_PATCHES = PatchifyConfig(global_patches=32, local_patches=8, patch_size=16)
 
 
-def config(url, **kw) -> LoaderConfig:
-    kw.setdefault("patches", None)  # model-side patchify: faster tests; loader-side is tested below
-    return LoaderConfig(datasets=(DatasetSource(str(url)),), crops=SMALL, block_shards=2, **kw)
+def config(url, storage_options=None, **kw) -> DataConfig:
+    dataset = DatasetConfig(url=str(url), storage_options=storage_options or {})
+    return DataConfig(datasets=[dataset], **{"block_shards": 2, **SMALL, **kw})
 
 
-def run_epoch(cfg, world, workers, global_batch=6, state=None, epoch=0):
-    """{rank: [Batch, ...]} for one epoch (from `state` if given)."""
+def run_epoch(cfg, world, workers, global_batch=6, state=None, epoch=0, patches=None):
+    """{rank: [Batch, ...]} for one epoch (from `state` if given); model-side patchify unless `patches`."""
     manifests = load_manifests(cfg)
+    cfg = cfg.model_copy(update={"num_workers": workers})
     out = {}
     for rank in range(world):
-        loader, order = make_loader(cfg, manifests, epoch, global_batch, rank, world, workers, state)
+        loader, order = make_loader(cfg, patches, 0, manifests, epoch, global_batch, rank, world, state)
         out[rank] = list(loader)
     return out, order
 
@@ -52,8 +55,7 @@ def test_exact_once_over_two_ranks_and_two_workers(uneven_dataset):
 
 
 def test_batches_have_fixed_shapes_and_feed_the_model(uneven_dataset):
-    cfg = config(uneven_dataset, patches=PatchSpec(32, 8, 16))
-    batches, _ = run_epoch(cfg, world=1, workers=0)
+    batches, _ = run_epoch(config(uneven_dataset), world=1, workers=0, patches=LOADER_PATCHES)
     batch = batches[0][0]
     g, loc = batch.crops.global_crops, batch.crops.local_crops
     assert g.points.shape == (6, 2, 512, 3) and g.points.dtype == torch.float32
@@ -109,8 +111,7 @@ def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_dataset, tmp_path, cap
 def test_the_same_pipeline_reads_from_s3(uneven_dataset, s3_endpoint):
     storage = s3_storage(s3_endpoint)
     upload_dir(storage, uneven_dataset, "bucket/uneven")
-    remote = LoaderConfig(datasets=(DatasetSource("s3://bucket/uneven", storage_options=storage),),
-                          crops=SMALL, block_shards=2, patches=None)
+    remote = config("s3://bucket/uneven", storage_options=storage)
     from_s3, _ = run_epoch(remote, world=1, workers=2)
     local, _ = run_epoch(config(uneven_dataset), world=1, workers=0)
     for a, b in zip(from_s3[0], local[0]):
@@ -143,9 +144,9 @@ def test_meter_separates_data_wait_from_the_step():
 def test_single_crop_mode_feeds_the_mask_model(uneven_dataset):
     from model.config import model_config_from_dict
 
-    single = MultiCropSpec(global_crops=CropSpec(1, 512, (0.4, 1.0)), local_crops=None)
-    cfg = LoaderConfig(datasets=(DatasetSource(str(uneven_dataset)),), crops=single, patches=PatchSpec(32, 8, 16))
-    batch = run_epoch(cfg, world=1, workers=0)[0][0][0]
+    cfg = config(uneven_dataset, global_crops=CropConfig(count=1, points=512, scale=(0.4, 1.0)), local_crops=None,
+                 block_shards=8)
+    batch = run_epoch(cfg, world=1, workers=0, patches=LOADER_PATCHES)[0][0][0]
     assert batch.crops.local_crops is None and batch.crops.global_crops.points.shape == (6, 1, 512, 3)
     tiny = load_model_config(ROOT / "configs/model/tiny.yaml").model_dump()
     tiny.update(mode="mask", num_global_crops=1, num_local_crops=0, encoder={**tiny["encoder"], "cls_token": False})

@@ -8,14 +8,15 @@ import torch
 
 from model.patchify import farthest_point_sample as model_fps
 from model.patchify import knn_group
-from pipeline.crops import Crops, MultiCropSpec, multi_crop
+from pipeline.config import MultiCropConfig
+from pipeline.crops import Crops, multi_crop
 from pipeline.patchify import patch_indices, patch_indices_from
 
 
 def sample_crops(n: int, seed: int) -> tuple[Crops, Crops]:
     rng = np.random.default_rng(seed)
     cloud = (rng.standard_normal((n, 3)) * [2.0, 1.0, 0.5]).astype(np.float32)
-    return multi_crop(cloud, MultiCropSpec(), rng)
+    return multi_crop(cloud, MultiCropConfig(), rng)
 
 
 @pytest.mark.parametrize(

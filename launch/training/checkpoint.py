@@ -5,7 +5,7 @@ and in the client state the teacher (fp32 weights and centering buffers), the op
 pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters, the fp16 loss scale
 and the MLflow run id. Schedules are functions of the step and model randomness is reseeded from the samples, so this
 is all a bit-exact continuation needs. Each tag also carries `teacher/`, the teacher encoder exported
-as safetensors (`launch.export`), so any checkpoint can be evaluated without DeepSpeed.
+as safetensors (`model.export`), so any checkpoint can be evaluated without DeepSpeed.
 
 Every rank must call `save` (DeepSpeed writes partitioned state per rank and hangs otherwise); the
 `latest` file is written by DeepSpeed after the tag is complete, so a job killed mid-save resumes
@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+
+from launch.training.config import CheckpointConfig
+from launch.training.distributed import DistEnv, rank0_decides
 
 TAG_PATTERN = re.compile(r"^step(\d{8,})$")
 TEACHER_EXPORT = "teacher"
@@ -38,7 +43,7 @@ class ClientState:
     mlflow_run_id: str | None = None
     nonfinite_total: int = 0
     nonfinite_streak: int = 0
-    loss_scale: dict[str, Any] | None = None  # launch.precision.DynamicLossScale state (fp16 runs)
+    loss_scale: dict[str, Any] | None = None  # launch.training.precision.DynamicLossScale state (fp16 runs)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,6 +54,49 @@ class ClientState:
         if not data or "asymdsd" not in data:
             raise ValueError(f"{where} is not an asymdsd pretraining checkpoint (no 'asymdsd' client state)")
         return cls(**data["asymdsd"])
+
+
+class Checkpointer:
+    """Saves and loads the run's checkpoints in `directory`: when they are due, the engine's and ours."""
+
+    def __init__(self, cfg: CheckpointConfig, directory: Path, engine, env: DistEnv) -> None:
+        self.cfg, self.directory, self.engine, self.env = cfg, directory, engine, env
+        self.last_save = time.monotonic()
+
+    def due(self, step: int, last_step: int) -> bool:
+        """Every `every_steps`, every `every_minutes` (rank 0's clock decides for all) and at the last step."""
+        c = self.cfg
+        due = step == last_step or (c.every_steps > 0 and step % c.every_steps == 0)
+        if c.every_minutes > 0:
+            due |= rank0_decides(time.monotonic() - self.last_save >= 60 * c.every_minutes, self.env.device)
+        return due
+
+    def save(self, state: ClientState, export_teacher: Callable[[Path], Path]) -> Path:
+        """All ranks: the engine's files and `state` under the step's tag; rank 0 exports the teacher into it."""
+        tag = tag_for(state.step)
+        self.engine.save_checkpoint(str(self.directory), tag=tag, client_state=state.to_dict())
+        if self.env.is_main:
+            export_teacher(self.directory / tag / TEACHER_EXPORT)
+        barrier()
+        if self.env.is_node_main:
+            prune(self.directory, self.cfg.keep_last)
+        self.last_save = time.monotonic()
+        return self.directory / tag
+
+    def load(self, resume: str) -> ClientState | None:
+        """The engine's state (module, optimizer) loaded in place, and our client state; None: nothing to resume."""
+        found = resolve_resume(resume, self.directory)
+        if found is None:
+            return None
+        load_dir, tag = found
+        path, client = self.engine.load_checkpoint(str(load_dir), tag=tag, load_module_strict=True,
+                                                   load_optimizer_states=True, load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"checkpoint {load_dir / tag} could not be loaded")
+        state = ClientState.from_dict(client, str(load_dir / tag))
+        if self.env.is_main:
+            print(f"[pretrain] resumed from {load_dir / tag} at step {state.step}", flush=True)
+        return state
 
 
 def resolve_resume(arg: str, checkpoint_dir: Path) -> tuple[Path, str] | None:

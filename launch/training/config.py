@@ -14,59 +14,16 @@ anyway must agree, or the job stops and says which key to move.
 from __future__ import annotations
 
 import copy
-import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from model.config import ConfigError, ModelConfig, StrictModel, format_validation_error
-from pipeline.crops import AugmentSpec, CropSpec, MultiCropSpec
-from pipeline.loader import DatasetSource, LoaderConfig, PatchSpec
-from pipeline.shards import ReadPolicy
-
-Pair = tuple[float, float]
-
-
-class DatasetConfig(StrictModel):
-    url: str = Field(description="dataset directory or manifest.json, local or s3://")
-    weight: float = Field(1.0, gt=0)
-    split: str = "train"
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options (credentials: use env)")
-
-
-class CropConfig(StrictModel):
-    count: int = Field(ge=1)
-    points: int = Field(ge=1)
-    scale: Pair
-    aspect: Pair = (0.33, 3.0)
-
-
-class AugmentConfig(StrictModel):
-    rotate_z: bool = True
-    scale: Pair = (0.8, 1.2)
-
-
-class ReadConfig(StrictModel):
-    retries: int = Field(3, ge=0)
-    backoff_s: float = Field(0.5, ge=0)
-    verify: bool = True
-    cache_dir: str | None = None
-    cache_bytes: int = Field(16 << 30, gt=0)
-
-
-class DataConfig(StrictModel):
-    datasets: list[DatasetConfig] = Field(min_length=1)
-    global_crops: CropConfig = CropConfig(count=2, points=1024, scale=(0.4, 1.0))
-    local_crops: CropConfig | None = CropConfig(count=4, points=256, scale=(0.05, 0.4))
-    augment: AugmentConfig = AugmentConfig()
-    loader_patchify: bool = Field(True, description="FPS + kNN in the loader workers (default, measured faster)")
-    num_workers: int = Field(4, ge=0)
-    block_shards: int = Field(8, ge=1)
-    on_shard_error: Literal["skip", "stop"] = "skip"
-    read: ReadConfig = ReadConfig()
+from configuration import ConfigError, StrictModel, load_config
+from model.config import ModelConfig, PatchifyConfig
+from pipeline.config import DataConfig, Pair
 
 
 class OptimConfig(StrictModel):
@@ -137,7 +94,7 @@ class PretrainConfig(StrictModel):
         for key in ("bf16", "fp16", "torch_autocast", "amp"):
             if key in ds:
                 raise ValueError(f"'{key}' must not be set: precision is train.precision (fp32 weights in the engine, "
-                                 f"autocast forward; launch/precision.py says why)")
+                                 f"autocast forward; launch/training/precision.py says why)")
         for key in ("optimizer", "scheduler"):
             if key in ds:
                 raise ValueError(f"'{key}' must not be set: the job steps its own AdamW and schedules (optim.*)")
@@ -160,25 +117,18 @@ class PretrainConfig(StrictModel):
                              f"train.micro_batch={self.train.micro_batch}")
         return self
 
-    def loader_config(self) -> LoaderConfig:
-        d = self.data
-        loc = None if not (self.model.uses_cls and self.model.num_local_crops > 0) else d.local_crops
-        crops = MultiCropSpec(_crop(d.global_crops), None if loc is None else _crop(loc),
-                              AugmentSpec(d.augment.rotate_z, tuple(d.augment.scale)))
-        p = self.model.patchify
-        patches = PatchSpec(p.global_patches, p.local_patches, p.patch_size) if d.loader_patchify else None
-        return LoaderConfig(
-            datasets=tuple(DatasetSource(s.url, s.weight, s.split, dict(s.storage_options)) for s in d.datasets),
-            crops=crops, seed=self.train.seed, block_shards=d.block_shards, patches=patches,
-            on_shard_error=d.on_shard_error, read=ReadPolicy(**d.read.model_dump()),
-        )
+    def crop_data(self) -> DataConfig:
+        """The `data` section as the loader should crop it: no local crops where the model has no use for them."""
+        if self.model.uses_cls and self.model.num_local_crops > 0:
+            return self.data
+        return self.data.model_copy(update={"local_crops": None})
+
+    def loader_patches(self) -> PatchifyConfig | None:
+        """The model's patch counts when the loader computes FPS + kNN (`data.loader_patchify`), else None."""
+        return self.model.patchify if self.data.loader_patchify else None
 
     def checkpoint_dir(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
-
-
-def _crop(c: CropConfig) -> CropSpec:
-    return CropSpec(c.count, c.points, tuple(c.scale), tuple(c.aspect))
 
 
 # -- DeepSpeed JSON -------------------------------------------------------------------------------
@@ -218,76 +168,6 @@ def deepspeed_config(cfg: PretrainConfig, world_size: int) -> dict[str, Any]:
 INCLUDES = ("model", "deepspeed")  # keys whose value may be a path to a YAML/JSON file
 
 
-def load_pretrain_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+def load_pretrain_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Read the job YAML, inline the model/DeepSpeed files it names, apply overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"pretrain config not found: {path}")
-    tree = _read_mapping(path)
-    # `deepspeed=configs/deepspeed/zero2.json` swaps a whole include: those go first, then the
-    # includes are read, then the dotted overrides reach into them.
-    swaps = [o for o in overrides if o.partition("=")[0] in INCLUDES]
-    for item in swaps:
-        apply_override(tree, item)
-    for key in INCLUDES:
-        if isinstance(tree.get(key), str):
-            tree[key] = _read_mapping(_resolve(tree[key], path))
-    for item in overrides:
-        if item not in swaps:
-            apply_override(tree, item)
-    try:
-        return PretrainConfig.model_validate(tree)
-    except ValidationError as err:
-        source = f"{path} with overrides {list(overrides)}" if overrides else str(path)
-        raise ConfigError(format_validation_error(err, source, PretrainConfig, "pretrain config")) from None
-
-
-def apply_override(tree: dict[str, Any], item: str) -> None:
-    """`a.b.c=value` (value parsed as YAML: numbers, booleans, null, lists) into the nested mapping.
-
-    Intermediate keys are created as needed, so a misspelt key reaches validation and is reported
-    there with the keys allowed at that place. Integer parts index into lists (`data.datasets.0.url=...`).
-    """
-    key, sep, raw = item.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {item!r} is not KEY=VALUE with a dotted KEY (e.g. train.max_steps=10)")
-    value = yaml.safe_load(raw) if raw.strip() else ""
-    parts = key.split(".")
-    node: Any = tree
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        where = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {key}: {where} is not an index of a list of {len(node)}")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise ConfigError(f"override {key}: {'.'.join(parts[:i])} holds a value, not a section")
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _resolve(ref: str, config_path: Path) -> Path:
-    """A referenced file: as given (relative to the working directory), else next to the job config."""
-    for candidate in (Path(ref), config_path.parent / ref):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"{config_path}: file {ref!r} not found (relative to the working directory or the config)")
+    return load_config(PretrainConfig, path, overrides, INCLUDES, what="pretrain config")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from launch.config import PretrainConfig
+from launch.training.config import PretrainConfig
 from model.schedules import DistillSchedule, cosine, distill_schedule, warmup_cosine
 
 

@@ -1,0 +1,1 @@
+"""The pretraining job's library: config, the loop, one optimizer step, checkpoints, precision, MLflow run."""

@@ -1,0 +1,185 @@
+"""The pretraining loop: build, then per optimizer step load -> prepare -> teacher -> engine -> EMA -> log -> checkpoint.
+
+Why the result does not depend on how the global batch is laid out over ranks and micro-batches:
+schedules are functions of the optimizer step (`launch.training.optim`); centres update once per
+optimizer step with the mean over the global batch (`model.centering`); the model's randomness (FPS
+starts, masks, drop path) is reseeded per micro-batch from the samples it is applied to
+(`launch.training.step`). So one process with k micro-batches per step computes what k ranks
+compute, and a resumed run needs no RNG state: the same step sees the same samples, crops, masks and
+drop paths.
+
+Precision (`launch.training.precision`): the engine holds fp32 weights, teacher and student forwards
+run under autocast to `train.precision`, the EMA reads the fp32 student, and fp16 steps are loss-scaled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from configuration import ConfigError
+from launch.training.checkpoint import Checkpointer, ClientState
+from launch.training.config import PretrainConfig, deepspeed_config
+from launch.training.distributed import DistEnv, mean_over_ranks
+from launch.training.optim import Schedule, SkippableAdamW, StepValues
+from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
+from launch.training.run_log import RunLog
+from launch.training.step import SkippedSteps, StepOutcome, TrainStep
+from launch.training.throughput import Throughput, peak_flops
+from model.asymdsd import AsymDSD
+from model.export import export_encoder
+from model.flops import training_flops
+from pipeline.loader import epoch_order, load_manifests, make_loader
+from pipeline.metrics import LoaderMeter
+from pipeline.order import LoaderState
+
+
+@dataclass
+class RunResult:
+    steps: int
+    mlflow_run_id: str | None
+    export_dir: Path | None
+    last_loss: float | None
+
+
+class Pretrainer:
+    """Everything a run needs is built in `__init__` (resuming from a checkpoint if asked); `run` trains."""
+
+    def __init__(self, cfg: PretrainConfig, env: DistEnv, resume: str | None = None) -> None:
+        import deepspeed
+
+        self.cfg, self.env = cfg, env
+        t = cfg.train
+        try:
+            self.precision = resolve_precision(t.precision, env.device)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if env.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+
+        torch.manual_seed(t.seed)  # identical initial weights on every rank (DeepSpeed broadcasts rank 0's too)
+        self.model = AsymDSD(cfg.model)
+        self.model.teacher.to(env.device)
+        self.model.set_autocast(autocast_dtype(self.precision))
+        if t.compile:
+            self.model.compile()
+
+        self.data, self.patches = cfg.crop_data(), cfg.loader_patches()
+        self.manifests = load_manifests(self.data)
+        first = epoch_order(self.data, self.manifests, t.seed, 0, t.global_batch)
+        self.steps_per_epoch = first.num_steps
+        self.schedule = Schedule(cfg, self.steps_per_epoch)
+        self.last_step = min(self.schedule.total_steps, t.max_steps or self.schedule.total_steps)
+
+        o = cfg.optim
+        self.optimizer = SkippableAdamW(self.model.student.parameters(), lr=o.lr_start, betas=tuple(o.betas),
+                                        eps=o.eps, weight_decay=o.weight_decay)
+        self.ds_config = deepspeed_config(cfg, env.world_size)
+        self.engine, *_ = deepspeed.initialize(model=self.model.student, optimizer=self.optimizer,
+                                               config=self.ds_config)
+        loss_scaling = LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None
+        self.train_step = TrainStep(self.model, self.engine, self.optimizer, loss_scaling, t.seed, env.device)
+        self.skipped = SkippedSteps(t.max_nonfinite_steps)
+        self.checkpointer = Checkpointer(cfg.checkpoint, cfg.checkpoint_dir(), self.engine, env)
+
+        self.step, self.loader_state = 0, None
+        restored = self.checkpointer.load(resume) if resume is not None else None
+        if restored is not None:
+            self._restore(restored)
+        self.run_log = RunLog(cfg, env, self.manifests, self.ds_config, {
+            "steps_per_epoch": str(self.steps_per_epoch), "total_steps": str(self.schedule.total_steps),
+            "samples_per_epoch": str(first.num_samples), "grad_accum": str(self.train_step.grad_accum),
+            "precision": self.precision,
+        }, None if restored is None else restored.mlflow_run_id, self.step)
+        peak = peak_flops(env.device, t.peak_tflops, self.precision, t.tf32)
+        flops = training_flops(cfg.model, t.global_batch // env.world_size // self.train_step.grad_accum).per_shape
+        self.throughput = Throughput(t.global_batch, env.world_size, peak, flops)
+
+    def run(self) -> RunResult:
+        status, last_loss, export_dir = "FAILED", None, None
+        try:
+            last_loss = self._train()
+            if self.env.is_main:
+                export_dir = self._export(Path(self.cfg.output_dir) / "export")
+                self.run_log.log_encoder(export_dir)
+            status = "FINISHED"
+            return RunResult(self.step, self.run_log.run_id, export_dir, last_loss)
+        finally:
+            self.run_log.finish(status)
+
+    def _train(self) -> float | None:
+        cfg, env, last_loss = self.cfg, self.env, None
+        while self.step < self.last_step:
+            epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+            state, self.loader_state = self.loader_state, None  # a checkpoint's position applies to one epoch
+            if state is not None and (state.epoch, state.step) != (epoch, in_epoch):
+                raise RuntimeError(f"checkpoint loader state {state} does not match step {self.step} "
+                                   f"(epoch {epoch}, step {in_epoch} in epoch)")
+            loader, order = make_loader(self.data, self.patches, cfg.train.seed, self.manifests, epoch,
+                                        cfg.train.global_batch, env.rank, env.world_size, state,
+                                        pin_memory=env.device.type == "cuda")
+            meter = LoaderMeter(loader)
+            self.throughput.new_meter(meter)
+            for batch in meter:
+                values = self.schedule.at(self.step)
+                outcome = self.train_step(batch, epoch, values)
+                self.step += 1
+                self._record_skip(outcome)
+                if self.step % cfg.train.log_every == 0 or self.step == self.last_step:
+                    last_loss = self._log(outcome, values)
+                if self.checkpointer.due(self.step, self.last_step):
+                    self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
+                if self.step >= self.last_step:
+                    break
+        return last_loss
+
+    def _record_skip(self, outcome: StepOutcome) -> None:
+        scaling = self.train_step.loss_scaling
+        message = self.skipped.record(self.step, outcome, None if scaling is None else scaling.scale.scale)
+        if message is not None and self.env.is_main:
+            print(f"[pretrain] {message}", flush=True)
+
+    def _log(self, outcome: StepOutcome, values: StepValues) -> float:
+        losses = mean_over_ranks({f"loss/{k}": v for k, v in outcome.terms.items()}, self.env.device)
+        metrics = {**losses, **values.as_metrics(), **self.throughput.metrics(),
+                   "train/epoch": self.step / self.steps_per_epoch,
+                   "train/nonfinite_steps": float(self.skipped.total)}
+        if outcome.grad_norm is not None and math.isfinite(outcome.grad_norm):
+            metrics["opt/grad_norm"] = outcome.grad_norm
+        if self.train_step.loss_scaling is not None:
+            metrics["opt/loss_scale"] = self.train_step.loss_scaling.scale.scale
+        if self.env.is_main:
+            self.run_log.log_metrics(metrics, self.step)
+            print(f"[pretrain] step {self.step}/{self.last_step} loss {metrics['loss/total']:.4f} "
+                  f"lr {values.lr:.3g} {metrics['throughput/samples_per_s']:.1f} shapes/s "
+                  f"data-wait {metrics['data/wait_fraction']:.0%}", flush=True)
+        return metrics["loss/total"]
+
+    # -- checkpoint state and the encoder export -------------------------------------------------------
+
+    def _client_state(self, loader: LoaderState) -> ClientState:
+        scaling = self.train_step.loss_scaling
+        return ClientState(step=self.step, loader=loader.to_dict(), teacher=self.model.teacher.state_dict(),
+                           mlflow_run_id=self.run_log.run_id, nonfinite_total=self.skipped.total,
+                           nonfinite_streak=self.skipped.streak,
+                           loss_scale=None if scaling is None else scaling.scale.state_dict())
+
+    def _restore(self, state: ClientState) -> None:
+        self.model.teacher.load_state_dict(state.teacher)
+        self.step, self.loader_state = state.step, LoaderState.from_dict(state.loader)
+        self.skipped.total, self.skipped.streak = state.nonfinite_total, state.nonfinite_streak
+        scaling = self.train_step.loss_scaling
+        if scaling is not None and state.loss_scale is not None:
+            scaling.scale = DynamicLossScale.from_state_dict(state.loss_scale)
+
+    def _export(self, out: Path) -> Path:
+        meta = {
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "config_name": self.cfg.name,
+            "mlflow_run_id": self.run_log.run_id, "manifest_digests": [m.digest for m in self.manifests],
+            "source": "teacher encoder (EMA)",
+        }
+        return export_encoder(self.model.teacher.encoder, self.cfg.model, out, meta)
