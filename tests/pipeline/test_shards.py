@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.manifest import ManifestError, load_manifest, parse_manifest
 from pipeline import shards as shards_module
-from pipeline.shards import ReadPolicy, ShardError, ShardStore, decode_npy, index_tar
+from pipeline.config import ReadConfig
+from pipeline.shards import ShardError, ShardStore, decode_npy, index_tar
 from tests.conftest import free_port, s3_storage, upload_dir
 
 
@@ -127,7 +128,7 @@ def test_store_names_the_sample_with_bad_points(dataset, tmp_path):
     with open(m.shards[0].url, "r+b") as f:  # same size: only the decode can notice
         f.seek(offset)
         f.write(b"XXXXXX")  # overwrites the .npy magic bytes
-    store = ShardStore(ReadPolicy(verify=False))
+    store = ShardStore(ReadConfig(verify=False))
     assert store.sample(m.shards[0], 1).points.shape == (16384, 3)
     with pytest.raises(ShardError, match=f"sample {key}: points.npy: not a .npy file"):
         store.sample(m.shards[0], 2)
@@ -169,7 +170,7 @@ def test_same_reader_on_s3(dataset, tmp_path, s3_endpoint):
     upload_dir(storage, dataset, "data/synthetic")
     m = load_manifest("s3://data/synthetic", storage)
     assert m.digest == load_manifest(str(dataset)).digest
-    store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache")), storage)
+    store = ShardStore(ReadConfig(cache_dir=str(tmp_path / "cache")), storage)
     local = ShardStore()
     local_m = load_manifest(str(dataset))
     for shard, local_shard in zip(m.shards, local_m.shards):
@@ -197,7 +198,7 @@ def test_evicted_downloads_are_closed_and_removed(dataset, tmp_path, s3_endpoint
     storage = s3_storage(s3_endpoint)
     upload_dir(storage, dataset, "evicted/synthetic")
     m = load_manifest("s3://evicted/synthetic", storage)
-    store = ShardStore(ReadPolicy(cache_dir=str(tmp_path / "cache"), cache_bytes=1), storage)
+    store = ShardStore(ReadConfig(cache_dir=str(tmp_path / "cache"), cache_bytes=1), storage)
     for shard in m.shards:
         store.sample(shard, 0)
     cached = list((tmp_path / "cache").iterdir())
@@ -211,7 +212,7 @@ def test_unreachable_storage_fails_after_retries(dataset, tmp_path):
                "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
     m = load_manifest(str(dataset))
     shard = type(m.shards[0])("s3://data/synthetic/train-000000.tar", 8, None, None)
-    store = ShardStore(ReadPolicy(retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c")), storage)
+    store = ShardStore(ReadConfig(retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c")), storage)
     with pytest.raises(ShardError, match="unreadable after 3 attempts"):
         store.sample(shard, 0)
     assert store.retries_used == 2
