@@ -42,6 +42,7 @@ RUN python3 -m venv /opt/venv \
 # source tree stays here next to the installed package. psycopg2 and boto3 are what the MLflow
 # server needs for its PostgreSQL store and S3 artifacts.
 COPY pyproject.toml README.md constraints.txt ./
+COPY configuration ./configuration
 COPY model ./model
 COPY pipeline ./pipeline
 COPY sharding ./sharding

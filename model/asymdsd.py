@@ -9,7 +9,7 @@ Split so that a training engine can wrap the student alone:
 * `AsymDSD.end_step(m, applied)`: after each optimizer step, the EMA of the student into the teacher and
   the centre updates, or, for a skipped step, dropping that step's centre statistics.
 
-Shapes follow the reference (Appendix A): crops are flattened sample-major (row = b * C + c) and
+Shapes follow the reference: crops are flattened sample-major (row = b * C + c) and
 masked views crop-major (row = (b * Cg + c) * M + m).
 """
 

@@ -7,27 +7,9 @@ smallest d(p) = max_i |w_i (R (p - c))_i| are kept. If n exceeds the crop size t
 without replacement. The returned points are not rotated by R. Each crop is then rotated about Z by
 U(0, 2 pi), scaled per axis by U(scale) and zero-padded to the crop size.
 
-Why it is fast (measured with bench/loader_throughput.py; about 7.5x the reference's per-crop code). The
-passes over the N points and the number of Python-level calls per crop both count, so the loops that
-numpy cannot express in a few calls are compiled with Numba (`pipeline.compiled`):
-* the n nearest points come from the n-th smallest distance t (`np.partition`, O(N), on the int32 view of
-  the non-negative float32 distances, which orders them the same and partitions twice as fast) and one
-  comparison d <= t, never from a sort (`argpartition`, or a partition of (distance, index) int64 keys,
-  were slower);
-* the box distance of all N points is one compiled pass per crop (`box_distance`, Numba) over the
-  (x, y, z) rows of the cloud, the centre folded into the offsets: 3.4x faster than the
-  (3, 4) x (4, N) matmul, |.| and two maxima in numpy, and, unlike BLAS, whose kernels differ by CPU, it
-  gives the same float32 bits on every machine, so a sample's crops do not depend on the host;
-* the uniform subsample of every crop is drawn before any distance, in one batch for all crops of the
-  sample (`uniform_subsets`: the first distinct values of uniform draws, found by a compiled scan), as
-  ranks into the n nearest; this replaced one `rng.choice(n, m, replace=False)` per crop. Rejection
-  sampling of the subset straight from the N points (no mask, no `nonzero`) was no faster;
-* the random parameters of all crops of a sample come from two batched draws, and the arithmetic on
-  those few scalars, box rows and their offsets included, is compiled (`_box_rows`; numpy calls on
-  arrays of 6 are all overhead, plain Python cost ~30 us per sample more);
-* the work arrays and their views are reused per thread (no page faults on fresh arrays, a working set
-  that fits L2, no per-crop view objects); full crops of one kind are gathered with one `take` from
-  the (3, N) coordinate rows of the work array, which are still in L2 cache.
+The per-point passes are compiled with Numba (`pipeline.compiled`) and the n nearest points come from an
+O(N) partition, never a sort; BENCHMARKS.md has the measurements behind each choice. The compiled box
+distance gives the same float32 bits on every CPU, so a sample's crops do not depend on the host.
 
 Exactness: {d <= t} is the n nearest unless several points tie at t; the tie is then completed by a uniform
 choice among the tied points, one of the arbitrary tie-breaks the reference allows. The subsample is a

@@ -9,22 +9,9 @@ float32 `(dx^2 + dy^2) + dz^2` of exact coordinate differences, as the model com
 multiply-add: Numba compiles without fast-math), so for the same start the indices agree bit for bit.
 The kernels are compiled once and cached (`pipeline.compiled`).
 
-Why compiled. The numpy version of this file needed ~10 array calls per FPS step and a partition of the
-whole (crops, centres, points) distance block for kNN: 2.45 ms per sample, 2.6x the crops themselves
-(BENCHMARKS.md). Here one call per crop kind does everything, in three passes over the points per FPS
-step and a filtered scan per kNN row:
-* FPS keeps, per point, the distance to the chosen set; a step computes the new centre's distance row
-  (kept: it is that centre's kNN row), takes the minimum, then finds the farthest point by an integer
-  `max` over the bit patterns of the non-negative floats (same order; vectorises, unlike a float argmax)
-  and the first index holding it.
-* kNN keeps the k smallest composite int64 keys `(float bits << 32) | index` of a row by sorted
-  insertion: unique keys ordered by (distance, index), so ties go to the lowest index. The insertions,
-  ~k (1 + ln(N / k)) of them in a row in random order, each shifting ~k / 2 keys, were most of the
-  time; so a row's candidates are first cut by a threshold t with at least k keys <= t: an order
-  statistic of a strided sample of the row, accepted only after a vectorised count confirms it (an
-  upper bound of the k-th smallest key, never a guess; with none, every key is a candidate). On the
-  benchmark's crops ~1.5 k keys pass (median 44 of 1,024 for k = 32) and 1% of rows fall back.
-  The stride (16) and the number of ranks tried (6) are the fastest of a sweep on those crops.
+One call per crop kind does all crops: FPS keeps each centre's distance row (its kNN row too), and kNN keeps
+the k smallest `(distance bits << 32) | index` keys of a row, after cutting the row by a threshold proven to
+keep at least k of them. BENCHMARKS.md gives the cost of each part and what was tried instead.
 """
 
 from __future__ import annotations

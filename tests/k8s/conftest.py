@@ -10,7 +10,7 @@ from tests.k8s.manifests import OVERLAYS, Doc, kubectl, render
 
 
 @pytest.fixture(scope="session")
-def rendered() -> dict[str, list[Doc]]:
+def rendered_overlays() -> dict[str, list[Doc]]:
     if kubectl() is None:
         pytest.skip("kubectl is not on PATH: the overlays are rendered with `kubectl kustomize` (install kubectl)")
     return {overlay: render(overlay) for overlay in OVERLAYS}

@@ -71,10 +71,10 @@ def in_repo(working_dir: str, path: str) -> Path:
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_sharding_entrypoint_parses_and_writes_to_s3(rendered, overlay):
+def test_sharding_entrypoint_parses_and_writes_to_s3(rendered_overlays, overlay):
     from sharding.shard_corpus import job_config, parse_args
 
-    docs = rendered[overlay]
+    docs = rendered_overlays[overlay]
     rayjob = find(docs, "RayJob", "shard-mixture")
     templates = dict(pod_templates(rayjob))
     head_tpl = templates["rayClusterSpec.headGroupSpec.template"]
@@ -94,12 +94,12 @@ def test_sharding_entrypoint_parses_and_writes_to_s3(rendered, overlay):
     assert len(cfg.sources) >= 10
 
 
-def test_every_mixture_source_is_on_the_raw_corpus_volume(rendered):
+def test_every_mixture_source_is_on_the_raw_corpus_volume(rendered_overlays):
     """configs/data/mixture.yaml names data/raw/...; the Ray pods mount the raw-corpus volume there."""
     from sharding.config import load_sharding_config
 
     cfg = load_sharding_config(ROOT / "configs/data/mixture.yaml", {})
-    for docs in rendered.values():
+    for docs in rendered_overlays.values():
         rayjob = find(docs, "RayJob", "shard-mixture")
         for where, template in pod_templates(rayjob):
             if where == "submitterPodTemplate":
@@ -112,9 +112,9 @@ def test_every_mixture_source_is_on_the_raw_corpus_volume(rendered):
                 assert source.path.startswith("data/raw/"), source
 
 
-def test_sharding_retries_rerun_the_same_resumable_command(rendered):
+def test_sharding_retries_rerun_the_same_resumable_command(rendered_overlays):
     """Whole-job retries are only safe because a rerun of the same command resumes (sharding README)."""
-    for docs in rendered.values():
+    for docs in rendered_overlays.values():
         spec = find(docs, "RayJob", "shard-mixture")["spec"]
         assert spec["backoffLimit"] >= 1 and spec["shutdownAfterJobFinishes"] is True
         assert "jobId" not in spec and "clusterSelector" not in spec
@@ -154,8 +154,8 @@ def deepspeed_command(docs: list[Doc]):
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_pretraining_command_is_a_no_ssh_deepspeed_launch_of_our_script(rendered, overlay):
-    jobset, template, c, env, ds, job = deepspeed_command(rendered[overlay])
+def test_pretraining_command_is_a_no_ssh_deepspeed_launch_of_our_script(rendered_overlays, overlay):
+    jobset, template, c, env, ds, job = deepspeed_command(rendered_overlays[overlay])
     name, [rjob] = jobset["metadata"]["name"], jobset["spec"]["replicatedJobs"]
     assert ds.no_ssh and ds.node_rank == int(COMPLETION_INDEX)
     assert ds.master_addr == f"{name}-{rjob['name']}-0-0.{name}"  # pod 0 through the JobSet's headless Service
@@ -170,11 +170,11 @@ def test_pretraining_command_is_a_no_ssh_deepspeed_launch_of_our_script(rendered
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered, overlay):
+def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered_overlays, overlay):
     """The job config with the manifest's overrides loads, and its batch splits over nodes x GPUs."""
     from launch.training.config import deepspeed_config, load_pretrain_config
 
-    _, _, c, env, _, job = deepspeed_command(rendered[overlay])
+    _, _, c, env, _, job = deepspeed_command(rendered_overlays[overlay])
     overrides = list(job.overrides) + [f"output_dir={job.output_dir}"]
     cfg = load_pretrain_config(in_repo(c["workingDir"], job.config), overrides)
     assert cfg.data.datasets[0].url == env["SHARDS_URL"] and cfg.data.datasets[0].url.startswith("s3://")
@@ -184,7 +184,7 @@ def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered, 
     assert ds_config["train_batch_size"] == 1024  # the reference's global batch, on any group size
     # Every loader process keeps its own shard cache in /tmp: the volume must hold all of them.
     processes = int(env["GPUS_PER_NODE"]) * (1 + cfg.data.num_workers)
-    scratch = next(v for v in training_pod(rendered[overlay])[1]["spec"]["volumes"] if v["name"] == "tmp")
+    scratch = next(v for v in training_pod(rendered_overlays[overlay])[1]["spec"]["volumes"] if v["name"] == "tmp")
     assert processes * cfg.data.read.cache_bytes <= quantity_bytes(scratch["emptyDir"]["sizeLimit"])
 
 
@@ -194,11 +194,11 @@ def quantity_bytes(q: str) -> int:
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_generated_hostfile_describes_the_group_with_pod_0_first(rendered, overlay, tmp_path):
+def test_generated_hostfile_describes_the_group_with_pod_0_first(rendered_overlays, overlay, tmp_path):
     """Runs the init container's script and reads its output with DeepSpeed's own hostfile parser."""
     from deepspeed.launcher.runner import fetch_hostfile
 
-    docs = rendered[overlay]
+    docs = rendered_overlays[overlay]
     jobset, template, c = training_pod(docs)
     init = container(template, "hostfile")
     mount = mount_path(init, "hostfile")
@@ -234,8 +234,8 @@ def mlflow_server_params(docs: list[Doc]) -> tuple[dict, Doc, dict[str, str]]:
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_mlflow_server_uses_postgres_and_proxied_s3_artifacts(rendered, overlay):
-    docs = rendered[overlay]
+def test_mlflow_server_uses_postgres_and_proxied_s3_artifacts(rendered_overlays, overlay):
+    docs = rendered_overlays[overlay]
     params, c, env = mlflow_server_params(docs)
     store = urlparse(params["backend_store_uri"])
     assert store.scheme == "postgresql" and store.password is None  # the password comes from PGPASSWORD
@@ -245,9 +245,9 @@ def test_mlflow_server_uses_postgres_and_proxied_s3_artifacts(rendered, overlay)
     assert env["PGPASSFILE"].startswith(mount_path(c, "pgpass") + "/")
 
 
-def test_pgpass_init_container_writes_a_file_libpq_accepts(rendered, tmp_path):
+def test_pgpass_init_container_writes_a_file_libpq_accepts(rendered_overlays, tmp_path):
     """Runs the init container's script on a password with the characters pgpass must escape."""
-    docs = rendered["dev"]
+    docs = rendered_overlays["dev"]
     template = find(docs, "Deployment", "mlflow")["spec"]["template"]
     init = container(template, "pgpass")
     secret_dir, pgpass_dir = tmp_path / "secret", tmp_path / "pgpass"
@@ -264,8 +264,8 @@ def test_pgpass_init_container_writes_a_file_libpq_accepts(rendered, tmp_path):
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
-def test_training_pods_reach_mlflow_under_an_allowed_host(rendered, overlay):
-    docs = rendered[overlay]
+def test_training_pods_reach_mlflow_under_an_allowed_host(rendered_overlays, overlay):
+    docs = rendered_overlays[overlay]
     params, c, _ = mlflow_server_params(docs)
     allowed = params["allowed_hosts"].split(",")
     service = find(docs, "Service", "mlflow")

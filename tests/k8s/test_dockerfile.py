@@ -57,20 +57,20 @@ def test_torch_pin_matches_constraints():
     assert any('"torch==${TORCH_VERSION}"' in " ".join(c.value) for c in instructions("RUN"))
 
 
-def test_ray_pin_matches_the_rayjob(rendered):
+def test_ray_pin_matches_the_rayjob(rendered_overlays):
     from tests.k8s.manifests import find
 
-    for docs in rendered.values():
+    for docs in rendered_overlays.values():
         assert find(docs, "RayJob")["spec"]["rayClusterSpec"]["rayVersion"] == build_args()["RAY_VERSION"]
 
 
-def test_final_user_is_a_non_root_uid_the_pods_run_as(rendered):
+def test_final_user_is_a_non_root_uid_the_pods_run_as(rendered_overlays):
     from tests.k8s.manifests import containers, pod_templates
 
     user = resolve(instructions("USER")[-1].value[0])
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) >= 10000, user
-    for docs in rendered.values():
+    for docs in rendered_overlays.values():
         for d in docs:
             for _, template in pod_templates(d):
                 if any(c["image"].split(":")[0].endswith("asymdsd-scale") for c in containers(template)):

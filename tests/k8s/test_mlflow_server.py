@@ -33,9 +33,12 @@ def status(port: int, path: str, host: str) -> int:
         conn.close()
 
 
+pytestmark = pytest.mark.slow  # starts a real MLflow server
+
+
 @pytest.fixture(scope="module")
-def server(rendered, tmp_path_factory):
-    docs = rendered["dev"]
+def server(rendered_overlays, tmp_path_factory):
+    docs = rendered_overlays["dev"]
     deployment = find(docs, "Deployment", "mlflow")
     c = container(deployment["spec"]["template"], "mlflow")
     namespace = deployment["metadata"]["namespace"]
@@ -74,9 +77,9 @@ def server(rendered, tmp_path_factory):
 API = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
-def test_training_pods_tracking_uri_is_served(rendered, server):
+def test_training_pods_tracking_uri_is_served(rendered_overlays, server):
     port, _ = server
-    jobset = find(rendered["dev"], "JobSet", "pretrain-b")
+    jobset = find(rendered_overlays["dev"], "JobSet", "pretrain-b")
     [(_, template)] = pod_templates(jobset)
     uri = next(e["value"] for e in container(template, "deepspeed")["env"] if e["name"] == "MLFLOW_TRACKING_URI")
     assert status(port, API, urlparse(uri).netloc) == 200

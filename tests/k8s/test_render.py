@@ -15,8 +15,8 @@ def test_both_overlays_exist():
     assert {"dev", "prod"} <= set(OVERLAYS)
 
 
-def test_every_object_is_in_the_overlay_namespace(rendered):
-    for overlay, docs in rendered.items():
+def test_every_object_is_in_the_overlay_namespace(rendered_overlays):
+    for overlay, docs in rendered_overlays.items():
         namespace = find(docs, "Namespace")["metadata"]["name"]
         assert namespace != "default"
         for d in docs:
@@ -25,14 +25,14 @@ def test_every_object_is_in_the_overlay_namespace(rendered):
         assert {d["kind"] for d in docs} == EXPECTED_KINDS, overlay
 
 
-def test_the_namespace_enforces_the_restricted_pod_security_standard(rendered):
-    for docs in rendered.values():
+def test_the_namespace_enforces_the_restricted_pod_security_standard(rendered_overlays):
+    for docs in rendered_overlays.values():
         labels = find(docs, "Namespace")["metadata"]["labels"]
         assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
-def test_sizing_is_a_local_variable_and_is_not_applied(rendered):
-    for docs in rendered.values():
+def test_sizing_is_a_local_variable_and_is_not_applied(rendered_overlays):
+    for docs in rendered_overlays.values():
         assert not [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sizing"]
 
 
@@ -43,8 +43,8 @@ def _sizing(overlay: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in gen["literals"])
 
 
-def test_sharding_worker_group_follows_the_sizing_variables(rendered):
-    for overlay, docs in rendered.items():
+def test_sharding_worker_group_follows_the_sizing_variables(rendered_overlays):
+    for overlay, docs in rendered_overlays.items():
         size = _sizing(overlay)
         group = find(docs, "RayJob", "shard-mixture")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
         workers = int(size["SHARD_WORKERS"])
@@ -55,8 +55,8 @@ def test_sharding_worker_group_follows_the_sizing_variables(rendered):
         assert str(worker["resources"]["requests"]["memory"]) == size["SHARD_WORKER_MEMORY"]
 
 
-def test_training_group_follows_the_sizing_variables(rendered):
-    for overlay, docs in rendered.items():
+def test_training_group_follows_the_sizing_variables(rendered_overlays):
+    for overlay, docs in rendered_overlays.items():
         size = _sizing(overlay)
         jobset = find(docs, "JobSet", "pretrain-b")
         job = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]

@@ -81,13 +81,14 @@ def test_mlflow_download_command_parses():
         pytest.fail(f"mlflow artifacts download rejects {argv}: {err}")
 
 
-def test_apply_steps_cover_every_component(rendered):
+def test_apply_steps_cover_every_component(rendered_overlays):
     applied = set(re.findall(r"kubectl apply -k k8s/overlays/prod -l app\.kubernetes\.io/component=(\w+)", RUNBOOK))
-    for overlay, docs in rendered.items():
+    for overlay, docs in rendered_overlays.items():
         components = {d["metadata"].get("labels", {}).get("app.kubernetes.io/component") for d in docs}
         assert components == applied == {"common", "tracking", "sharding", "pretraining"}, overlay
 
 
+@pytest.mark.slow
 def test_manifest_check_runs_on_real_shards(local_ray, tmp_path):
     """The runbook's verification snippet, on shards the real sharder writes (locally, not on S3)."""
     from sharding.shard_corpus import main as shard_corpus

@@ -68,15 +68,15 @@ def schema_errors(doc: Doc) -> list[str]:
     return []
 
 
-def test_every_object_matches_its_schema(rendered):
+def test_every_object_matches_its_schema(rendered_overlays):
     problems = [f"{overlay}: {d['kind']} {d['metadata']['name']}: {e}"
-                for overlay, docs in rendered.items() for d in docs for e in schema_errors(d)]
+                for overlay, docs in rendered_overlays.items() for d in docs for e in schema_errors(d)]
     assert not problems, "\n".join(problems)
 
 
-def test_pod_templates_inside_custom_resources_are_valid_pod_templates(rendered):
+def test_pod_templates_inside_custom_resources_are_valid_pod_templates(rendered_overlays):
     problems = []
-    for overlay, docs in rendered.items():
+    for overlay, docs in rendered_overlays.items():
         for d in docs:
             if (d["apiVersion"], d["kind"]) not in CRD_SCHEMAS:
                 continue
@@ -109,18 +109,18 @@ def _merge(target: Any, patch: Any) -> None:
     ("Deployment", {"spec": {"template": {"spec": {"containers": [{"resource": {}}]}}}}, "resource"),
     ("StatefulSet", {"spec": {"replicas": "1"}}, "'1' is not of type 'integer'"),
 ])
-def test_the_schema_check_catches_typical_mistakes(rendered, kind, mistake, expected):
+def test_the_schema_check_catches_typical_mistakes(rendered_overlays, kind, mistake, expected):
     """A misspelt field or a number written as a string fails, in built-in and custom kinds alike."""
-    doc = copy.deepcopy(find(rendered["dev"], kind))
+    doc = copy.deepcopy(find(rendered_overlays["dev"], kind))
     assert not schema_errors(doc)
     _merge(doc, mistake)
     errors = schema_errors(doc)
     assert any(expected in e for e in errors), errors
 
 
-def test_rayjobs_pass_kuberay_admission_rules(rendered):
+def test_rayjobs_pass_kuberay_admission_rules(rendered_overlays):
     """The rules KubeRay's validation code applies on top of the CRD schema (v1.7.0 utils/validation.go)."""
-    for docs in rendered.values():
+    for docs in rendered_overlays.values():
         for d in (d for d in docs if d["kind"] == "RayJob"):
             name, spec = d["metadata"]["name"], d["spec"]
             assert len(name) <= MAX_RAYJOB_NAME and DNS1035.match(name), name
@@ -133,8 +133,8 @@ def test_rayjobs_pass_kuberay_admission_rules(rendered):
                 assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
 
 
-def test_jobsets_restart_the_whole_group_from_dns_named_pods(rendered):
-    for docs in rendered.values():
+def test_jobsets_restart_the_whole_group_from_dns_named_pods(rendered_overlays):
+    for docs in rendered_overlays.values():
         for d in (d for d in docs if d["kind"] == "JobSet"):
             spec = d["spec"]
             assert spec["network"]["enableDNSHostnames"] is True

@@ -33,23 +33,23 @@ ACCEPTED_CHECKOV_DOCKERFILE = {
 }
 
 
-def all_pods(rendered: dict[str, list[Doc]]):
-    for overlay, docs in rendered.items():
+def all_pods(rendered_overlays: dict[str, list[Doc]]):
+    for overlay, docs in rendered_overlays.items():
         for d in docs:
             for where, template in pod_templates(d):
                 yield f"{overlay}: {d['kind']} {d['metadata']['name']} {where}", template
 
 
-def test_every_container_requests_and_limits_cpu_and_memory(rendered):
-    for where, template in all_pods(rendered):
+def test_every_container_requests_and_limits_cpu_and_memory(rendered_overlays):
+    for where, template in all_pods(rendered_overlays):
         for c in containers(template):
             res = c.get("resources", {})
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(res.get(kind, {})), f"{where} {c['name']}: {kind}"
 
 
-def test_every_pod_runs_non_root_unprivileged_with_a_read_only_root(rendered):
-    for where, template in all_pods(rendered):
+def test_every_pod_runs_non_root_unprivileged_with_a_read_only_root(rendered_overlays):
+    for where, template in all_pods(rendered_overlays):
         spec = template["spec"]
         pod = spec.get("securityContext", {})
         assert pod.get("runAsNonRoot") is True and pod.get("runAsUser", 0) > 0, where
@@ -64,16 +64,16 @@ def test_every_pod_runs_non_root_unprivileged_with_a_read_only_root(rendered):
             assert sc.get("readOnlyRootFilesystem") is True, f"{where} {c['name']}"
 
 
-def test_secrets_are_only_referenced(rendered):
+def test_secrets_are_only_referenced(rendered_overlays):
     """No Secret objects, no secret-looking literal values, no credentials inside URLs."""
-    for overlay, docs in rendered.items():
+    for overlay, docs in rendered_overlays.items():
         assert not [d for d in docs if d["kind"] == "Secret"], overlay
         for d in docs:
             if d["kind"] == "ConfigMap":
                 for key, value in d.get("data", {}).items():
                     assert not SECRET_LIKE.search(key), f"{overlay}: ConfigMap {d['metadata']['name']}: {key}"
                     assert urlparse(value).password is None, f"{overlay}: {key} holds a password"
-    for where, template in all_pods(rendered):
+    for where, template in all_pods(rendered_overlays):
         secret_volumes = {v["name"] for v in template["spec"].get("volumes", []) if "secret" in v}
         for c in containers(template):
             secret_dirs = [m["mountPath"] + "/" for m in c.get("volumeMounts", []) if m["name"] in secret_volumes]
@@ -87,9 +87,9 @@ def test_secrets_are_only_referenced(rendered):
                 assert "://" not in arg or urlparse(arg.split("=", 1)[-1]).password is None, where
 
 
-def referenced_secrets(rendered: dict[str, list[Doc]]) -> set[str]:
+def referenced_secrets(rendered_overlays: dict[str, list[Doc]]) -> set[str]:
     names = set()
-    for _, template in all_pods(rendered):
+    for _, template in all_pods(rendered_overlays):
         names |= {v["secret"]["secretName"] for v in template["spec"].get("volumes", []) if "secret" in v}
         for c in containers(template):
             names |= {s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s}
@@ -98,9 +98,9 @@ def referenced_secrets(rendered: dict[str, list[Doc]]) -> set[str]:
     return names
 
 
-def test_the_runbook_creates_every_secret_the_pods_reference(rendered):
+def test_the_runbook_creates_every_secret_the_pods_reference(rendered_overlays):
     runbook = (ROOT / "docs" / "cluster.md").read_text()
-    names = referenced_secrets(rendered)
+    names = referenced_secrets(rendered_overlays)
     assert names == {"s3-credentials", "mlflow-postgres"}
     for name in names:
         assert f"kubectl create secret generic {name}" in runbook, name
@@ -111,7 +111,7 @@ def checkov_command() -> str | None:
 
 
 def scannable(docs: list[Doc]) -> list[Doc]:
-    """Built-in objects as rendered, custom resources as one Job per pod template."""
+    """Built-in objects as rendered_overlays, custom resources as one Job per pod template."""
     out = []
     for d in docs:
         if d["kind"] not in ("RayJob", "JobSet"):
@@ -145,9 +145,10 @@ def assert_only_accepted(failed: dict[str, set[str]], accepted: dict[str, str]) 
     assert set(failed) == set(accepted), f"accepted findings that no longer occur: {set(accepted) - set(failed)}"
 
 
-def test_checkov_finds_nothing_in_the_manifests_beyond_the_accepted_findings(rendered, tmp_path):
+@pytest.mark.slow
+def test_checkov_finds_nothing_in_the_manifests_beyond_the_accepted_findings(rendered_overlays, tmp_path):
     failed: dict[str, set[str]] = {}
-    for overlay, docs in rendered.items():
+    for overlay, docs in rendered_overlays.items():
         path = tmp_path / f"{overlay}.yaml"
         path.write_text(yaml.safe_dump_all(scannable(docs)))
         for check_id, resources in checkov_failures(path, "kubernetes").items():
@@ -155,5 +156,6 @@ def test_checkov_finds_nothing_in_the_manifests_beyond_the_accepted_findings(ren
     assert_only_accepted(failed, ACCEPTED_CHECKOV)
 
 
+@pytest.mark.slow
 def test_checkov_finds_nothing_in_the_dockerfile_beyond_the_accepted_findings():
     assert_only_accepted(checkov_failures(ROOT / "Dockerfile", "dockerfile"), ACCEPTED_CHECKOV_DOCKERFILE)

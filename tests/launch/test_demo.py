@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.launch.conftest import job_env, launch
@@ -13,6 +14,7 @@ PICTURES = ["shape0_crops", "shape0_masks", "shape0_attention", "loss_curves", "
             "tsne_random_init", "confusion_pretrained", "confusion_random_init"]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, local_ray):
     out = tmp_path / "demo"
     env = job_env(tmp_path)

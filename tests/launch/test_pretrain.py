@@ -31,6 +31,9 @@ from tests.launch.conftest import DEMO, PRETRAIN, free_port, job_env, launch, la
 SECRET = "SUPERSECRET-4242"
 
 
+pytestmark = pytest.mark.slow  # every test launches DeepSpeed training in subprocesses
+
+
 def mlflow_uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
 

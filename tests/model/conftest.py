@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture
-def tiny_cfg() -> ModelConfig:
+def tiny_model_config() -> ModelConfig:
     return load_model_config(ROOT / "configs/model/tiny.yaml")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
@@ -21,16 +22,17 @@ def step(model: AsymDSD) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     return terms, {n: p.grad.clone() for n, p in model.student.named_parameters()}
 
 
-def test_compiled_losses_and_gradients_equal_eager(tiny_cfg):
+@pytest.mark.slow
+def test_compiled_losses_and_gradients_equal_eager(tiny_model_config):
     torch.manual_seed(0)
-    eager = AsymDSD(tiny_cfg)
-    compiled = AsymDSD(tiny_cfg)
+    eager = AsymDSD(tiny_model_config)
+    compiled = AsymDSD(tiny_model_config)
     compiled.student.load_state_dict(eager.student.state_dict())
     compiled.teacher.load_state_dict(eager.teacher.state_dict())
     counters.clear()
     regions = compiled.compile()
-    per_encoder = tiny_cfg.encoder.depth + 2  # blocks, tokenizer, positional MLP
-    assert regions == 2 * per_encoder + tiny_cfg.predictor.depth + 2 * 2  # student + teacher, two heads each
+    per_encoder = tiny_model_config.encoder.depth + 2  # blocks, tokenizer, positional MLP
+    assert regions == 2 * per_encoder + tiny_model_config.predictor.depth + 2 * 2  # student + teacher, two heads each
     assert list(compiled.student.state_dict()) == list(eager.student.state_dict())  # checkpoints are unchanged
 
     expected_terms, expected_grads = step(eager)

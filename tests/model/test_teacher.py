@@ -18,8 +18,8 @@ from tests.model.conftest import tiny_batch
 SCHEDULE = DistillSchedule(0.04, 0.05, 0.99)
 
 
-def test_teacher_receives_no_gradient(tiny_cfg, gen):
-    model = AsymDSD(tiny_cfg)
+def test_teacher_receives_no_gradient(tiny_model_config, gen):
+    model = AsymDSD(tiny_model_config)
     out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
     out.total.backward()
     assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
@@ -27,15 +27,15 @@ def test_teacher_receives_no_gradient(tiny_cfg, gen):
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [n for n, g in grads.items() if g is None]
 
 
-def test_teacher_starts_as_an_exact_copy(tiny_cfg):
-    model = AsymDSD(tiny_cfg)
+def test_teacher_starts_as_an_exact_copy(tiny_model_config):
+    model = AsymDSD(tiny_model_config)
     student = dict(model.student.named_parameters())
     for name, p in model.teacher.named_parameters():
         assert torch.equal(p, student[name]), name
 
 
-def test_ema_update_formula_and_fp32(tiny_cfg):
-    model = AsymDSD(tiny_cfg)
+def test_ema_update_formula_and_fp32(tiny_model_config):
+    model = AsymDSD(tiny_model_config)
     with torch.no_grad():
         for p in model.student.parameters():
             p.add_(torch.randn_like(p))
@@ -50,9 +50,9 @@ def test_ema_update_formula_and_fp32(tiny_cfg):
     assert all(torch.equal(p, q) for p, q in zip(model.teacher.parameters(), snapshot))
 
 
-def test_ema_refuses_a_low_precision_student(tiny_cfg):
+def test_ema_refuses_a_low_precision_student(tiny_model_config):
     """A bf16 copy moves in rounding steps at late-training learning rates: the EMA must never read one."""
-    model = AsymDSD(tiny_cfg)
+    model = AsymDSD(tiny_model_config)
     model.student.to(torch.bfloat16)
     snapshot = [p.clone() for p in model.teacher.parameters()]
     with pytest.raises(TypeError, match="fp32 student weights"):

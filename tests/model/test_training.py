@@ -27,10 +27,10 @@ def with_overrides(cfg, **sections):
     return model_config_from_dict(data)
 
 
-def test_tiny_loss_falls_on_a_fixed_batch(tiny_cfg, gen):
+def test_tiny_loss_falls_on_a_fixed_batch(tiny_model_config, gen):
     """The student fits fixed teacher targets: every branch learns through the shared parameters."""
     torch.manual_seed(0)
-    model = AsymDSD(tiny_cfg)
+    model = AsymDSD(tiny_model_config)
     views = model.prepare(tiny_batch(8, gen), gen)
     targets = model.teacher(views, SCHEDULE)
     opt = torch.optim.AdamW(model.student.parameters(), lr=1e-3, weight_decay=0.05)
@@ -45,17 +45,17 @@ def test_tiny_loss_falls_on_a_fixed_batch(tiny_cfg, gen):
     assert all(b <= a + 0.02 for a, b in zip(losses[5:], losses[6:])), losses
 
 
-def test_total_is_weighted_mean_of_terms(tiny_cfg, gen):
-    model = AsymDSD(tiny_cfg)
+def test_total_is_weighted_mean_of_terms(tiny_model_config, gen):
+    model = AsymDSD(tiny_model_config)
     out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
     assert set(out.terms) == {"cls", "patch", "koleo"}
     expected = (out.terms["patch"] + out.terms["cls"] + 0.01 * out.terms["koleo"]) / 2.01
     assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_cls_mask_pairings(tiny_cfg):
+def test_cls_mask_pairings(tiny_model_config):
     """Unmasked crop 0 vs teacher crop 1 only; 8 masked views and 4 locals vs both teacher crops."""
-    model = AsymDSD(tiny_cfg)
+    model = AsymDSD(tiny_model_config)
     torch.manual_seed(0)
     t = torch.softmax(torch.randn(3, 2, 6), -1)
     s = torch.log_softmax(torch.randn(3, 1 + 8 + 4, 6), -1)
@@ -71,13 +71,13 @@ def test_cls_mask_pairings(tiny_cfg):
 
 
 @pytest.mark.parametrize("mode", ["cls", "mask"])
-def test_ablation_modes_train(tiny_cfg, gen, mode):
+def test_ablation_modes_train(tiny_model_config, gen, mode):
     if mode == "mask":  # AsymSD-MPM: one crop, no CLS token, no local crops
-        cfg = with_overrides(tiny_cfg, mode=mode, num_global_crops=1, num_local_crops=0, encoder={"cls_token": False})
+        cfg = with_overrides(tiny_model_config, mode=mode, num_global_crops=1, num_local_crops=0, encoder={"cls_token": False})
         batch = MultiCropBatch(random_crops(4, 1, 512, gen))
         expected_terms = {"patch", "regression"}
     else:  # AsymSD-CLS: no masking, no predictor
-        cfg = with_overrides(tiny_cfg, mode=mode)
+        cfg = with_overrides(tiny_model_config, mode=mode)
         batch = tiny_batch(4, gen)
         expected_terms = {"cls", "koleo"}
     model = AsymDSD(cfg)
@@ -89,8 +89,8 @@ def test_ablation_modes_train(tiny_cfg, gen, mode):
     assert all(p.grad is not None for p in model.student.parameters())
 
 
-def test_contrast_term_is_optional_and_weighted(tiny_cfg, gen):
-    cfg = with_overrides(tiny_cfg, loss={"contrast": {"weight": 0.5, "temperature": 0.2}})
+def test_contrast_term_is_optional_and_weighted(tiny_model_config, gen):
+    cfg = with_overrides(tiny_model_config, loss={"contrast": {"weight": 0.5, "temperature": 0.2}})
     out = AsymDSD(cfg).losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
     t = out.terms
     assert set(t) == {"cls", "patch", "koleo", "contrast"}
@@ -98,9 +98,9 @@ def test_contrast_term_is_optional_and_weighted(tiny_cfg, gen):
     assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_precomputed_indices_give_the_same_loss(tiny_cfg, gen):
+def test_precomputed_indices_give_the_same_loss(tiny_model_config, gen):
     """A loader may compute FPS/kNN itself: with the same indices and masks the losses are identical."""
-    model = AsymDSD(tiny_cfg)
+    model = AsymDSD(tiny_model_config)
     other = copy.deepcopy(model)
     batch = tiny_batch(3, gen)
     views = model.prepare(batch, gen)  # FPS + kNN inside the model
@@ -123,8 +123,8 @@ def test_precomputed_indices_give_the_same_loss(tiny_cfg, gen):
     assert a.total.item() == pytest.approx(b.total.item(), rel=1e-6)
 
 
-def test_bf16_autocast_step_is_finite(tiny_cfg, gen):
-    model = AsymDSD(tiny_cfg)
+def test_bf16_autocast_step_is_finite(tiny_model_config, gen):
+    model = AsymDSD(tiny_model_config)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
     out.total.backward()
@@ -132,14 +132,14 @@ def test_bf16_autocast_step_is_finite(tiny_cfg, gen):
     assert all(torch.isfinite(p.grad).all() for p in model.student.parameters())
 
 
-def test_crop_count_mismatch_is_a_clear_error(tiny_cfg, gen):
+def test_crop_count_mismatch_is_a_clear_error(tiny_model_config, gen):
     batch = MultiCropBatch(random_crops(2, 3, 512, gen), random_crops(2, 4, 128, gen))
     with pytest.raises(ValueError, match="3 global crops, config says 2"):
-        AsymDSD(tiny_cfg).prepare(batch)
+        AsymDSD(tiny_model_config).prepare(batch)
 
 
-def test_inconsistent_mode_config_names_the_key(tiny_cfg):
+def test_inconsistent_mode_config_names_the_key(tiny_model_config):
     with pytest.raises(ConfigError, match="cls_token"):
-        with_overrides(tiny_cfg, mode="mask")
+        with_overrides(tiny_model_config, mode="mask")
     with pytest.raises(ConfigError, match="encoder.num_heads"):
         model_config_from_dict({"encoder": {"num_heads": "six"}})

@@ -1,4 +1,4 @@
-"""Pipeline fixtures: a small real dataset written by the sharding job."""
+"""Pipeline fixtures: small real datasets written by the sharding job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sharding.shard_corpus import main as shard_corpus
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory, local_ray) -> Path:
+def synthetic_shards(tmp_path_factory, local_ray) -> Path:
     """24 synthetic shapes in 3 shards of 8, with manifest (read-only: copy to modify)."""
     out = tmp_path_factory.mktemp("pipeline") / "synthetic"
     assert shard_corpus(["--source", "synthetic:24", "--output", str(out), "--shard-size", "8", "--no-progress"]) == 0
@@ -18,7 +18,7 @@ def dataset(tmp_path_factory, local_ray) -> Path:
 
 
 @pytest.fixture(scope="session")
-def uneven_dataset(tmp_path_factory, local_ray) -> Path:
+def uneven_shards(tmp_path_factory, local_ray) -> Path:
     """20 synthetic shapes in shards of 7, 7 and 6 samples (read-only: copy to modify)."""
     out = tmp_path_factory.mktemp("pipeline") / "uneven"
     assert shard_corpus(["--source", "synthetic:20", "--output", str(out), "--shard-size", "8", "--no-progress"]) == 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.config import MultiCropConfig
 from pipeline.crops import multi_crop
@@ -33,6 +34,7 @@ print(json.dumps({"warnings": [str(w.message) for w in caught], "points": g.poin
 """
 
 
+@pytest.mark.slow
 def test_kernels_compile_without_a_writable_cache():
     out = subprocess.run([sys.executable, "-c", NO_CACHE], cwd=ROOT, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.splitlines()[-1])

@@ -39,8 +39,8 @@ def run_epoch(cfg, world, workers, global_batch=6, state=None, epoch=0, patches=
     return out, order
 
 
-def test_exact_once_over_two_ranks_and_two_workers(uneven_dataset):
-    cfg = config(uneven_dataset)
+def test_exact_once_over_two_ranks_and_two_workers(uneven_shards):
+    cfg = config(uneven_shards)
     batches, order = run_epoch(cfg, world=2, workers=2)
     assert order.num_samples == 20 and order.num_steps == 4 and order.padding == 4
     assert [len(b) for b in batches.values()] == [4, 4]  # equal batch counts per rank, uneven shards
@@ -54,8 +54,8 @@ def test_exact_once_over_two_ranks_and_two_workers(uneven_dataset):
     assert sum(b.padding for bs in batches.values() for b in bs) == 4  # ...plus the counted padding
 
 
-def test_batches_have_fixed_shapes_and_feed_the_model(uneven_dataset):
-    batches, _ = run_epoch(config(uneven_dataset), world=1, workers=0, patches=LOADER_PATCHES)
+def test_batches_have_fixed_shapes_and_feed_the_model(uneven_shards):
+    batches, _ = run_epoch(config(uneven_shards), world=1, workers=0, patches=LOADER_PATCHES)
     batch = batches[0][0]
     g, loc = batch.crops.global_crops, batch.crops.local_crops
     assert g.points.shape == (6, 2, 512, 3) and g.points.dtype == torch.float32
@@ -66,8 +66,8 @@ def test_batches_have_fixed_shapes_and_feed_the_model(uneven_dataset):
     assert torch.isfinite(out.total) and set(out.terms) == {"cls", "patch", "koleo"}
 
 
-def test_resume_reads_exactly_the_remaining_batches(uneven_dataset):
-    cfg = config(uneven_dataset)
+def test_resume_reads_exactly_the_remaining_batches(uneven_shards):
+    cfg = config(uneven_shards)
     full, order = run_epoch(cfg, world=2, workers=0)
     state = order.state(steps_done=2)
     restored = LoaderState.from_dict(json.loads(json.dumps(state.to_dict())))  # as kept in a checkpoint
@@ -80,8 +80,8 @@ def test_resume_reads_exactly_the_remaining_batches(uneven_dataset):
         assert torch.equal(got, expected)
 
 
-def test_epochs_differ_and_are_reproducible(uneven_dataset):
-    cfg = config(uneven_dataset)
+def test_epochs_differ_and_are_reproducible(uneven_shards):
+    cfg = config(uneven_shards)
     a, _ = run_epoch(cfg, world=1, workers=0, epoch=0)
     b, _ = run_epoch(cfg, world=1, workers=0, epoch=0)
     c, _ = run_epoch(cfg, world=1, workers=0, epoch=1)
@@ -90,9 +90,9 @@ def test_epochs_differ_and_are_reproducible(uneven_dataset):
     assert not torch.equal(first, c[0][0].crops.global_crops.points)
 
 
-def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_dataset, tmp_path, capsys):
+def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_shards, tmp_path, capsys):
     data = tmp_path / "d"
-    shutil.copytree(uneven_dataset, data)
+    shutil.copytree(uneven_shards, data)
     manifest = json.loads((data / "manifest.json").read_text())
     bad = data / manifest["shardlist"][1]["url"]
     raw = bytearray(bad.read_bytes())
@@ -108,12 +108,13 @@ def test_corrupt_shard_is_skipped_or_stops_the_run(uneven_dataset, tmp_path, cap
         run_epoch(config(data, on_shard_error="stop"), world=1, workers=0)
 
 
-def test_the_same_pipeline_reads_from_s3(uneven_dataset, s3_endpoint):
+@pytest.mark.slow
+def test_the_same_pipeline_reads_from_s3(uneven_shards, s3_endpoint):
     storage = s3_storage(s3_endpoint)
-    upload_dir(storage, uneven_dataset, "bucket/uneven")
+    upload_dir(storage, uneven_shards, "bucket/uneven")
     remote = config("s3://bucket/uneven", storage_options=storage)
     from_s3, _ = run_epoch(remote, world=1, workers=2)
-    local, _ = run_epoch(config(uneven_dataset), world=1, workers=0)
+    local, _ = run_epoch(config(uneven_shards), world=1, workers=0)
     for a, b in zip(from_s3[0], local[0]):
         assert torch.equal(a.crops.global_crops.points, b.crops.global_crops.points)
         assert torch.equal(a.crops.local_crops.points, b.crops.local_crops.points)
@@ -141,10 +142,10 @@ def test_meter_separates_data_wait_from_the_step():
     assert s.as_metrics()["data/worker_seconds_per_batch"] == 0.5
 
 
-def test_single_crop_mode_feeds_the_mask_model(uneven_dataset):
+def test_single_crop_mode_feeds_the_mask_model(uneven_shards):
     from model.config import model_config_from_dict
 
-    cfg = config(uneven_dataset, global_crops=CropConfig(count=1, points=512, scale=(0.4, 1.0)), local_crops=None,
+    cfg = config(uneven_shards, global_crops=CropConfig(count=1, points=512, scale=(0.4, 1.0)), local_crops=None,
                  block_shards=8)
     batch = run_epoch(cfg, world=1, workers=0, patches=LOADER_PATCHES)[0][0][0]
     assert batch.crops.local_crops is None and batch.crops.global_crops.points.shape == (6, 1, 512, 3)
@@ -154,9 +155,9 @@ def test_single_crop_mode_feeds_the_mask_model(uneven_dataset):
     assert set(out.terms) == {"patch", "regression"} and torch.isfinite(out.total)
 
 
-def test_missing_shard_is_skipped_and_counted(uneven_dataset, tmp_path, capsys):
+def test_missing_shard_is_skipped_and_counted(uneven_shards, tmp_path, capsys):
     data = tmp_path / "d"
-    shutil.copytree(uneven_dataset, data)
+    shutil.copytree(uneven_shards, data)
     (data / "train-000002.tar").unlink()
     batches, order = run_epoch(config(data), world=1, workers=0)
     assert sum(b.skipped for b in batches[0]) == int((order.positions().shard == 2).sum()) > 0

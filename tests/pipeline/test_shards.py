@@ -22,11 +22,11 @@ def copy_dataset(src, dst):
     return dst
 
 
-def test_manifest_resolves_shards_next_to_it(dataset):
-    m = load_manifest(str(dataset))  # a directory means its manifest.json
+def test_manifest_resolves_shards_next_to_it(synthetic_shards):
+    m = load_manifest(str(synthetic_shards))  # a directory means its manifest.json
     assert m.num_samples == 24 and len(m.shards) == 3
-    assert all(s.url.startswith(str(dataset)) and s.sha256 and s.filesize for s in m.shards)
-    assert load_manifest(str(dataset / "manifest.json")).digest == m.digest
+    assert all(s.url.startswith(str(synthetic_shards)) and s.sha256 and s.filesize for s in m.shards)
+    assert load_manifest(str(synthetic_shards / "manifest.json")).digest == m.digest
 
 
 def without(doc: dict, key: str) -> dict:
@@ -49,16 +49,16 @@ def with_first_shard(doc: dict, **entry: object) -> dict:
     ],
     ids=["json", "kind", "shardlist", "nsamples", "missing-key"],
 )
-def test_malformed_manifests_are_named(dataset, change, message):
+def test_malformed_manifests_are_named(synthetic_shards, change, message):
     """The file and the key are named (the schema itself is tested with sharding.manifest)."""
-    bad = change(json.loads((dataset / "manifest.json").read_text()))
+    bad = change(json.loads((synthetic_shards / "manifest.json").read_text()))
     with pytest.raises(ManifestError, match=message) as err:
         parse_manifest(bad if isinstance(bad, bytes) else json.dumps(bad).encode(), "/data/x/manifest.json")
     assert "/data/x/manifest.json" in str(err.value)
 
 
-def test_a_split_without_samples_is_an_error(dataset):
-    data = (dataset / "manifest.json").read_bytes()
+def test_a_split_without_samples_is_an_error(synthetic_shards):
+    data = (synthetic_shards / "manifest.json").read_bytes()
     with pytest.raises(ManifestError, match="manifest /data/x/manifest.json: no samples in split 'val'"):
         parse_manifest(data, "/data/x/manifest.json", split="val")
     assert parse_manifest(data, "/data/x/manifest.json", split=None).document.splits["train"].samples == 24
@@ -69,8 +69,8 @@ def test_missing_manifest(tmp_path):
         load_manifest(str(tmp_path / "nowhere"))
 
 
-def test_store_reads_every_sample_of_the_manifest(dataset):
-    m = load_manifest(str(dataset))
+def test_store_reads_every_sample_of_the_manifest(synthetic_shards):
+    m = load_manifest(str(synthetic_shards))
     store = ShardStore()
     keys = []
     for shard in m.shards:
@@ -120,8 +120,8 @@ def test_undecodable_points_are_refused():
         decode_npy(buf.getvalue())
 
 
-def test_store_names_the_sample_with_bad_points(dataset, tmp_path):
-    data = copy_dataset(dataset, tmp_path / "d")
+def test_store_names_the_sample_with_bad_points(synthetic_shards, tmp_path):
+    data = copy_dataset(synthetic_shards, tmp_path / "d")
     m = load_manifest(str(data))
     key, members = index_tar(m.shards[0].url, m.shards[0].url)[2]
     offset, _ = members["points.npy"]
@@ -134,8 +134,8 @@ def test_store_names_the_sample_with_bad_points(dataset, tmp_path):
         store.sample(m.shards[0], 2)
 
 
-def test_corrupt_shard_fails_its_checksum(dataset, tmp_path):
-    data = copy_dataset(dataset, tmp_path / "d")
+def test_corrupt_shard_fails_its_checksum(synthetic_shards, tmp_path):
+    data = copy_dataset(synthetic_shards, tmp_path / "d")
     m = load_manifest(str(data))
     raw = bytearray(open(m.shards[1].url, "rb").read())
     raw[5000] ^= 0xFF  # same size, different content
@@ -146,8 +146,8 @@ def test_corrupt_shard_fails_its_checksum(dataset, tmp_path):
         store.sample(m.shards[1], 0)
 
 
-def test_truncated_and_missing_shards(dataset, tmp_path):
-    data = copy_dataset(dataset, tmp_path / "d")
+def test_truncated_and_missing_shards(synthetic_shards, tmp_path):
+    data = copy_dataset(synthetic_shards, tmp_path / "d")
     m = load_manifest(str(data))
     with open(m.shards[0].url, "r+b") as f:
         f.truncate(20000)
@@ -165,14 +165,15 @@ def test_truncated_and_missing_shards(dataset, tmp_path):
         ShardStore().sample(m.shards[2], 0)
 
 
-def test_same_reader_on_s3(dataset, tmp_path, s3_endpoint):
+@pytest.mark.slow
+def test_same_reader_on_s3(synthetic_shards, tmp_path, s3_endpoint):
     storage = s3_storage(s3_endpoint)
-    upload_dir(storage, dataset, "data/synthetic")
+    upload_dir(storage, synthetic_shards, "data/synthetic")
     m = load_manifest("s3://data/synthetic", storage)
-    assert m.digest == load_manifest(str(dataset)).digest
+    assert m.digest == load_manifest(str(synthetic_shards)).digest
     store = ShardStore(ReadConfig(cache_dir=str(tmp_path / "cache")), storage)
     local = ShardStore()
-    local_m = load_manifest(str(dataset))
+    local_m = load_manifest(str(synthetic_shards))
     for shard, local_shard in zip(m.shards, local_m.shards):
         assert np.array_equal(store.sample(shard, 3).points, local.sample(local_shard, 3).points)
     assert len(list((tmp_path / "cache").iterdir())) == 3  # downloaded once each, then read locally
@@ -182,9 +183,9 @@ def open_tars() -> set[str]:
     return {f.path for f in psutil.Process().open_files() if f.path.endswith(".tar")}
 
 
-def test_store_keeps_a_bounded_set_of_shard_files_open(dataset, monkeypatch):
+def test_store_keeps_a_bounded_set_of_shard_files_open(synthetic_shards, monkeypatch):
     monkeypatch.setattr(shards_module, "OPEN_FILES", 2)
-    m = load_manifest(str(dataset))
+    m = load_manifest(str(synthetic_shards))
     store = ShardStore()
     first = [store.sample(shard, 0).points.copy() for shard in m.shards]  # three shards, two stay open
     assert open_tars() == {m.shards[1].url, m.shards[2].url}
@@ -194,9 +195,10 @@ def test_store_keeps_a_bounded_set_of_shard_files_open(dataset, monkeypatch):
     assert open_tars() == set()
 
 
-def test_evicted_downloads_are_closed_and_removed(dataset, tmp_path, s3_endpoint):
+@pytest.mark.slow
+def test_evicted_downloads_are_closed_and_removed(synthetic_shards, tmp_path, s3_endpoint):
     storage = s3_storage(s3_endpoint)
-    upload_dir(storage, dataset, "evicted/synthetic")
+    upload_dir(storage, synthetic_shards, "evicted/synthetic")
     m = load_manifest("s3://evicted/synthetic", storage)
     store = ShardStore(ReadConfig(cache_dir=str(tmp_path / "cache"), cache_bytes=1), storage)
     for shard in m.shards:
@@ -207,10 +209,10 @@ def test_evicted_downloads_are_closed_and_removed(dataset, tmp_path, s3_endpoint
     assert open_tars() == set()
 
 
-def test_unreachable_storage_fails_after_retries(dataset, tmp_path):
+def test_unreachable_storage_fails_after_retries(synthetic_shards, tmp_path):
     storage = {**s3_storage(f"http://127.0.0.1:{free_port()}"),  # nothing listens there
                "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
-    m = load_manifest(str(dataset))
+    m = load_manifest(str(synthetic_shards))
     shard = type(m.shards[0])("s3://data/synthetic/train-000000.tar", 8, None, None)
     store = ShardStore(ReadConfig(retries=2, backoff_s=0.01, cache_dir=str(tmp_path / "c")), storage)
     with pytest.raises(ShardError, match="unreadable after 3 attempts"):
