@@ -15,8 +15,8 @@ import sys
 import torch
 from torch import nn
 
+from configuration.cli import add_print_config, print_config, run_cli
 from model.asymdsd import Student, Teacher
-from configuration import ConfigError
 from model.config import ModelConfig, load_model_config
 from model.flops import training_flops
 
@@ -58,15 +58,19 @@ def training_gflops_per_shape(cfg: ModelConfig, batch_size: int = REFERENCE_BATC
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m model.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="model YAML, e.g. configs/model/asymdsd_s.yaml")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_print_config(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = load_model_config(args.config)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return 2
+    return run_cli(lambda: summarise(args))
+
+
+def summarise(args: argparse.Namespace) -> int:
+    cfg = load_model_config(args.config)
+    if args.print_config:
+        print_config(cfg)
+        return 0
     counts = parameter_counts(cfg)
     gflops = training_gflops_per_shape(cfg)
     if args.json:
