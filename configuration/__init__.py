@@ -7,7 +7,14 @@ everywhere: one message per bad key, with its dotted name, what is allowed there
 
 from configuration.base import ConfigError, StrictModel
 from configuration.errors import format_validation_error
-from configuration.loading import PROJECT_ROOT, apply_override, load_config, read_mapping, resolve_path, validate
+from configuration.loading import (
+    PROJECT_ROOT,
+    apply_override,
+    load_config,
+    read_mapping,
+    resolve_path,
+    validate,
+)
 
 __all__ = [
     "PROJECT_ROOT",

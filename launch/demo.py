@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from launch.training.config import load_pretrain_config
 from launch.evaluation.data import LabelledSet
 from launch.evaluation.features import InputSpec
 from launch.evaluation.protocols import RunResult
+from launch.training.config import load_pretrain_config
+from pipeline.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "demo.yaml"
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[demo] sharding {args.shapes} + {args.test_shapes} synthetic shapes", flush=True)
     shards = shard(out, args)
-    manifest = json.loads((shards / "manifest.json").read_text())
+    manifest = load_manifest(str(shards), split=None).document
 
     print(f"[demo] pretraining tiny for {args.epochs} epochs", flush=True)
     run_id = pretrain(out, shards, uri, args)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     print("[demo] drawing pictures", flush=True)
     draw_pictures(out / "pictures", export, data, scores, run_id, uri, args.seed)
     summary = {
-        "num_shapes": args.shapes, "num_test_shapes": args.test_shapes, "num_shards": len(manifest["shardlist"]),
+        "num_shapes": args.shapes, "num_test_shapes": args.test_shapes, "num_shards": len(manifest.shardlist),
         "epochs": args.epochs, "steps": steps, "wall_seconds": round(time.monotonic() - start, 1),
         "svm_acc_pretrained": scores["pretrained"].accuracy, "svm_acc_random_init": scores["random_init"].accuracy,
         "svm_input": {"points": data.input.num_points, "patches": data.input.num_patches,
@@ -177,11 +178,11 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Run
 def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, RunResult], run_id: str, uri: str,
                   seed: int) -> None:
     """Crops, masks and attention of two held-out shapes; loss curves; t-SNE and confusion of the SVM."""
-    from model.export import load_encoder
     from launch.pictures.evaluation import confusion_figure, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures
     from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
+    from model.export import load_encoder
 
     encoder, cfg, _ = load_encoder(export)
     spec = crop_spec(cfg, data.input.num_points)

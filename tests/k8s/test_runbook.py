@@ -45,8 +45,8 @@ def test_sharding_commands_parse():
 def test_pretraining_command_parses_with_deepspeed_and_our_parser():
     from deepspeed.launcher import runner
 
-    from launch.training.config import load_pretrain_config
     from launch.pretrain import build_parser
+    from launch.training.config import load_pretrain_config
 
     [argv] = commands("deepspeed ")
     ds = runner.parse_args(argv[1:])

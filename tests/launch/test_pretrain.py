@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,11 +22,20 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from launch.training.config import load_pretrain_config
-from model.export import load_encoder
 from launch.training.optim import Schedule
 from model.asymdsd import AsymDSD
+from model.export import load_encoder
 from tests.conftest import ROOT
-from tests.launch.conftest import DEMO, PRETRAIN, free_port, job_env, launch, launcher, python_pretrain, small_run
+from tests.launch.conftest import (
+    DEMO,
+    PRETRAIN,
+    free_port,
+    job_env,
+    launch,
+    launcher,
+    python_pretrain,
+    small_run,
+)
 
 SECRET = "SUPERSECRET-4242"
 

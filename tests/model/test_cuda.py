@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from launch.training.precision import autocast_dtype
 from model.asymdsd import AsymDSD
-from model.batch import CropBatch, MultiCropBatch
+from model.batch import MultiCropBatch
 from model.config import load_model_config
 from model.layers import CrossAttention, SelfAttention
 from model.masking import mask_counts

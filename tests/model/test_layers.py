@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from model.layers import RMSNorm, SelfAttention, attention_probs, residual_drop_path

@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from configuration import ConfigError
 from model.asymdsd import AsymDSD
 from model.batch import CropBatch, MultiCropBatch
-from configuration import ConfigError
 from model.config import model_config_from_dict
 from model.schedules import DistillSchedule
 from tests.model.conftest import random_crops, tiny_batch

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from pipeline import crops
-
 from pipeline.config import AugmentConfig, CropConfig, MultiCropConfig
 from pipeline.crops import (
     augment_matrices,

@@ -10,9 +10,9 @@ import numpy as np
 import psutil
 import pytest
 
-from pipeline.manifest import ManifestError, load_manifest, parse_manifest
 from pipeline import shards as shards_module
 from pipeline.config import ReadConfig
+from pipeline.manifest import ManifestError, load_manifest, parse_manifest
 from pipeline.shards import ShardError, ShardStore, decode_npy, index_tar
 from tests.conftest import free_port, s3_storage, upload_dir
 
