@@ -57,16 +57,17 @@ def test_pretraining_command_parses_with_deepspeed_and_our_parser():
 
 
 def test_throughput_benchmark_command_parses():
-    """bench/train_throughput.py builds its parser inside main(): its --help lists the flags it takes."""
+    """bench.train_throughput builds its parser inside main(): its --help lists the flags it takes."""
     from launch.training.config import load_pretrain_config
 
-    [argv] = commands("python bench/train_throughput.py")
-    usage = subprocess.run([sys.executable, argv[1], "--help"], cwd=ROOT, check=True, capture_output=True,
+    [argv] = commands("python -m bench.train_throughput")
+    flags = argv[3:]
+    usage = subprocess.run([sys.executable, "-m", argv[2], "--help"], cwd=ROOT, check=True, capture_output=True,
                            text=True).stdout
-    for flag in (a for a in argv[2:] if a.startswith("--")):
-        assert re.search(rf"{re.escape(flag)}\b(?!-)", usage), f"{flag} is not a flag of {argv[1]}"
-    config = argv[argv.index("--config") + 1]
-    load_pretrain_config(ROOT / config, [a for a in argv[2:] if "=" in a and not a.startswith("-")])
+    for flag in (a for a in flags if a.startswith("--")):
+        assert re.search(rf"{re.escape(flag)}\b(?!-)", usage), f"{flag} is not a flag of {argv[2]}"
+    config = flags[flags.index("--config") + 1]
+    load_pretrain_config(ROOT / config, [a for a in flags if "=" in a and not a.startswith("-")])
 
 
 def test_mlflow_download_command_parses():
