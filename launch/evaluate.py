@@ -6,91 +6,131 @@
         --dataset scanobjectnn:data/ScanObjectNN/h5_files.zip --variant pb_t50_rs --protocol finetune
     python -m launch.evaluate --config eval.yaml [flags that override it]
 
-The encoder is an export directory (`launch.export`; DeepSpeed checkpoints are exported first) or a
+The encoder is an export directory (`model.export`; DeepSpeed checkpoints are exported first) or a
 published AsymDSD checkpoint. Results are mean +- std over seeds, written as a JSON report and logged
-to MLflow in a run tagged with the pretraining run. See `launch.evaluation` for the protocols.
+to MLflow in a run tagged with the pretraining run. `launch.evaluation.protocols` describes the protocols.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
+from configuration.cli import add_print_config, print_config, run_cli
 from launch.evaluation.data import DatasetError, dataset_spec
-from launch.evaluation.official import OfficialCheckpointError
 from launch.evaluation.protocols import PROTOCOLS
 from launch.evaluation.restricted_pickle import RefusedPickle
-from launch.evaluation.run import eval_config_from_dict, load_eval_config, run_evaluation
-from model.config import ConfigError
+from launch.evaluation.run import load_eval_config, run_evaluation
+from model.official import OfficialCheckpointError
 from pipeline.manifest import ManifestError
+
+ERRORS = (DatasetError, ManifestError, OfficialCheckpointError, RefusedPickle, FileNotFoundError)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag and the `EvalConfig` key it sets (dotted for nested sections)."""
+
+    option: str
+    key: str
+    help: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    nargs: str | None = None
+    const: Any = None  # a switch: the value it sets
+    parse: Callable[[Any], dict[str, Any]] | None = None  # a value that sets several keys under `key`
+
+    def add_to(self, group: argparse._ArgumentGroup) -> None:
+        if self.const is not None:
+            group.add_argument(self.option, dest=self.key, action="store_const", const=self.const, help=self.help)
+            return
+        metavar = None if self.choices else self.key.rsplit(".", 1)[-1].upper()
+        group.add_argument(self.option, dest=self.key, type=self.type, choices=self.choices, nargs=self.nargs,
+                           metavar=metavar, help=self.help)
+
+    def overrides(self, value: Any) -> list[str]:
+        """`key=value` overrides of the config for the flag's value."""
+        if self.parse is None:
+            return [f"{self.key}={yaml_value(value)}"]
+        return [f"{self.key}.{k}={yaml_value(v)}" for k, v in self.parse(value).items()]
+
+
+FLAGS: dict[str, tuple[Flag, ...]] = {
+    "encoder": (
+        Flag("--encoder", "encoder", "export directory (encoder.safetensors + model.yaml)"),
+        Flag("--official-ckpt", "official_ckpt", "published AsymDSD .ckpt"),
+        Flag("--branch", "branch", "official checkpoint branch (default teacher)", choices=("teacher", "student")),
+        Flag("--model-config", "model_config_path", "architecture of an official checkpoint"),
+        Flag("--random-init", "random_init", "re-initialise the weights: the no-pretraining baseline", const=True),
+    ),
+    "data": (
+        Flag("--dataset", "dataset", "KIND:PATH, KIND one of shards, scanobjectnn, modelnet40_h5", parse=dataset_spec),
+        Flag("--variant", "dataset.variant", "ScanObjectNN variant", choices=("obj_bg", "obj_only", "pb_t50_rs")),
+        Flag("--label-key", "dataset.label_key", "shard metadata key of the class (default label)"),
+        Flag("--test-fraction", "dataset.test_fraction", "hold-out share for shards without a test split (default 0.3)",
+             type=float),
+        Flag("--fewshot-path", "fewshot_path", "ModelNetFewshot folder or zip"),
+        Flag("--way", "fewshot.way", "few-shot N (default 5)", type=int),
+        Flag("--shot", "fewshot.shot", "few-shot K (default 10)", type=int),
+        Flag("--folds", "fewshot.folds", "few-shot folds (default 0..9)", type=int, nargs="+"),
+    ),
+    "protocol": (
+        Flag("--protocol", "protocol", choices=PROTOCOLS),
+        Flag("--seeds", "seeds", "runs with seeds 0..N-1 (default 1)", type=int),
+        Flag("--device", "device", "cpu (default), cuda, cuda:1, ..."),
+        Flag("--epochs", "epochs", "total epochs of a trained-head protocol (reference: 150)", type=int),
+        Flag("--batch-size", "batch_size", type=int),
+        Flag("--voting", "voting", "test-time votes (trained heads only; default 1 = none)", type=int),
+        Flag("--eval-every", "eval_every", "also test every N epochs", type=int),
+        Flag("--knn-k", "knn_k", type=int),
+        Flag("--svm-c", "svm_c", type=float),
+        Flag("--num-points", "input.num_points", type=int),
+        Flag("--num-patches", "input.num_patches", type=int),
+        Flag("--patch-size", "input.patch_size", type=int),
+    ),
+    "output": (
+        Flag("--report", "report", "JSON report path (default evaluation.json)"),
+        Flag("--no-mlflow", "mlflow.enabled", const=False),
+        Flag("--tracking-uri", "mlflow.tracking_uri"),
+        Flag("--experiment", "mlflow.experiment"),
+    ),
+}
+
+
+def yaml_value(value: Any) -> str:
+    """`value` written so that an override reads it back as itself (a path like `123` or `on` stays a string)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, float) and "e" in text and "." not in text:
+        text = text.replace("e", ".0e")  # YAML 1.1 reads 1e-07 as a string, 1.0e-07 as a float
+    try:
+        if yaml.safe_load(text) == value:
+            return text
+    except yaml.YAMLError:
+        pass
+    return json.dumps(value)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m launch.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="YAML evaluation config (keys as in launch.evaluation.run.EvalConfig)")
-    src = p.add_argument_group("encoder")
-    src.add_argument("--encoder", help="export directory (encoder.safetensors + model.yaml)")
-    src.add_argument("--official-ckpt", dest="official_ckpt", help="published AsymDSD .ckpt")
-    src.add_argument("--branch", choices=("teacher", "student"), help="official checkpoint branch (default teacher)")
-    src.add_argument("--model-config", dest="model_config_path", help="architecture of an official checkpoint")
-    src.add_argument("--random-init", dest="random_init", action="store_true", default=None,
-                     help="re-initialise the weights: the no-pretraining baseline")
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", help="KIND:PATH, KIND one of shards, scanobjectnn, modelnet40_h5")
-    data.add_argument("--variant", choices=("obj_bg", "obj_only", "pb_t50_rs"), help="ScanObjectNN variant")
-    data.add_argument("--label-key", dest="label_key", help="shard metadata key of the class (default label)")
-    data.add_argument("--test-fraction", dest="test_fraction", type=float,
-                      help="hold-out share for shards without a test split (default 0.3)")
-    data.add_argument("--fewshot-path", dest="fewshot_path", help="ModelNetFewshot folder or zip")
-    data.add_argument("--way", type=int, help="few-shot N (default 5)")
-    data.add_argument("--shot", type=int, help="few-shot K (default 10)")
-    data.add_argument("--folds", type=int, nargs="+", help="few-shot folds (default 0..9)")
-    run = p.add_argument_group("protocol")
-    run.add_argument("--protocol", choices=PROTOCOLS)
-    run.add_argument("--seeds", type=int, help="runs with seeds 0..N-1 (default 1)")
-    run.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
-    run.add_argument("--epochs", type=int, help="total epochs of a trained-head protocol (reference: 150)")
-    run.add_argument("--batch-size", dest="batch_size", type=int)
-    run.add_argument("--voting", type=int, help="test-time votes (trained heads only; default 1 = none)")
-    run.add_argument("--eval-every", dest="eval_every", type=int, help="also test every N epochs")
-    run.add_argument("--knn-k", dest="knn_k", type=int)
-    run.add_argument("--svm-c", dest="svm_c", type=float)
-    run.add_argument("--num-points", dest="num_points", type=int)
-    run.add_argument("--num-patches", dest="num_patches", type=int)
-    run.add_argument("--patch-size", dest="patch_size", type=int)
-    out = p.add_argument_group("output")
-    out.add_argument("--report", help="JSON report path (default evaluation.json)")
-    out.add_argument("--no-mlflow", dest="no_mlflow", action="store_true")
-    out.add_argument("--tracking-uri", dest="tracking_uri")
-    out.add_argument("--experiment")
+    add_print_config(p)
+    for title, flags in FLAGS.items():
+        group = p.add_argument_group(title)
+        for flag in flags:
+            flag.add_to(group)
     return p
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags given, as EvalConfig keys (absent flags leave the YAML or the defaults alone)."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
-    out: dict[str, Any] = {k: given.pop(k) for k in list(given) if k in (
-        "encoder", "official_ckpt", "branch", "model_config_path", "random_init", "protocol", "fewshot_path",
-        "seeds", "device", "epochs", "batch_size", "voting", "eval_every", "knn_k", "svm_c", "report")}
-    if "dataset" in given:
-        options = {k: given.pop(k) for k in ("variant", "label_key", "test_fraction") if k in given}
-        out["dataset"] = {**dataset_spec(given.pop("dataset")), **options}
-    fewshot = {k: given.pop(k) for k in ("way", "shot", "folds") if k in given}
-    if fewshot:
-        out["fewshot"] = fewshot
-    inputs = {k: given.pop(k) for k in ("num_points", "num_patches", "patch_size") if k in given}
-    if inputs:
-        out["input"] = inputs
-    mlflow = {k: given.pop(k) for k in ("tracking_uri", "experiment") if k in given}
-    if given.pop("no_mlflow", False):
-        mlflow["enabled"] = False
-    if mlflow:
-        out["mlflow"] = mlflow
-    leftover = sorted(k for k, v in given.items() if v is not False)
-    if leftover:
-        raise ConfigError(f"--{leftover[0].replace('_', '-')} needs --dataset (or belongs to another option group)")
-    return out
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The flags given, as `key=value` overrides (absent flags leave the YAML or the defaults alone)."""
+    return [item for flags in FLAGS.values() for flag in flags if getattr(args, flag.key) is not None
+            for item in flag.overrides(getattr(args, flag.key))]
 
 
 def _summary(report: dict) -> str:
@@ -99,18 +139,20 @@ def _summary(report: dict) -> str:
             f"(mean class {100 * mca['mean']:.2f} +- {100 * mca['std']:.2f}) over {acc['n']} run(s)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _evaluate(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        overrides = _overrides(args)
-        cfg = load_eval_config(args.config, overrides) if args.config else eval_config_from_dict(overrides, "flags")
-        report, _ = run_evaluation(cfg)
-    except (ConfigError, DatasetError, ManifestError, OfficialCheckpointError, RefusedPickle, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_eval_config(args.config, flag_overrides(args))
+    if args.print_config:
+        print_config(cfg)
+        return 0
+    report, _ = run_evaluation(cfg)
     print(_summary(report))
     print(f"report: {cfg.report}" + (f" (MLflow run {report['mlflow_run_id']})" if "mlflow_run_id" in report else ""))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: _evaluate(argv), errors=ERRORS)
 
 
 if __name__ == "__main__":

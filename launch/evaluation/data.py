@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from configuration import StrictModel
 from launch.evaluation.restricted_pickle import loads_arrays
 from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
@@ -76,10 +77,8 @@ class TrainTest:
     info: dict  # provenance for the report: kind, path, split rule, manifest digest, ...
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(StrictModel):
     """Where the labelled data is and how to read it (`--dataset KIND:PATH` plus options)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: DatasetKind
     path: str

@@ -1,7 +1,7 @@
 """Where the encoder under evaluation comes from: an export directory, an official checkpoint, or a
 randomly initialised copy of either's architecture (the baseline every pretrained number is read against).
 
-DeepSpeed checkpoints are not read here: `launch.export` turns one into an export directory (the
+DeepSpeed checkpoints are not read here: `model.export` turns one into an export directory (the
 teacher encoder as safetensors), which is what evaluation takes.
 """
 
@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from launch.evaluation.official import load_official_encoder
-from launch.export import build_encoder, load_encoder
 from model.asymdsd import init_weights
 from model.config import ModelConfig, load_model_config
 from model.encoder import PointEncoder
+from model.export import build_encoder, load_encoder
+from model.official import load_official_encoder
 
 
 def random_encoder(cfg: ModelConfig, seed: int = 0, device: str | torch.device = "cpu") -> PointEncoder:

@@ -14,9 +14,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import Tensor
 
+from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
 from model.encoder import PointEncoder
 from model.patchify import farthest_point_sample, patchify
@@ -24,10 +25,8 @@ from model.patchify import farthest_point_sample, patchify
 Pooling = Literal["cls", "mean", "max"]
 
 
-class InputSpec(BaseModel):
+class InputSpec(StrictModel):
     """How a cloud becomes encoder input: points kept, how they are chosen, patches and their size."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_points: int = Field(1024, ge=1)
     subsample: Literal["fps", "random"] = "fps"
@@ -35,10 +34,8 @@ class InputSpec(BaseModel):
     patch_size: int = Field(32, ge=1)
 
 
-class Augmentation(BaseModel):
+class Augmentation(StrictModel):
     """Training-time augmentation: a turn about Z and an anisotropic scale."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rotate_z: bool = False
     scale: tuple[float, float] | None = None

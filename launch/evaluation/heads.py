@@ -1,4 +1,5 @@
-"""The reference's classification heads (section 9.1) and the encoder + head classifier they sit on."""
+"""Classification heads as in the official AsymDSD code (remcofl/AsymDSD, `asymdsd/layers/classification_head.py`)
+and the encoder + head classifier they sit on."""
 
 from __future__ import annotations
 

@@ -19,9 +19,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn.svm import LinearSVC
+from pydantic import Field
 
+from configuration import StrictModel
 from launch.evaluation.data import LabelledSet, fewshot_fold
 from launch.evaluation.features import Augmentation, InputSpec, Pooling, extract_features
 from launch.evaluation.train import NeuralConfig, Phase, predictions, train_classifier
@@ -46,10 +46,8 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
 
-class FeatureConfig(BaseModel):
+class FeatureConfig(StrictModel):
     """A frozen-feature protocol: features, and the SVM's C or the kNN's k."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: InputSpec = InputSpec()
     pooling: tuple[Pooling, ...] = ("cls", "mean")
@@ -78,6 +76,8 @@ def _features(encoder, train, test, cfg: FeatureConfig, device, seed) -> tuple[n
 def svm_run(encoder: PointEncoder, train: LabelledSet, test: LabelledSet, device: torch.device | str,
             seed: int = 0, cfg: FeatureConfig = FeatureConfig()) -> RunResult:
     """LinearSVC(C) on L2-normalised frozen features."""
+    from sklearn.svm import LinearSVC  # scikit-learn (and its SciPy) load when a protocol runs, not on import
+
     train_x, test_x = _features(encoder, train, test, cfg, device, seed)
     svm = LinearSVC(C=cfg.svm_c, random_state=seed, max_iter=10_000).fit(train_x, train.labels)
     pred = predictions(test.labels, svm.predict(test_x).astype(np.int64))
@@ -144,8 +144,8 @@ def neural_run(encoder: PointEncoder, model_cfg: ModelConfig, train: LabelledSet
     return RunResult(seed, p.accuracy, p.mean_class_accuracy, p.y_true, p.y_pred, fold=fold, history=outcome.history)
 
 
-class FewShotConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FewShotConfig(StrictModel):
+    """The N-way K-shot task and which of its folds to run."""
 
     way: int = Field(5, ge=2)
     shot: int = Field(10, ge=1)

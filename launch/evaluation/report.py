@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from configuration.redact import redact
 from launch.evaluation.protocols import RunResult
-from launch.tracking import Tracker, flatten, git_commit, redact
+from launch.tracking import Tracker, flatten, git_commit
 
 DEFAULT_EXPERIMENT = "evaluation"
 

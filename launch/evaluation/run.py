@@ -1,20 +1,21 @@
 """One evaluation job: encoder source + data + protocol + seeds -> report (JSON and MLflow).
 
-`EvalConfig` is what `python -m launch.evaluate` builds from its flags or a YAML file; `run_evaluation`
-is the same job for Python callers. Defaults are the reference's recipes; `epochs`, `batch_size` and
-the input overrides exist so that small data and tests run in seconds.
+`EvalConfig` is what `python -m launch.evaluate` reads (`load_eval_config`: a YAML file, then its flags);
+`run_evaluation` is the same job for Python callers. Defaults are the reference's recipes; `epochs`,
+`batch_size` and the input overrides exist so that small data and tests run in seconds.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from configuration import StrictModel, load_config
 from launch.evaluation.data import DatasetConfig, load_dataset
 from launch.evaluation.encoders import load_encoder_source
 from launch.evaluation.features import InputSpec
@@ -33,30 +34,30 @@ from launch.evaluation.protocols import (
 from launch.evaluation.report import DEFAULT_EXPERIMENT, build_report, log_report, write_report
 from launch.evaluation.train import NeuralConfig
 from launch.tracking import tracking_uri
-from model.config import ConfigError, ModelConfig, format_validation_error
+from model.config import ModelConfig
+
+WHAT = "evaluation config"
 
 
-class InputOverrides(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class InputOverrides(StrictModel):
+    """Input settings that replace the protocol's defaults for the dataset (unset: the default)."""
 
     num_points: int | None = Field(None, ge=1)
     num_patches: int | None = Field(None, ge=1)
     patch_size: int | None = Field(None, ge=1)
 
 
-class MlflowConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MlflowConfig(StrictModel):
     enabled: bool = True
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite next to the report")
     experiment: str = DEFAULT_EXPERIMENT
     run_name: str | None = None
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EvalConfig(StrictModel):
+    """One evaluation job: the encoder, the data, the protocol and its seeds, where results go."""
 
-    encoder: str | None = Field(None, description="export directory (launch.export)")
+    encoder: str | None = Field(None, description="export directory (model.export)")
     official_ckpt: str | None = Field(None, description="a published AsymDSD Lightning .ckpt")
     branch: str = "teacher"
     model_config_path: str | None = Field(None, description="architecture of an official checkpoint (default: inferred)")
@@ -90,18 +91,9 @@ class EvalConfig(BaseModel):
         return self
 
 
-def eval_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> EvalConfig:
-    try:
-        return EvalConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source, EvalConfig, "evaluation config")) from None
-
-
-def load_eval_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> EvalConfig:
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid evaluation config ({path}): top level must be a mapping")
-    return eval_config_from_dict({**data, **(overrides or {})}, str(path))
+def load_eval_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> EvalConfig:
+    """A YAML evaluation config (or none: the defaults) with `a.b=value` overrides applied, validated."""
+    return load_config(EvalConfig, path, overrides, what=WHAT)
 
 
 def _input(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str) -> InputSpec:

@@ -16,23 +16,21 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import balanced_accuracy_score
+from pydantic import Field
 from torch import nn
 
+from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
 from launch.evaluation.features import Augmentation, InputSpec, Pooling, batches
 from launch.evaluation.heads import HeadKind, PointClassifier
-from launch.export import build_encoder
 from model.config import ModelConfig
 from model.encoder import PointEncoder
+from model.export import build_encoder
 from model.schedules import linear, warmup_cosine
 
 
-class Phase(BaseModel):
+class Phase(StrictModel):
     """Epochs with one learning-rate shape: warm-up then cosine, or a straight line start -> end."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = Field(ge=1)
     frozen_encoder: bool
@@ -50,10 +48,9 @@ class Phase(BaseModel):
         return warmup_cosine(step, total, warmup, self.start_lr, self.peak_lr, self.end_lr)
 
 
-class NeuralConfig(BaseModel):
-    """A trained-head protocol; the defaults are the reference's (section 9.1)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class NeuralConfig(StrictModel):
+    """A trained-head protocol; the defaults follow the official AsymDSD code's classifier recipes
+    (remcofl/AsymDSD, `asymdsd/models/neural_classifier.py` and its fine-tuning configs)."""
 
     head: HeadKind
     pooling: tuple[Pooling, ...] = ("cls", "mean", "max")
@@ -97,6 +94,8 @@ class TrainOutcome:
 
 
 def predictions(y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
+    from sklearn.metrics import balanced_accuracy_score  # loads SciPy: only when a protocol runs
+
     return Predictions(float(np.mean(y_true == y_pred)) if len(y_true) else float("nan"),
                        float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
                        y_true, y_pred)

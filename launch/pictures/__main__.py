@@ -13,6 +13,7 @@ history, and every picture is also logged to that run under `pictures/`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from launch.pictures.output import save_figure
@@ -43,13 +44,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--encoder needs a shape source: --shards DIR or --synthetic")
     if args.encoder is None and args.run_id is None:
         parser.error("nothing to draw: give --encoder (shape pictures) and/or --run-id (loss curves)")
+    if args.synthetic and importlib.util.find_spec("trimesh") is None:
+        parser.error("--synthetic builds meshes with trimesh, which is not installed: "
+                     "pip install 'asymdsd-scale[sharding]' (or take shapes from --shards)")
     return args
 
 
 def draw_shapes(args: argparse.Namespace) -> list[str]:
-    from launch.export import load_encoder
     from launch.pictures.sample import crop_spec, sample_figures
     from launch.pictures.shapes import shard_shape, synthetic_shape
+    from model.export import load_encoder
 
     encoder, cfg, _ = load_encoder(args.encoder)
     spec = crop_spec(cfg, args.global_points, args.local_points)

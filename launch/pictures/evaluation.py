@@ -7,9 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.manifold import TSNE
-from sklearn.metrics import confusion_matrix
-from threadpoolctl import threadpool_limits
 
 from launch.pictures.panels import as_array, category_colors, new_figure
 
@@ -33,14 +30,16 @@ def embed_2d(features, method: str = "tsne", seed: int = 0) -> np.ndarray:
 
     The t-SNE perplexity is capped below n / 3 so that small evaluation sets (a few dozen shapes) work.
     Below `SERIAL_TSNE_SAMPLES` t-SNE runs on one OpenMP thread: each of its ~1000 gradient steps is a
-    parallel region, and for so few points the synchronisation costs more than the work (90 points:
-    0.4 s on one thread, 15 s on two threads of a busy 2-core machine).
+    parallel region, and for so few points the synchronisation costs more than the work.
     """
     features = as_array(features, "features", 2, np.float32)
     n = len(features)
     if n < 4:
         raise ValueError(f"features: a 2-D embedding needs at least 4 samples, got {n}")
     if method == "tsne":
+        from sklearn.manifold import TSNE  # scikit-learn loads SciPy: imported when a picture is drawn
+        from threadpoolctl import threadpool_limits
+
         tsne = TSNE(2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed)
         with threadpool_limits(1 if n < SERIAL_TSNE_SAMPLES else None, user_api="openmp"):
             return tsne.fit_transform(features)
@@ -89,6 +88,8 @@ def confusion_figure(y_true, y_pred, class_names: Sequence[str], title: str | No
     The title gives the overall accuracy and the mean per-class accuracy, the two numbers the
     reference reports (OA and mAcc).
     """
+    from sklearn.metrics import confusion_matrix
+
     y_true = as_array(y_true, "y_true", 1, np.int64)
     y_true = _labels(y_true, len(y_true), class_names, "y_true")
     y_pred = _labels(y_pred, len(y_true), class_names, "y_pred")

@@ -8,7 +8,6 @@ drawn over the whole shape (uniformly subsampled to a global crop's size), as ev
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,8 @@ from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.masking import inverse_block_mask
 from model.patchify import Patches, normalize_unit_sphere, patchify
-from pipeline.crops import Crops, MultiCropSpec, multi_crop
+from pipeline.config import MultiCropConfig
+from pipeline.crops import Crops, multi_crop
 
 # The reference's crop sizes are 16 points per patch (1024 / 64 global, 256 / 16 local), and the tiny
 # config keeps the ratio (512 / 32, 128 / 8): the default crop size when none is given.
@@ -43,20 +43,21 @@ class SampleViews:
     masks: torch.Tensor | None  # (Cg * M, P) bool, True = masked; None if the model does not mask
 
 
-def crop_spec(cfg: ModelConfig, global_points: int | None = None, local_points: int | None = None) -> MultiCropSpec:
+def crop_spec(cfg: ModelConfig, global_points: int | None = None, local_points: int | None = None
+              ) -> MultiCropConfig:
     """The model's crop counts with the reference's crop scales; sizes default to 16 points per patch."""
-    defaults = MultiCropSpec()
+    defaults = MultiCropConfig()
     pc = cfg.patchify
-    global_crops = dataclasses.replace(defaults.global_crops, count=cfg.num_global_crops,
-                                       points=global_points or POINTS_PER_PATCH * pc.global_patches)
+    global_crops = {**defaults.global_crops.model_dump(), "count": cfg.num_global_crops,
+                    "points": global_points or POINTS_PER_PATCH * pc.global_patches}
     local_crops = None
     if cfg.uses_cls and cfg.num_local_crops > 0:
-        local_crops = dataclasses.replace(defaults.local_crops, count=cfg.num_local_crops,
-                                          points=local_points or POINTS_PER_PATCH * pc.local_patches)
-    return MultiCropSpec(global_crops, local_crops, defaults.augment)
+        local_crops = {**defaults.local_crops.model_dump(), "count": cfg.num_local_crops,
+                       "points": local_points or POINTS_PER_PATCH * pc.local_patches}
+    return MultiCropConfig(global_crops=global_crops, local_crops=local_crops, augment=defaults.augment)
 
 
-def sample_views(points: np.ndarray, cfg: ModelConfig, spec: MultiCropSpec, seed: int) -> SampleViews:
+def sample_views(points: np.ndarray, cfg: ModelConfig, spec: MultiCropConfig, seed: int) -> SampleViews:
     """Crop, patchify and mask one (N, 3) cloud as pretraining does; every draw follows from `seed`."""
     global_crops, local_crops = multi_crop(points, spec, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
@@ -88,7 +89,7 @@ def shape_attention(encoder: PointEncoder, points: np.ndarray, cfg: ModelConfig,
     return normalised.numpy(), patches.centers[0].cpu().numpy(), maps[0].cpu().numpy()
 
 
-def sample_figures(shape: Shape, encoder: PointEncoder, cfg: ModelConfig, spec: MultiCropSpec, seed: int,
+def sample_figures(shape: Shape, encoder: PointEncoder, cfg: ModelConfig, spec: MultiCropConfig, seed: int,
                    block: int = -1) -> dict[str, Figure]:
     """{'crops', 'masks', 'attention': Figure} of one shape; 'masks' only if the model masks and
     'attention' only if its encoder has a CLS token."""

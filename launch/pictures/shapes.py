@@ -1,4 +1,8 @@
-"""Where the CLI's shapes come from: a sharded dataset (what pretraining read) or the synthetic generator."""
+"""Where the CLI's shapes come from: a sharded dataset (what pretraining read) or the synthetic generator.
+
+The synthetic generator builds meshes with trimesh, which comes with the `sharding` extra, so it is
+imported only when a synthetic shape is asked for: everything else here works with the `train` extra.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,28 @@ import numpy as np
 from launch.pictures.sample import Shape
 from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
-from sharding.records import Loaded
-from sharding.sampling import SampleSpec, make_points
-from sharding.synthetic import generate_shape
+
+SHARDING_EXTRA = "pip install 'asymdsd-scale[sharding]'"
 
 
-def synthetic_shape(index: int, seed: int = 0, num_points: int = SampleSpec().num_points) -> Shape:
-    """Shape `index` of the synthetic corpus `seed`, surface-sampled as the sharding job stores it."""
+def synthetic_shape(index: int, seed: int = 0, num_points: int | None = None) -> Shape:
+    """Shape `index` of the synthetic corpus `seed`, surface-sampled as the sharding job stores it
+    (`num_points` defaults to the sharding job's)."""
     if index < 0:
         raise ValueError(f"synthetic shape index must be >= 0, got {index}")
+    try:
+        from sharding.synthetic import generate_shape
+    except ImportError as err:
+        if err.name != "trimesh":
+            raise
+        raise ImportError(f"synthetic shapes are meshes built with trimesh, which is not installed: "
+                          f"{SHARDING_EXTRA}", name="trimesh") from err
+    from sharding.records import Loaded
+    from sharding.sampling import SampleSpec, make_points
+
+    spec = SampleSpec() if num_points is None else SampleSpec(num_points=num_points)
     mesh, family = generate_shape(index, seed)
-    points = make_points(Loaded(mesh, "", y_up=False), f"{index:07d}", SampleSpec(num_points=num_points))
+    points = make_points(Loaded(mesh, "", y_up=False), f"{index:07d}", spec)
     return Shape(f"synthetic shape {index} ({family})", points.astype(np.float32))
 
 

@@ -1,9 +1,12 @@
 """Shared pieces of the evaluation tests: small labelled sets whose classes differ in geometry, a tiny
-random encoder, and writers for the public file formats (h5 releases, few-shot pickles)."""
+random encoder, writers for the public file formats (h5 releases, few-shot pickles), and a CLI's
+`--help` run without the modules the `train` extra does not install."""
 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -18,6 +21,7 @@ from tests.conftest import ROOT
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
 CLASSES = ("sphere", "plane", "line")
 SMALL_INPUT = InputSpec(num_points=256, num_patches=16, patch_size=16)
+NOT_IN_TRAIN_EXTRA = ("trimesh", "ray", "scipy", "webdataset", "tqdm")
 
 
 def shape_cloud(kind: int, rng: np.random.Generator, n: int = 256) -> np.ndarray:
@@ -77,3 +81,10 @@ def write_fewshot_folds(root: Path, way: int, shot: int, folds: int, test_per_cl
             doc[split] = rows
         (folder / f"{fold}.pkl").write_bytes(pickle.dumps(doc, protocol=2))
     return root
+
+
+def help_without(module: str, blocked: tuple[str, ...] = NOT_IN_TRAIN_EXTRA) -> subprocess.CompletedProcess:
+    """`python -m <module> --help` in a fresh interpreter in which every module of `blocked` fails to import."""
+    code = (f"import runpy, sys\nfor name in {list(blocked)!r}:\n    sys.modules[name] = None\n"
+            f"sys.argv = [{module!r}, '--help']\nrunpy.run_module({module!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)

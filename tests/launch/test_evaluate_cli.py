@@ -1,5 +1,6 @@
-"""`python -m launch.evaluate` end to end: real shards, an export directory or an official checkpoint,
-the JSON report, and an MLflow (sqlite) run linked to the pretraining run."""
+"""`python -m launch.evaluate`: end to end on real shards from an export directory or an official
+checkpoint (the JSON report, an MLflow run linked to the pretraining run), and the config errors,
+`--print-config` and `--help` that need no data."""
 
 from __future__ import annotations
 
@@ -10,24 +11,26 @@ import yaml
 from mlflow import MlflowClient
 
 from launch.evaluate import main
-from launch.evaluation.official import official_state_dict
-from launch.export import export_encoder
-from tests.launch.eval_fixtures import TINY, tiny_encoder
+from model.official import official_state_dict
+from model.export import export_encoder
+from tests.launch.eval_fixtures import TINY, help_without, tiny_encoder
 from tests.launch.test_evaluate_official import write_lightning_ckpt
 
 SMALL = ["--num-points", "256", "--num-patches", "16", "--patch-size", "16"]
 
 
 @pytest.fixture
-def pretrain_run(tmp_path):
+def pretrain_mlflow_run(tmp_path) -> tuple[str, str]:
+    """(tracking URI, run id) of an empty pretraining run in a fresh sqlite store."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("pretrain"), run_name="pretrain")
     return uri, run.info.run_id
 
 
-def test_svm_from_an_export_logs_a_run_linked_to_pretraining(tmp_path, pretrain_shards, pretrain_run, capsys):
-    uri, pretrain_id = pretrain_run
+@pytest.mark.slow
+def test_svm_from_an_export_logs_a_run_linked_to_pretraining(tmp_path, pretrain_shards, pretrain_mlflow_run, capsys):
+    uri, pretrain_id = pretrain_mlflow_run
     encoder, cfg = tiny_encoder(0)
     export = export_encoder(encoder, cfg, tmp_path / "export", {"mlflow_run_id": pretrain_id, "step": 40})
     report_path = tmp_path / "out" / "svm.json"
@@ -48,6 +51,7 @@ def test_svm_from_an_export_logs_a_run_linked_to_pretraining(tmp_path, pretrain_
     assert artifacts == ["evaluation/svm.json"]
 
 
+@pytest.mark.slow
 def test_yaml_job_on_an_official_checkpoint_with_voting(tmp_path, pretrain_shards, capsys):
     encoder, cfg = tiny_encoder(0)
     ckpt = write_lightning_ckpt(tmp_path / "AsymDSD-tiny.ckpt", official_state_dict(encoder, cfg))
@@ -78,3 +82,44 @@ def test_bad_jobs_fail_before_any_work_with_the_reason(args, message, capsys):
 def test_missing_export_directory_is_reported(tmp_path, capsys):
     assert main(["--encoder", str(tmp_path / "nope"), "--protocol", "svm", "--dataset", "shards:x", "--no-mlflow"]) == 2
     assert "encoder.safetensors is missing" in capsys.readouterr().err
+
+
+def write_job(tmp_path, job: dict):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+@pytest.mark.parametrize("job, flags, key, suggestion", [
+    ({"protocl": "svm"}, [], "protocl: unknown key", "did you mean 'protocol'?"),
+    ({"protocol": "svn"}, [], "protocol: Input should be", "did you mean 'svm'?"),
+    ({"protocol": "svm", "dataset": {"kind": "shards", "path": "x", "labelkey": "class"}}, [],
+     "dataset.labelkey: unknown key", "did you mean 'label_key'?"),
+    ({"protocol": "svm"}, ["--dataset", "shard:x"], "dataset.kind: Input should be", "did you mean 'shards'?"),
+])
+def test_misspelt_keys_and_values_exit_2_naming_the_key_and_a_close_match(tmp_path, capsys, job, flags, key,
+                                                                          suggestion):
+    assert main(["--config", str(write_job(tmp_path, {"encoder": "e", **job})), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid evaluation config") and key in err and suggestion in err
+
+
+def test_print_config_shows_the_yaml_with_the_flags_applied_and_runs_nothing(tmp_path, capsys):
+    job = write_job(tmp_path, {"encoder": "runs/x/export", "protocol": "linear", "epochs": 2,
+                               "dataset": {"kind": "scanobjectnn", "path": "h5_files.zip"}})
+    report = tmp_path / "linear.json"
+    assert main(["--config", str(job), "--variant", "obj_bg", "--epochs", "5", "--label-key", "on", "--folds", "0", "3",
+                 "--no-mlflow", "--report", str(report), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["dataset"] == {"kind": "scanobjectnn", "path": "h5_files.zip", "variant": "obj_bg",
+                                  "label_key": "on", "test_fraction": 0.3, "split_seed": 0, "storage_options": {}}
+    assert printed["epochs"] == 5 and printed["fewshot"]["folds"] == [0, 3] and printed["seeds"] == 1
+    assert printed["mlflow"]["enabled"] is False and printed["report"] == str(report)
+    assert not report.exists()
+
+
+@pytest.mark.slow
+def test_help_needs_only_the_train_extra():
+    done = help_without("launch.evaluate")
+    assert done.returncode == 0, done.stderr
+    assert "--official-ckpt" in done.stdout and "--print-config" in done.stdout

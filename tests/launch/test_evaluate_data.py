@@ -20,6 +20,7 @@ from sharding.synthetic import FAMILIES, family_of
 from tests.launch.eval_fixtures import write_h5
 
 
+@pytest.mark.slow
 def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
     data = load_shards(DatasetConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34))
     assert data.train.class_names == tuple(sorted(FAMILIES))
@@ -33,6 +34,7 @@ def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
     assert data.info["manifest_digest"]
 
 
+@pytest.mark.slow
 def test_shards_missing_label_key_names_it(pretrain_shards):
     with pytest.raises(DatasetError, match=r"no metadata key 'class' \(keys: .*label"):
         load_shards(DatasetConfig(kind="shards", path=str(pretrain_shards), label_key="class"))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from launch.evaluation.encoders import random_encoder
-from launch.evaluation.official import (
+from model.official import (
     OfficialCheckpointError,
     infer_model_config,
     load_official_encoder,
@@ -31,7 +31,7 @@ MODELS = ROOT / "configs" / "model"
 
 
 @pytest.fixture(scope="module")
-def small_s():
+def shallow_s_encoders():
     """AsymDSD-S's architecture (S tokenizer, width 384, 6 heads) at depth 2, so forwards stay cheap."""
     cfg = load_model_config(MODELS / "asymdsd_s.yaml")
     cfg = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"depth": 2})})
@@ -83,7 +83,7 @@ def write_lightning_ckpt(path: Path, teacher: dict, student: dict | None = None,
 def test_full_s_layout_matches_the_published_parameter_count():
     cfg = load_model_config(MODELS / "asymdsd_s.yaml")
     theirs = official_state_dict(random_encoder(cfg), cfg)
-    assert sum(v.numel() for v in theirs.values()) == 21_786_240  # reference Appendix B
+    assert sum(v.numel() for v in theirs.values()) == 21_786_240  # the published AsymDSD-S parameter count
     inferred = infer_model_config(theirs, "official:S")
     assert inferred.tokenizer.hidden_dims == [[128, 256], [512]] and not inferred.tokenizer.bias
     assert (inferred.encoder.dim, inferred.encoder.depth, inferred.encoder.num_heads, inferred.encoder.mlp_ratio) == (
@@ -103,8 +103,8 @@ def test_b_layout_has_the_biased_variable_tokenizer():
     assert inferred.encoder.num_heads == 12
 
 
-def test_checkpoint_round_trips_through_the_official_layout(tmp_path, small_s, patches):
-    cfg, teacher, student = small_s
+def test_checkpoint_round_trips_through_the_official_layout(tmp_path, shallow_s_encoders, patches):
+    cfg, teacher, student = shallow_s_encoders
     theirs = official_state_dict(teacher, cfg)
     path = write_lightning_ckpt(tmp_path / "AsymDSD-S_ShapeNet.ckpt", theirs, official_state_dict(student, cfg))
     encoder, got_cfg, meta = load_official_encoder(path)
@@ -119,8 +119,8 @@ def test_checkpoint_round_trips_through_the_official_layout(tmp_path, small_s, p
     torch.testing.assert_close(ours, reference_forward(theirs, patches, num_heads=6), rtol=1e-4, atol=1e-5)
 
 
-def test_student_branch_and_legacy_block_names(tmp_path, small_s, patches):
-    cfg, teacher, student = small_s
+def test_student_branch_and_legacy_block_names(tmp_path, shallow_s_encoders, patches):
+    cfg, teacher, student = shallow_s_encoders
     legacy = {k.replace(".self_attn.", ".attn_module.").replace(".ffn.", ".ffn_module."): v
               for k, v in official_state_dict(student, cfg).items()}
     path = write_lightning_ckpt(tmp_path / "old.ckpt", official_state_dict(teacher, cfg), legacy)
@@ -149,8 +149,8 @@ class Unpickles:
         return self.call
 
 
-def test_foreign_callables_in_the_hyperparameters_never_run(tmp_path, small_s):
-    cfg, teacher, _ = small_s
+def test_foreign_callables_in_the_hyperparameters_never_run(tmp_path, shallow_s_encoders):
+    cfg, teacher, _ = shallow_s_encoders
     marker = tmp_path / "ran"
     callback = Unpickles(subprocess.call, ["touch", str(marker)])
     path = write_lightning_ckpt(tmp_path / "x.ckpt", official_state_dict(teacher, cfg), callback=callback)
@@ -159,8 +159,8 @@ def test_foreign_callables_in_the_hyperparameters_never_run(tmp_path, small_s):
     torch.testing.assert_close(encoder.state_dict(), teacher.state_dict(), rtol=0, atol=0)
 
 
-def test_checkpoints_naming_blocked_modules_are_refused(tmp_path, small_s):
-    cfg, teacher, _ = small_s
+def test_checkpoints_naming_blocked_modules_are_refused(tmp_path, shallow_s_encoders):
+    cfg, teacher, _ = shallow_s_encoders
     marker = tmp_path / "ran"
     payload = Unpickles(os.system, f"touch {marker}")
     path = write_lightning_ckpt(tmp_path / "evil.ckpt", official_state_dict(teacher, cfg), payload=payload)
@@ -178,8 +178,8 @@ def test_not_a_checkpoint(tmp_path):
         load_official_encoder(tmp_path / "missing.ckpt")
 
 
-def test_unrepresentable_or_incomplete_layouts_are_named(tmp_path, small_s):
-    cfg, teacher, _ = small_s
+def test_unrepresentable_or_incomplete_layouts_are_named(tmp_path, shallow_s_encoders):
+    cfg, teacher, _ = shallow_s_encoders
     theirs = official_state_dict(teacher, cfg)
     layer_norm = {**theirs, "encoder.norm.bias": torch.zeros(384)}
     with pytest.raises(OfficialCheckpointError, match=r"cannot represent .*encoder\.norm\.bias"):

@@ -32,12 +32,14 @@ CHANCE_BOUND = 0.6  # 3 balanced classes, 60 test clouds: chance is 1/3, 0.6 is 
 
 
 @pytest.fixture(scope="module")
-def sets():
+def shapes_train_test():
+    """(train, test): 24 and 20 clouds per class of sphere / plane / line."""
     return shape_set(24, seed=0, name="train"), shape_set(20, seed=1, name="test")
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny_random_encoder():
+    """(encoder, model config) of the tiny architecture, randomly initialised."""
     return tiny_encoder(0)
 
 
@@ -46,26 +48,27 @@ def _probe(head: str, frozen: bool, lr: float, epochs: int = 10, **extra) -> Neu
     return NeuralConfig(head=head, phases=[phase], input=SMALL_INPUT, **{"batch_size": 16, **extra})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", [svm_run, knn_run], ids=["svm", "knn"])
-def test_frozen_feature_protocols_separate_classes_and_not_shuffled_labels(run, sets, tiny):
-    train, test = sets
-    encoder, _ = tiny
+def test_frozen_feature_protocols_separate_classes_and_not_shuffled_labels(run, shapes_train_test, tiny_random_encoder):
+    train, test = shapes_train_test
+    encoder, _ = tiny_random_encoder
     good = run(encoder, train, test, "cpu", 0, FEATURES)
     assert good.accuracy >= 0.7  # a random-init encoder: SVM 0.78-0.83, kNN 0.85-0.92 over encoder seeds 0-3
     assert good.y_pred.shape == good.y_true.shape == (60,) and good.features["test"].shape[0] == 60
     assert run(encoder, shuffled(train), test, "cpu", 0, FEATURES).accuracy < CHANCE_BOUND
 
 
-def test_svm_features_are_unit_length_cls_and_mean(sets, tiny):
-    encoder, _ = tiny
-    feats = extract_features(encoder, sets[0], SMALL_INPUT, ("cls", "mean"), "cpu", seed=0)
+def test_svm_features_are_unit_length_cls_and_mean(shapes_train_test, tiny_random_encoder):
+    encoder, _ = tiny_random_encoder
+    feats = extract_features(encoder, shapes_train_test[0], SMALL_INPUT, ("cls", "mean"), "cpu", seed=0)
     assert feats.shape == (72, 2 * encoder.dim)
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
 
 
-def test_svm_accuracy_helper_for_the_demo(sets, tiny):
-    encoder, cfg = tiny
-    assert svm_accuracy(encoder, cfg, *sets, device="cpu") >= 0.8
+def test_svm_accuracy_helper_for_the_demo(shapes_train_test, tiny_random_encoder):
+    encoder, cfg = tiny_random_encoder
+    assert svm_accuracy(encoder, cfg, *shapes_train_test, device="cpu") >= 0.8
 
 
 def test_pool_includes_cls_in_mean_when_it_is_not_a_feature():
@@ -83,10 +86,11 @@ def test_knn_vote_is_a_majority_of_the_nearest():
     assert knn_predict(train_x, train_y, test_x, k=3, num_classes=3).tolist() == [1, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["linear", "mlp"])
-def test_probes_learn_the_classes_and_leave_the_encoder_untouched(head, sets, tiny):
-    train, test = sets
-    encoder, cfg = tiny
+def test_probes_learn_the_classes_and_leave_the_encoder_untouched(head, shapes_train_test, tiny_random_encoder):
+    train, test = shapes_train_test
+    encoder, cfg = tiny_random_encoder
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     outcome = train_classifier(encoder, cfg, train, test, _probe(head, True, 1e-2), "cpu", seed=0)
     assert outcome.final.accuracy >= 0.7  # random-init encoder seeds 0-2: linear 0.77-0.88, mlp 0.93-1.0
@@ -96,9 +100,10 @@ def test_probes_learn_the_classes_and_leave_the_encoder_untouched(head, sets, ti
     assert shuffled_outcome.final.accuracy < CHANCE_BOUND
 
 
-def test_two_stage_finetune_trains_the_encoder_only_in_its_second_stage(sets, tiny):
-    train, test = sets
-    encoder, cfg = tiny
+@pytest.mark.slow
+def test_two_stage_finetune_trains_the_encoder_only_in_its_second_stage(shapes_train_test, tiny_random_encoder):
+    train, test = shapes_train_test
+    encoder, cfg = tiny_random_encoder
     stages = [Phase(epochs=3, frozen_encoder=True, shape="linear", start_lr=1e-2, end_lr=1e-3),
               Phase(epochs=4, frozen_encoder=False, start_lr=0.0, peak_lr=1e-3, end_lr=1e-5, warmup_epochs=1)]
     first = NeuralConfig(head="mlp", phases=stages[:1], input=SMALL_INPUT, batch_size=16)
@@ -112,8 +117,8 @@ def test_two_stage_finetune_trains_the_encoder_only_in_its_second_stage(sets, ti
     assert [b.drop_path for b in outcome.model.encoder.blocks] == pytest.approx(np.linspace(0, 0.2, 4).tolist())
 
 
-def test_reference_recipes_and_epoch_scaling(tiny):
-    _, cfg = tiny
+def test_reference_recipes_and_epoch_scaling(tiny_random_encoder):
+    _, cfg = tiny_random_encoder
     two_stage = neural_recipe("finetune", cfg, "modelnet40_h5")
     assert [(p.epochs, p.frozen_encoder) for p in two_stage.phases] == [(50, True), (100, False)]
     assert two_stage.label_smoothing == 0.2 and two_stage.weight_decay == 0.05 and two_stage.train_aug.scale == (0.6, 1.4)
@@ -134,8 +139,9 @@ def test_phase_learning_rates_follow_the_schedule():
     assert line.lr(25, 1) == pytest.approx(2.75e-4)
 
 
-def test_fewshot_runs_every_fold_and_seed(tmp_path, tiny):
-    encoder, cfg = tiny
+@pytest.mark.slow
+def test_fewshot_runs_every_fold_and_seed(tmp_path, tiny_random_encoder):
+    encoder, cfg = tiny_random_encoder
     root = write_fewshot_folds(tmp_path / "ModelNetFewshot", way=3, shot=8, folds=2, test_per_class=6)
     fold = fewshot_fold(str(root), 3, 8, 1)
     assert len(fold.train) == 24 and len(fold.test) == 18 and fold.info["fold"] == 1
@@ -160,9 +166,10 @@ def test_fewshot_fold_pickles_that_run_code_are_refused(tmp_path):
     assert not marker.exists()
 
 
-def test_voting_over_augmented_passes_stays_accurate(sets, tiny):
-    train, test = sets
-    encoder, cfg = tiny
+@pytest.mark.slow
+def test_voting_over_augmented_passes_stays_accurate(shapes_train_test, tiny_random_encoder):
+    train, test = shapes_train_test
+    encoder, cfg = tiny_random_encoder
     voted = train_classifier(encoder, cfg, train, test, _probe("linear", True, 1e-2, epochs=4, voting=3), "cpu", 0)
     plain = train_classifier(encoder, cfg, train, test, _probe("linear", True, 1e-2, epochs=4), "cpu", 0)
     assert voted.final.accuracy >= 0.7 and plain.final.accuracy >= 0.7
@@ -174,10 +181,11 @@ def test_mean_std_over_runs():
     assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
 
 
-def test_subsampling_keeps_the_requested_points(sets, tiny):
-    encoder, _ = tiny
+def test_subsampling_keeps_the_requested_points(shapes_train_test, tiny_random_encoder):
+    encoder, _ = tiny_random_encoder
     fewer = InputSpec(num_points=64, num_patches=8, patch_size=16, subsample="random")
-    feats = extract_features(encoder, sets[1], fewer, ("cls", "mean", "max"), "cpu", seed=3, normalize=False)
-    again = extract_features(encoder, sets[1], fewer, ("cls", "mean", "max"), "cpu", seed=3, normalize=False)
+    test = shapes_train_test[1]
+    feats = extract_features(encoder, test, fewer, ("cls", "mean", "max"), "cpu", seed=3, normalize=False)
+    again = extract_features(encoder, test, fewer, ("cls", "mean", "max"), "cpu", seed=3, normalize=False)
     assert feats.shape == (60, 3 * encoder.dim)
     np.testing.assert_array_equal(feats, again)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +11,6 @@ import torch
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
-from launch.export import build_encoder, export_encoder
 from launch.pictures import (
     attention_figure,
     confusion_figure,
@@ -24,12 +24,14 @@ from launch.pictures import (
 )
 from launch.pictures.__main__ import main as pictures_main
 from launch.pictures.panels import MASKED_COLOR
-from launch.pictures.shapes import shard_shape
+from launch.pictures.shapes import shard_shape, synthetic_shape
 from launch.tracking import Tracker
 from model.config import load_model_config
+from model.export import build_encoder, export_encoder
 from model.masking import inverse_block_mask, mask_counts
 from model.patchify import patchify
 from tests.conftest import ROOT
+from tests.launch.eval_fixtures import help_without
 
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
 
@@ -62,7 +64,7 @@ def tracking_uri(tmp_path_factory) -> str:
 
 
 @pytest.fixture
-def tracking(tracking_uri) -> tuple[str, str]:
+def run_with_history(tracking_uri) -> tuple[str, str]:
     """(tracking URI, id of a new run) holding a short pretraining-like history."""
     tracker = Tracker(tracking_uri, "pictures-test", None, "tiny", {})
     for step in range(1, 31):
@@ -196,8 +198,9 @@ def test_confusion_figure_shows_row_fractions_counts_and_both_accuracies(tmp_pat
         confusion_figure(y_true, y_pred[:7], ["chair", "mug", "torus"])
 
 
-def test_loss_history_from_mlflow_and_its_curves(tmp_path, tracking):
-    uri, run_id = tracking
+@pytest.mark.slow
+def test_loss_history_from_mlflow_and_its_curves(tmp_path, run_with_history):
+    uri, run_id = run_with_history
     history = loss_history_from_mlflow(run_id, tracking_uri=uri)
     assert list(history) == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "opt/lr"]
     assert [s for s, _ in history["loss/cls"]] == list(range(1, 31))
@@ -220,8 +223,9 @@ def test_loss_history_from_mlflow_and_its_curves(tmp_path, tracking):
         loss_history_from_mlflow("f00", tracking_uri=uri)
 
 
-def test_save_figure_logs_the_png_to_the_run(tmp_path, tracking):
-    uri, run_id = tracking
+@pytest.mark.slow
+def test_save_figure_logs_the_png_to_the_run(tmp_path, run_with_history):
+    uri, run_id = run_with_history
     path = save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path / "out", "confusion", run_id, uri)
     assert path == tmp_path / "out" / "confusion.png"
     (artifact,) = MlflowClient(uri).list_artifacts(run_id, "pictures")
@@ -232,13 +236,15 @@ def test_save_figure_logs_the_png_to_the_run(tmp_path, tracking):
 
 @pytest.fixture
 def encoder_dir(tmp_path):
+    """An export directory of the tiny architecture, randomly initialised."""
     cfg = load_model_config(TINY)
     torch.manual_seed(0)
     return export_encoder(build_encoder(cfg), cfg, tmp_path / "encoder")
 
 
-def test_cli_draws_synthetic_shapes_and_loss_curves_into_the_run(tmp_path, tracking, encoder_dir):
-    uri, run_id = tracking
+@pytest.mark.slow
+def test_cli_draws_synthetic_shapes_and_loss_curves_into_the_run(tmp_path, run_with_history, encoder_dir):
+    uri, run_id = run_with_history
     out = tmp_path / "pictures"
     assert pictures_main(["--encoder", str(encoder_dir), "--synthetic", "--samples", "0", "7", "--num-points", "2048",
                           "--out", str(out), "--run-id", run_id, "--tracking-uri", uri]) == 0
@@ -250,6 +256,7 @@ def test_cli_draws_synthetic_shapes_and_loss_curves_into_the_run(tmp_path, track
     assert logged == {f"pictures/{n}" for n in names}
 
 
+@pytest.mark.slow
 def test_cli_draws_a_sample_of_a_sharded_dataset(tmp_path, pretrain_shards, encoder_dir):
     shape = shard_shape(str(pretrain_shards), 20)
     assert shape.points.shape == (4096, 3) and shape.name.endswith(")")  # the key and its label
@@ -266,3 +273,20 @@ def test_cli_refuses_a_shape_source_without_an_encoder(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pictures_main(["--synthetic", "--out", str(tmp_path)])
     assert exit_info.value.code == 2 and "need --encoder" in capsys.readouterr().err
+
+
+def test_synthetic_shapes_without_trimesh_name_the_extra_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "trimesh", None)  # as with only the train extra installed
+    monkeypatch.delitem(sys.modules, "sharding.synthetic", raising=False)
+    with pytest.raises(ImportError, match=r"trimesh, which is not installed: pip install 'asymdsd-scale\[sharding\]'"):
+        synthetic_shape(0)
+    with pytest.raises(SystemExit) as exit_info:
+        pictures_main(["--encoder", str(tmp_path), "--synthetic", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "pip install 'asymdsd-scale[sharding]'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_help_needs_only_the_train_extra():
+    done = help_without("launch.pictures")
+    assert done.returncode == 0, done.stderr
+    assert "--synthetic" in done.stdout and "--run-id" in done.stdout
