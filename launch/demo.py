@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from configuration.extras import require
 from launch.evaluation.data import LabelledSet
 from launch.evaluation.features import InputSpec
 from launch.evaluation.protocols import RunResult
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def shard(out: Path, args: argparse.Namespace) -> Path:
     """One sharding job, two synthetic sources: the pretraining corpus (split `train`) and a held-out corpus
     drawn with another seed (split `test`). Its YAML is kept in `out` as the record of what ran."""
-    from sharding.shard_corpus import main as shard_corpus
+    shard_corpus = require("sharding.shard_corpus", "sharding").main
 
     target = out / "shards"
     job = out / "shard-job.yaml"

@@ -19,8 +19,10 @@ import sys
 from pathlib import Path
 
 # Launchers run this file as a script, which puts launch/ first on sys.path; the project root must be
-# importable instead (also without an editable install, e.g. in the container image).
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
+# importable instead (also without an editable install, e.g. in the container image). Imported as
+# `launch.pretrain` (the console script), the path is left alone.
+if not __package__:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from configuration.cli import add_print_config, print_config, run_cli  # noqa: E402
 

@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import sys
 
+from configuration.extras import install_hint
 from launch.pictures.output import save_figure
 from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
 
@@ -45,8 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.encoder is None and args.run_id is None:
         parser.error("nothing to draw: give --encoder (shape pictures) and/or --run-id (loss curves)")
     if args.synthetic and importlib.util.find_spec("trimesh") is None:
-        parser.error("--synthetic builds meshes with trimesh, which is not installed: "
-                     "pip install 'asymdsd-scale[sharding]' (or take shapes from --shards)")
+        parser.error(f"--synthetic builds meshes with trimesh, which is not installed: {install_hint('sharding')} "
+                     "(or take shapes from --shards)")
     return args
 
 

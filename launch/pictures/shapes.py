@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from configuration.extras import require
 from launch.pictures.sample import Shape
 from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
-
-SHARDING_EXTRA = "pip install 'asymdsd-scale[sharding]'"
 
 
 def synthetic_shape(index: int, seed: int = 0, num_points: int | None = None) -> Shape:
@@ -20,13 +19,7 @@ def synthetic_shape(index: int, seed: int = 0, num_points: int | None = None) ->
     (`num_points` defaults to the sharding job's)."""
     if index < 0:
         raise ValueError(f"synthetic shape index must be >= 0, got {index}")
-    try:
-        from sharding.synthetic import generate_shape
-    except ImportError as err:
-        if err.name != "trimesh":
-            raise
-        raise ImportError(f"synthetic shapes are meshes built with trimesh, which is not installed: "
-                          f"{SHARDING_EXTRA}", name="trimesh") from err
+    generate_shape = require("sharding.synthetic", "sharding").generate_shape
     from sharding.records import Loaded
     from sharding.sampling import SampleSpec, make_points
 

@@ -11,8 +11,8 @@ import yaml
 from mlflow import MlflowClient
 
 from launch.evaluate import main
-from model.official import official_state_dict
 from model.export import export_encoder
+from model.official import official_state_dict
 from tests.launch.eval_fixtures import TINY, help_without, tiny_encoder
 from tests.launch.test_evaluate_official import write_lightning_ckpt
 

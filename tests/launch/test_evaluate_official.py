@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from launch.evaluation.encoders import random_encoder
+from model.config import load_model_config
 from model.official import (
     OfficialCheckpointError,
     infer_model_config,
     load_official_encoder,
     official_state_dict,
 )
-from model.config import load_model_config
 from model.patchify import patchify
 from tests.conftest import ROOT
 from tests.launch.eval_reference_forward import reference_forward

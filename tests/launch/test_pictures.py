@@ -278,7 +278,7 @@ def test_cli_refuses_a_shape_source_without_an_encoder(tmp_path, capsys):
 def test_synthetic_shapes_without_trimesh_name_the_extra_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "trimesh", None)  # as with only the train extra installed
     monkeypatch.delitem(sys.modules, "sharding.synthetic", raising=False)
-    with pytest.raises(ImportError, match=r"trimesh, which is not installed: pip install 'asymdsd-scale\[sharding\]'"):
+    with pytest.raises(ImportError, match=r"needs the 'sharding' extra \(trimesh is not installed\): pip install 'asymdsd-scale\[sharding\]'"):
         synthetic_shape(0)
     with pytest.raises(SystemExit) as exit_info:
         pictures_main(["--encoder", str(tmp_path), "--synthetic", "--out", str(tmp_path)])
