@@ -26,23 +26,23 @@ demo: venv
 	$(BIN)/python -m launch.demo --out demo-output
 
 bench: venv
-	$(BIN)/python bench/model_step.py --config configs/model/tiny.yaml --device cpu
+	$(BIN)/python -m bench.model_step --config configs/model/tiny.yaml --device cpu
 
 # The wheels `make gpu-check` needs on a GPU machine with torch but no network and no pydantic,
-# DeepSpeed or trimesh, into .whl/ (carry that folder along): bench/gpu_wheels.py names and checks them.
+# DeepSpeed or trimesh, into .whl/ (carry that folder along): bench.gpu_wheels names and checks them.
 gpu-wheels: venv
-	$(BIN)/python bench/gpu_wheels.py --dest .whl
+	$(BIN)/python -m bench.gpu_wheels --dest .whl
 
 # One command on the GPU machine, without a venv: the wheels of .whl/ (when there) go into a private
-# folder on PYTHONPATH, then bench/gpu_check.py runs with the machine's python3 (7.5 min budget) and
-# writes gpu_check.json and gpu_check.md to $OUT (default gpu-check-output/). GPU_CHECK_ARGS=--smoke
-# runs the CPU smoke check instead.
+# folder on PYTHONPATH, then `-m bench.gpu_check` runs from the project root with the machine's python3
+# (7.5 min budget) and writes gpu_check.json and gpu_check.md to $OUT (default gpu-check-output/).
+# GPU_CHECK_ARGS=--smoke runs the CPU smoke check instead.
 GPU_WHEELS ?= .whl
 GPU_SITE ?= /tmp/asymdsd-gpu-site
 gpu-check:
 	if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install -q --no-index --no-deps \
 	    --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) $(GPU_WHEELS)/*.whl; fi
-	PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) bench/gpu_check.py \
+	PYTHONPATH=$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m bench.gpu_check \
 	    --out $${OUT:-gpu-check-output} $(GPU_CHECK_ARGS)
 
 clean:

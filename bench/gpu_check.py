@@ -4,18 +4,18 @@ It writes `<out>/gpu_check.json` and `<out>/gpu_check.md` (logs of every part in
 
 * the CUDA-marked tests (pytest in a subprocess): passed / failed, and the failures by name;
 * the training step of S and B at batch 128 in fp32, bf16 and fp16, eager and compiled: shapes/s,
-  first-step (compile) seconds, peak memory and MFU (`bench/model_step.py`);
-* the real loader feeding the DeepSpeed engine (`bench/train_throughput.py`, MLflow off) on shards
+  first-step (compile) seconds, peak memory and MFU (`bench.model_step`: the trainer's `TrainStep`);
+* the real loader feeding the DeepSpeed engine (`bench.train_throughput`, MLflow off) on shards
   made on the spot without Ray (`sharding.shard_corpus --in-process`): shapes/s, data-wait fraction;
 * patchify on the GPU against the loader's CPU kernels per shape and per core, and where it belongs
-  by the rule stated in the report (`bench/patchify_placement.py`, `bench/gpucheck/placement.py`).
+  by the rule stated in the report (`bench.patchify_placement`, `bench.gpucheck.placement`).
 
 Each part has a time limit and the whole check a budget (bench/gpucheck/settings.py); a part that
 did not run, or was cut short, is listed with the reason. --smoke runs every part on the CPU with the
 `tiny` model in a few minutes (fp16 is reported as not available on CPU).
 
-    python bench/gpu_check.py --out gpu-check-output            # on the GPU machine
-    python bench/gpu_check.py --smoke --out /tmp/gpu-check      # anywhere
+    python -m bench.gpu_check --out gpu-check-output            # on the GPU machine, from the project root
+    python -m bench.gpu_check --smoke --out /tmp/gpu-check      # anywhere
 
 Exits 1 when a part failed or ran out of time, 2 when the full check finds no GPU.
 """
@@ -27,11 +27,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.gpucheck.check import Check  # noqa: E402
-from bench.gpucheck.report import markdown  # noqa: E402
-from bench.gpucheck.settings import FULL, SMOKE  # noqa: E402
+from bench.gpucheck.check import Check
+from bench.gpucheck.report import markdown
+from bench.gpucheck.settings import FULL, SMOKE
 
 
 def problems(report: dict) -> list[str]:

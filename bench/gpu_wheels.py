@@ -9,8 +9,8 @@ here without compiled ops (pure Python: the check uses none of its ops). Then it
 version the requirement allows), DeepSpeed's wheel holds no compiled code, and the folder stays
 under 64 MiB.
 
-    python bench/gpu_wheels.py --dest .whl                          # make gpu-wheels
-    python bench/gpu_wheels.py --dest /tmp/whl311 --python-version 3.11   # the same set for a 3.11 test
+    python -m bench.gpu_wheels --dest .whl                          # make gpu-wheels
+    python -m bench.gpu_wheels --dest /tmp/whl311 --python-version 3.11   # the same set for a 3.11 test
 """
 
 from __future__ import annotations

@@ -24,34 +24,32 @@ thread, for the crops of a batch of 32 samples at once (64 global and 128 local 
 divided by 32 is the amortised per-sample cost, to compare with the loader-side patchify stage.
 
 With --shards DIR (a dataset written by `sharding`), the whole loader is timed too: `make_loader` with
-the default `LoaderConfig` (the crops above and loader-side patchify), in this process (no workers), for
+the default `DataConfig` (the crops above and loader-side patchify), in this process (no workers), for
 --batches batches of 32 after one warm-up batch; samples per second of the batches' build time, which
 adds the tar reads, the sample order, the batch stacking and the tensors to the per-sample work.
 
-Run from the repository root (about 20 seconds on a 2-core machine):
+Run from the project root (about 20 seconds on a 2-core machine):
 
-    python bench/loader_throughput.py --samples 200
-    python bench/loader_throughput.py --samples 200 --shards data/shards/synthetic  # after the sharding demo
+    python -m bench.loader_throughput --samples 200
+    python -m bench.loader_throughput --samples 200 --shards data/shards/synthetic  # after the sharding demo
 
 The last printed line is `RESULT {json}`; --json PATH also writes that object to a file.
 """
 
 from __future__ import annotations
 
-import os
+from bench.common import one_core_threads
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before numpy is imported: measure one core
+one_core_threads()  # before numpy is imported: measure one core
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import io  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
@@ -59,16 +57,11 @@ import scipy  # noqa: E402
 import torch  # noqa: E402
 from scipy.spatial import KDTree  # noqa: E402
 
-from bench.result import emit  # noqa: E402
+from bench.common import add_json_option, benchmark_main, best_of_rounds  # noqa: E402
+from model.config import PatchifyConfig  # noqa: E402
 from model.patchify import patchify  # noqa: E402
-from pipeline.crops import (  # noqa: E402
-    AugmentSpec,
-    Crops,
-    CropSpec,
-    MultiCropSpec,
-    multi_crop,
-    random_rotations,
-)
+from pipeline.config import AugmentConfig, CropConfig, DataConfig, DatasetConfig, MultiCropConfig  # noqa: E402
+from pipeline.crops import Crops, multi_crop, random_rotations  # noqa: E402
 from pipeline.loader import sample_rng  # noqa: E402
 from pipeline.patchify import patch_indices  # noqa: E402
 from pipeline.shards import decode_npy  # noqa: E402
@@ -78,7 +71,7 @@ try:
 except ImportError:
     fpsample = None
 
-SPEC = MultiCropSpec()
+SPEC = MultiCropConfig()
 PATCHES = {"global": (64, 32), "local": (16, 32)}  # (P, K) per crop kind
 NUM_POINTS = 16384
 ROUNDS = 3  # default number of alternating rounds; every timing is the best one, against noise from others
@@ -131,7 +124,7 @@ def ours_patchify(crops: list[Crops], rng: np.random.Generator) -> list:
 
 
 def reference_crop(
-    cloud: np.ndarray, kind: CropSpec, augment: AugmentSpec, rng: np.random.Generator
+    cloud: np.ndarray, kind: CropConfig, augment: AugmentConfig, rng: np.random.Generator
 ) -> np.ndarray:
     """One crop as the reference computes it: its own draws, a full argsort of the box distance."""
     n_cloud = len(cloud)
@@ -205,14 +198,14 @@ def run_path(path: Path_, samples: list[bytearray]) -> tuple[float, dict[str, fl
     return time.perf_counter() - start, stages
 
 
+def warm_run(path: Path_, samples: list[bytearray]) -> tuple[float, dict[str, float]]:
+    """`run_path` over all samples after one untimed sample (compiled kernels, this path's caches)."""
+    run_path(path, samples[:1])
+    return run_path(path, samples)
+
+
 def measure(samples: list[bytearray], names: list[str], rounds: int) -> dict[str, dict]:
-    best: dict[str, tuple[float, dict[str, float]]] = {}
-    for _ in range(rounds):
-        for name in names:
-            run_path(PATHS[name], samples[:1])
-            seconds, stages = run_path(PATHS[name], samples)
-            if name not in best or seconds < best[name][0]:
-                best[name] = (seconds, stages)
+    best = best_of_rounds(rounds, {name: functools.partial(warm_run, PATHS[name], samples) for name in names})
     result = {}
     for name, (seconds, stages) in best.items():
         result[name] = {
@@ -321,11 +314,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def full_loader(shards: Path, batches: int) -> dict:
-    """Samples per second of build time of `make_loader` batches of 32 over the dataset at `shards`."""
-    from pipeline.loader import DatasetSource, LoaderConfig, load_manifests, make_loader
+    """Samples per second of build time of `make_loader` batches of 32 over the dataset at `shards`: the
+    default crops and patch counts, loader-side patchify, seed 0, in this process (no workers)."""
+    from pipeline.loader import load_manifests, make_loader
 
-    cfg = LoaderConfig(datasets=(DatasetSource(str(shards)),))
-    loader, _ = make_loader(cfg, load_manifests(cfg), epoch=0, global_batch=MODEL_BATCH, rank=0, world=1)
+    data = DataConfig(datasets=[DatasetConfig(url=str(shards))], num_workers=0)
+    loader, _ = make_loader(data, PatchifyConfig(), 0, load_manifests(data), epoch=0, global_batch=MODEL_BATCH,
+                            rank=0, world=1)
     samples, seconds = 0, 0.0
     for i, batch in enumerate(loader):
         if i > batches:
@@ -340,7 +335,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200, help=f"clouds per timed run (>= {MODEL_BATCH})")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds; each timing is the best")
-    parser.add_argument("--json", type=Path, help="also write the result object to this file")
+    add_json_option(parser)
     parser.add_argument("--shards", type=Path, help="also time the whole loader over this sharded dataset")
     parser.add_argument("--batches", type=int, default=40, help="timed batches of 32 for --shards")
     args = parser.parse_args(argv)
@@ -351,11 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    emit(result, args.json)
-    return 0
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
-"""Steady-state throughput of one full AsymDSD training step on synthetic point clouds.
+"""Steady-state throughput of the trainer's optimizer step on synthetic point clouds.
 
-One step is exactly what the trainer does: `AsymDSD.losses` (patchify + masking, EMA teacher,
-student encoder, predictor, losses) with the forwards under autocast to --precision
-(`AsymDSD.set_autocast`; the weights stay fp32), `backward`, a fused AdamW step on the student,
-`zero_grad`, and the EMA teacher update. In fp16 the loss is scaled by a `torch.amp.GradScaler`; a
-step it skips (inf/NaN gradients) leaves the teacher alone and is counted. With --compile the model's
-regions are compiled (`AsymDSD.compile`) before the first step.
+Every step is `launch.training.step.TrainStep`, the step the pretraining loop runs: the model's
+randomness reseeded from the samples, `AsymDSD.prepare` (patchify + masks), the EMA teacher, the
+student forward and backward in the DeepSpeed engine with the forwards under autocast to --precision
+(`AsymDSD.set_autocast`; the weights stay fp32), the finiteness check and gradient norm, the engine's
+step of the client AdamW (clipping at the global norm), and the teacher EMA with the centre update.
+In fp16 the loss is scaled by the trainer's dynamic loss scale; a step it skips (inf/NaN gradients)
+leaves the teacher alone and is counted. With --compile the model's regions are compiled
+(`AsymDSD.compile`) before the engine is built, as `train.compile` does.
 
-Input: one fixed synthetic batch, built once on the device and reused every step (no data loading
-is measured). Every crop is the surface of a random ellipsoid (axes uniform in [0.3, 1.0], random
-rotation) with small Gaussian jitter, and every crop is full (num_points = N, no padding). Global
-crops have --global-points points, local crops --local-points (defaults 1024 / 256, or 512 / 128
-for the `tiny` config).
+The engine, the optimizer and the schedules are built as the trainer builds them, for one rank
+without gradient accumulation: the model config, the DeepSpeed JSON of --deepspeed (default ZeRO-0)
+and the default `optim` settings of a 100-epoch job of 100 steps per epoch.
+
+Input: one fixed synthetic batch (`bench.synthetic`: random ellipsoid surfaces, every crop full),
+built once on the device and reused every step with new sample positions, so the masks change from
+step to step; no data loading is measured. Global crops have --global-points points, local crops
+--local-points (defaults 1024 / 256, or 512 / 128 for the `tiny` config). Patchify runs in the model.
 
 Measured:
 
@@ -26,23 +31,23 @@ Measured:
 * student / teacher parameter counts;
 * a time split from 2 extra steps under `torch.profiler`: kernel (device) time on CUDA, CPU time on
   CPU, per `record_function` label of the model ("asymdsd/patchify", "asymdsd/teacher",
-  "asymdsd/student_encoder", "asymdsd/predictor", "asymdsd/losses") and of this script
-  ("bench/backward" around `backward`, "bench/optimizer" around the optimizer step, `zero_grad`
-  and the teacher update). Labels may nest (the profiler's record_function scopes
-  are not exclusive), so two figures are given: `excl` charges each op to its innermost label and
-  the rows plus "other" (unlabelled work in the step) add up to the profiled step; `incl` charges
-  it to every enclosing label (for "other" both are the same). On CUDA the autograd engine runs
-  the backward on its own thread, so all work on threads other than the one running the steps is
-  charged to "backward" (checkpoint recomputation included).
+  "asymdsd/student_encoder", "asymdsd/predictor", "asymdsd/losses") and of this benchmark
+  ("bench/backward" around the engine's backward, "bench/optimizer" around the engine's step and the
+  teacher update). Labels may nest (the profiler's record_function scopes are not exclusive), so two
+  figures are given: `excl` charges each op to its innermost label and the rows plus "other"
+  (unlabelled work in the step: seeding, the gradient check) add up to the profiled step; `incl`
+  charges it to every enclosing label (for "other" both are the same). On CUDA the autograd engine
+  runs the backward on its own thread, so all work on threads other than the one running the steps
+  is charged to "backward" (checkpoint recomputation included).
 
-Run on a GPU from the repository root:
+Run on a GPU from the project root:
 
-    python bench/model_step.py --config configs/model/asymdsd_s.yaml --device cuda --batch-size 128
-    python bench/model_step.py --config configs/model/asymdsd_b.yaml --device cuda --precision fp16 --compile
+    python -m bench.model_step --config configs/model/asymdsd_s.yaml --device cuda --batch-size 128
+    python -m bench.model_step --config configs/model/asymdsd_b.yaml --device cuda --precision fp16 --compile
 
 CPU smoke run:
 
-    python bench/model_step.py --config configs/model/tiny.yaml --device cpu
+    python -m bench.model_step --config configs/model/tiny.yaml --device cpu
 
 The last printed line is `RESULT {json}`; --json PATH also writes that object to a file.
 """
@@ -56,26 +61,30 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from torch.autograd import DeviceType
+from torch.autograd.profiler_util import FunctionEvent
+from torch.profiler import ProfilerActivity, profile, record_function
 
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torch.autograd import DeviceType  # noqa: E402
-from torch.autograd.profiler_util import FunctionEvent  # noqa: E402
-from torch.profiler import ProfilerActivity, profile, record_function  # noqa: E402
-
-from bench.result import emit  # noqa: E402
-from launch.training.precision import autocast_dtype  # noqa: E402
-from launch.training.throughput import peak_flops  # noqa: E402
-from model.asymdsd import AsymDSD, CropBatch, MultiCropBatch  # noqa: E402
-from model.config import ModelConfig, load_model_config  # noqa: E402
-from model.flops import training_flops  # noqa: E402
-from model.schedules import distill_schedule  # noqa: E402
+from bench.common import add_json_option, benchmark_main
+from bench.synthetic import synthetic_batch
+from configuration import read_mapping
+from launch.training.config import PretrainConfig, TrainConfig, deepspeed_config
+from launch.training.distributed import init_distributed
+from launch.training.optim import Schedule, SkippableAdamW
+from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype
+from launch.training.step import TrainStep
+from launch.training.throughput import peak_flops
+from model.asymdsd import AsymDSD
+from model.batch import MultiCropBatch
+from model.config import ModelConfig, load_model_config
+from model.flops import training_flops
+from pipeline.config import CropConfig, DataConfig, DatasetConfig
+from pipeline.loader import Batch
 
 STEPS_PER_EPOCH = 100
-TOTAL_STEPS = 10_000
+EPOCHS = 100
 PROFILED_STEPS = 2
 STEP_LABEL = "bench/step"
 SPLIT_LABELS = {
@@ -90,15 +99,38 @@ SPLIT_LABELS = {
 OTHER = "other"
 
 
+class Labelled:
+    """`target` with the named methods run under profiler labels, everything else passed through: how the
+    step's time is split into backward and optimizer without a second copy of the step."""
+
+    def __init__(self, target, **labels: str) -> None:
+        self._target, self._labels = target, labels
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._target, name)
+        label = self._labels.get(name)
+        if label is None:
+            return attr
+
+        def labelled(*args, **kwargs):
+            with record_function(label):
+                return attr(*args, **kwargs)
+
+        return labelled
+
+    def __call__(self, *args, **kwargs):
+        return self._target(*args, **kwargs)
+
+
 @dataclass
 class Bench:
     model: AsymDSD
-    optimizer: torch.optim.Optimizer
-    batch: MultiCropBatch
+    train_step: TrainStep
+    schedule: Schedule
+    crops: MultiCropBatch
     device: torch.device
-    scaler: torch.amp.GradScaler | None  # fp16 only
     step: int = 0
-    skipped_steps: int = 0  # fp16 steps the scaler skipped (non-finite gradients)
+    skipped_steps: int = 0  # steps not applied (fp16: the loss scale backing off after inf/NaN gradients)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -115,7 +147,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--global-points", type=int, help="points per global crop (default 1024, tiny 512)")
     parser.add_argument("--local-points", type=int, help="points per local crop (default 256, tiny 128)")
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 on cuda")
-    parser.add_argument("--json", type=Path, help="also write the result object to this file")
+    parser.add_argument("--deepspeed", default="configs/deepspeed/zero0.json",
+                        help="DeepSpeed JSON of the engine (ZeRO stage and buckets)")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     on_cuda = args.device == "cuda"
     if args.batch_size is None:
@@ -135,56 +169,18 @@ def default_points(cfg: ModelConfig) -> tuple[int, int]:
     return (512, 128) if cfg.name == "tiny" else (1024, 256)
 
 
-def random_rotations(n: int, generator: torch.Generator) -> Tensor:
-    """(n, 3, 3) random rotations (QR of Gaussian matrices, signs fixed to det = +1)."""
-    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator))
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]
-    return q * torch.sign(torch.linalg.det(q))[:, None, None]
-
-
-def ellipsoid_crops(batch: int, crops: int, points: int, generator: torch.Generator) -> CropBatch:
-    """`crops` full crops per sample, each `points` points on a random ellipsoid's surface."""
-    n = batch * crops
-    directions = torch.nn.functional.normalize(torch.randn(n, points, 3, generator=generator), dim=-1)
-    axes = 0.3 + 0.7 * torch.rand(n, 1, 3, generator=generator)
-    surface = (directions * axes) @ random_rotations(n, generator).transpose(1, 2)
-    surface = surface + 0.01 * torch.randn(surface.shape, generator=generator)
-    num_points = torch.full((batch, crops), points, dtype=torch.long)
-    return CropBatch(surface.view(batch, crops, points, 3), num_points)
-
-
-def synthetic_batch(cfg: ModelConfig, batch: int, global_points: int, local_points: int) -> MultiCropBatch:
-    generator = torch.Generator().manual_seed(0)
-    global_crops = ellipsoid_crops(batch, cfg.num_global_crops, global_points, generator)
-    local_crops = None
-    if cfg.num_local_crops:
-        local_crops = ellipsoid_crops(batch, cfg.num_local_crops, local_points, generator)
-    return MultiCropBatch(global_crops, local_crops)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def train_step(bench: Bench) -> None:
-    model, opt, scaler = bench.model, bench.optimizer, bench.scaler
-    sched = distill_schedule(model.cfg, bench.step, STEPS_PER_EPOCH, TOTAL_STEPS)
-    out = model.losses(bench.batch, sched)
-    with record_function("bench/backward"):
-        (out.total if scaler is None else scaler.scale(out.total)).backward()
-    with record_function("bench/optimizer"):
-        applied = True
-        if scaler is None:
-            opt.step()
-        else:
-            scale = scaler.get_scale()
-            scaler.step(opt)  # skips the step when the unscaled gradients are not finite
-            scaler.update()
-            applied = scaler.get_scale() >= scale  # the scale only drops after a skipped step
-            bench.skipped_steps += not applied
-        opt.zero_grad(set_to_none=True)
-        model.end_step(sched.momentum, applied)
+    """One `TrainStep` over the fixed crops, as the step after the ones before it (new sample positions)."""
+    size = bench.crops.batch_size
+    positions = torch.arange(bench.step * size, (bench.step + 1) * size)
+    batch = Batch(bench.step, bench.crops, positions, padding=0, skipped=0, load_seconds=0.0)
+    outcome = bench.train_step(batch, bench.step // STEPS_PER_EPOCH, bench.schedule.at(bench.step))
+    bench.skipped_steps += not outcome.applied
     bench.step += 1
 
 
@@ -211,10 +207,10 @@ def profiled_events(bench: Bench) -> list[FunctionEvent]:
     return list(prof.events())
 
 
-Labelled = tuple[FunctionEvent, tuple[str, ...]]
+LabelledEvent = tuple[FunctionEvent, tuple[str, ...]]
 
 
-def walk(events: list[FunctionEvent], labels: tuple[str, ...]) -> Iterator[Labelled]:
+def walk(events: list[FunctionEvent], labels: tuple[str, ...]) -> Iterator[LabelledEvent]:
     """Every event below `events` (included), with the tracked labels enclosing it, innermost last."""
     for evt in events:
         label = SPLIT_LABELS.get(evt.name) or (OTHER if evt.name == STEP_LABEL else None)
@@ -275,25 +271,49 @@ def count_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def job_config(args: argparse.Namespace, cfg: ModelConfig, global_points: int, local_points: int) -> PretrainConfig:
+    """The pretraining job the step belongs to: this model, one global batch of the synthetic crops on one
+    rank, the default optimiser settings and the DeepSpeed JSON of --deepspeed."""
+    local = None
+    if cfg.num_local_crops:
+        local = CropConfig(count=cfg.num_local_crops, points=local_points, scale=(0.05, 0.4))
+    data = DataConfig(datasets=[DatasetConfig(url="synthetic (in memory)")], loader_patchify=False,
+                      global_crops=CropConfig(count=cfg.num_global_crops, points=global_points, scale=(0.4, 1.0)),
+                      local_crops=local)
+    train = TrainConfig(epochs=EPOCHS, global_batch=args.batch_size, device=args.device, precision=args.precision,
+                        compile=args.compile, tf32=args.tf32)
+    return PretrainConfig(name="model_step", model=cfg, data=data, train=train,
+                          deepspeed=read_mapping(args.deepspeed))
+
+
 def build(args: argparse.Namespace, cfg: ModelConfig) -> tuple[Bench, int, int]:
-    device = torch.device(args.device)
-    if device.type == "cuda" and args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    torch.manual_seed(0)
+    """Model, client optimizer, DeepSpeed engine and `TrainStep` as the trainer builds them."""
     global_default, local_default = default_points(cfg)
     global_points = args.global_points or global_default
     local_points = args.local_points or local_default
-    model = AsymDSD(cfg).to(device)
-    model.set_autocast(autocast_dtype(args.precision))  # as the trainer: inside the forwards, fp32 weights
+    job = job_config(args, cfg, global_points, local_points)
+    device = init_distributed(args.device).device
+    import deepspeed  # after init_distributed has chosen its accelerator
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.manual_seed(job.train.seed)
+    model = AsymDSD(cfg)
+    model.teacher.to(device)
+    model.set_autocast(autocast_dtype(args.precision))
     if args.compile:
         model.compile()
-    optimizer = torch.optim.AdamW(
-        model.student.parameters(), lr=5e-4, weight_decay=0.05, fused=True if device.type == "cuda" else None
-    )
-    batch = synthetic_batch(cfg, args.batch_size, global_points, local_points).to(device)
-    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
-    return Bench(model, optimizer, batch, device, scaler), global_points, local_points
+    o = job.optim
+    optimizer = SkippableAdamW(model.student.parameters(), lr=o.lr_start, betas=tuple(o.betas), eps=o.eps,
+                               weight_decay=o.weight_decay)
+    engine, *_ = deepspeed.initialize(model=model.student, optimizer=optimizer, config=deepspeed_config(job, 1))
+    engine = Labelled(engine, backward="bench/backward", step="bench/optimizer")
+    loss_scaling = LossScaling(engine, DynamicLossScale()) if args.precision == "fp16" else None
+    step = TrainStep(Labelled(model, end_step="bench/optimizer"), engine, optimizer, loss_scaling, job.train.seed,
+                     device)
+    crops = synthetic_batch(cfg, args.batch_size, global_points, local_points).to(device)
+    return Bench(model, step, Schedule(job, STEPS_PER_EPOCH), crops, device), global_points, local_points
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -319,6 +339,7 @@ def run(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "precision": args.precision,
         "compile": args.compile,
+        "deepspeed": args.deepspeed,
         "tf32": bool(args.tf32 and bench.device.type == "cuda"),
         "batch_size": args.batch_size,
         "global_points": global_points,
@@ -381,12 +402,7 @@ def report(result: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    report(result)
-    emit(result, args.json)
-    return 0
+main = benchmark_main(parse_args, run, report)
 
 
 if __name__ == "__main__":

@@ -15,35 +15,32 @@ the gather run in the model either way.
   equal the device's, and on how many they hold the same neighbour sets (exactly tied distances
   may be ordered differently; the tokenizer max-pools each group, so that order is immaterial).
 
-    python bench/patchify_placement.py --config configs/pretrain/asymdsd_s_shapenet.yaml --device cuda
+    python -m bench.patchify_placement --config configs/pretrain/asymdsd_s_shapenet.yaml --device cuda
 
 The last printed line is `RESULT {json}`; --json PATH also writes it to a file.
 """
 
 from __future__ import annotations
 
-import os
+from bench.common import one_core_threads
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before numpy is imported: the CPU side is one loader core
+one_core_threads()  # before numpy is imported: the CPU side is one loader core
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.model_step import ellipsoid_crops  # noqa: E402
-from bench.result import emit  # noqa: E402
+from bench.common import add_json_option, benchmark_main, best_of_rounds  # noqa: E402
+from bench.synthetic import ellipsoid_crops  # noqa: E402
 from launch.training.config import load_pretrain_config  # noqa: E402
 from model.patchify import farthest_point_sample, knn_group  # noqa: E402
-from pipeline.crops import Crops, MultiCropSpec, multi_crop  # noqa: E402
+from pipeline.config import MultiCropConfig  # noqa: E402
+from pipeline.crops import Crops, multi_crop  # noqa: E402
 from pipeline.loader import sample_rng  # noqa: E402
 from pipeline.patchify import patch_indices_from  # noqa: E402
 
@@ -61,7 +58,7 @@ class CropKind:
     patch_size: int
 
 
-def loader_crops(spec: MultiCropSpec, shapes: int, patches: dict[str, tuple[int, int]]) -> tuple[list[CropKind], float]:
+def loader_crops(spec: MultiCropConfig, shapes: int, patches: dict[str, tuple[int, int]]) -> tuple[list[CropKind], float]:
     """The loader's crops of `shapes` ellipsoid clouds, and the multi-crop's mean seconds per shape."""
     clouds = ellipsoid_crops(shapes, 1, CLOUD_POINTS, torch.Generator().manual_seed(0)).points[:, 0].numpy()
     multi_crop(clouds[0], spec, sample_rng(0, 0, 0))  # compiled kernels: load or compile before timing
@@ -117,14 +114,15 @@ def time_cpu(kinds: list[CropKind], starts: list[np.ndarray], rounds: int) -> fl
     shapes = len(kinds[0].points)
     for kind, start in zip(kinds, starts):
         loader_indices(kind, 0, start[0])  # compiled kernels: load or compile before timing
-    best = float("inf")
-    for _ in range(rounds):
+
+    def one_round() -> tuple[float]:
         t0 = time.perf_counter()
         for shape in range(shapes):
             for kind, start in zip(kinds, starts):
                 loader_indices(kind, shape, start[shape])
-        best = min(best, (time.perf_counter() - t0) / shapes)
-    return best
+        return ((time.perf_counter() - t0) / shapes,)
+
+    return best_of_rounds(rounds, {"cpu": one_round})["cpu"][0]
 
 
 @dataclass
@@ -158,13 +156,15 @@ def agreement(kinds: list[CropKind], device: torch.device) -> tuple[Agreement, l
 
 
 def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(1)  # the CPU side is one loader core
     cfg = load_pretrain_config(args.config)
     device = torch.device(args.device)
     p = cfg.model.patchify
     patches = {"global": (p.global_patches, p.patch_size)}
-    if cfg.loader_config().crops.local_crops is not None:
+    crops = cfg.crop_data()
+    if crops.local_crops is not None:
         patches["local"] = (p.local_patches, p.patch_size)
-    kinds, crops_s = loader_crops(cfg.loader_config().crops, args.batch_size, patches)
+    kinds, crops_s = loader_crops(crops, args.batch_size, patches)
     agree, starts = agreement(kinds, device)
     device_s = statistics.median(time_device(kinds, device, args.repeats))
     cpu_s = time_cpu(kinds, starts, args.rounds)
@@ -182,26 +182,28 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="pretraining YAML: its crops and the model's patch counts")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=128, help="shapes whose crops make one batch")
     parser.add_argument("--repeats", type=int, default=10, help="timed device runs (the median is reported)")
     parser.add_argument("--rounds", type=int, default=2, help="CPU rounds over the batch (the best is reported)")
-    parser.add_argument("--json", type=Path, help="also write the result object to this file")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    result = run(args)
-    print(f"patchify of {args.batch_size} shapes' crops: {result['device']} {result['device_ms_per_batch']:.2f} ms"
+    add_json_option(parser)
+    return parser.parse_args(argv)
+
+
+def show(result: dict) -> None:
+    print(f"patchify of {result['batch_size']} shapes' crops: {result['device']} {result['device_ms_per_batch']:.2f} ms"
           f" per batch ({result['device_ms_per_shape']:.3f} ms/shape); loader CPU"
           f" {result['cpu_patchify_ms_per_shape']:.3f} ms/shape on one core"
           f" ({result['cpu_patchify_shapes_per_s_per_core']:.0f} shapes/s), crops"
           f" {result['cpu_crops_ms_per_shape']:.3f} ms/shape; identical indices on"
           f" {result['indices_identical_crops']}/{result['crops_total']} crops, the same neighbour sets on"
           f" {result['same_neighbour_sets_crops']}")
-    emit(result, args.json)
-    return 0
+
+
+main = benchmark_main(parse_args, run, show)
 
 
 if __name__ == "__main__":

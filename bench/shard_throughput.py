@@ -24,24 +24,25 @@ perfect on 2 cores). The same split of a pure-Python spin loop gives the machine
 shared or oversubscribed VM two busy vCPUs may not give twice the throughput of one, whatever the
 workload.
 
-Run from the repository root (about a minute on a 2-core machine):
+Run from the project root (about a minute on a 2-core machine):
 
-    python bench/shard_throughput.py --shapes 6
+    python -m bench.shard_throughput --shapes 6
 
 The last printed line is `RESULT {json}`; --json PATH also writes that object to a file.
 """
 
 from __future__ import annotations
 
-import os
+from bench.common import one_core_threads
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # before numpy is imported: measure one core
+one_core_threads()  # before numpy is imported: measure one core
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import tarfile  # noqa: E402
 import time  # noqa: E402
@@ -49,16 +50,15 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
-from bench.result import emit  # noqa: E402
+from bench.common import add_json_option, benchmark_main, best_of_rounds  # noqa: E402
+from configuration import PROJECT_ROOT  # noqa: E402
+from sharding.layouts import Z_UP_FROM_Y_UP  # noqa: E402
 from sharding.meshio import decode_geometry  # noqa: E402
 from sharding.records import Loaded  # noqa: E402
-from sharding.sampling import Z_UP_FROM_Y_UP, SampleSpec, make_points, seed_from_key  # noqa: E402
+from sharding.sampling import SampleSpec, make_points, seed_from_key  # noqa: E402
 
 SPEC = SampleSpec()
 ROUNDS = 2  # every timing is the best of this many alternating rounds, against noise from other processes
@@ -170,13 +170,13 @@ def ray_scaling(items: list[Item]) -> dict:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Workers import `sharding` from this checkout, whatever the current directory.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
 
-    def wall(refs: Callable[[], list]) -> float:
+    def wall(refs: Callable[[], list]) -> tuple[float]:
         start = time.perf_counter()
         ray.get(refs())
-        return time.perf_counter() - start
+        return (time.perf_counter() - start,)
 
     try:
         task, spin_task = ray.remote(num_cpus=1)(ray_task), ray.remote(num_cpus=1)(spin)
@@ -189,10 +189,8 @@ def ray_scaling(items: list[Item]) -> dict:
             "spin_one": lambda: [spin_task.remote(SPIN_ITERATIONS)],
             "spin_two": lambda: [spin_task.remote(SPIN_ITERATIONS // 2) for _ in range(2)],
         }
-        best = dict.fromkeys(runs, float("inf"))
-        for _ in range(ROUNDS):
-            for name, refs in runs.items():
-                best[name] = min(best[name], wall(refs))
+        timed = best_of_rounds(ROUNDS, {name: functools.partial(wall, refs) for name, refs in runs.items()})
+        best = {name: seconds for name, (seconds,) in timed.items()}
     finally:
         ray.shutdown()
     return {
@@ -206,18 +204,20 @@ def ray_scaling(items: list[Item]) -> dict:
     }
 
 
-Timing = tuple[int, float, dict[str, float]]  # (shapes, seconds, seconds per stage)
+Timing = tuple[float, int, dict[str, float]]  # (seconds, shapes, seconds per stage)
+
+
+def warm_run(pipeline: Pipeline, items: list[Item], warmup: Item) -> Timing:
+    """`run_batch` over `items` after one untimed warm-up shape."""
+    run_batch(pipeline, [warmup])
+    seconds, stages, _ = run_batch(pipeline, items)
+    return seconds, len(items), stages
 
 
 def measure(items: list[Item], warmup: Item) -> tuple[Timing, Timing]:
     """(ours, baseline), each the fastest of ROUNDS runs, the two paths alternating."""
-    best: dict[str, Timing] = {}
-    for _ in range(ROUNDS):
-        for label, pipeline in (("ours", OURS), ("baseline", BASELINE)):
-            run_batch(pipeline, [warmup])
-            seconds, stages, _ = run_batch(pipeline, items)
-            if label not in best or seconds < best[label][1]:
-                best[label] = (len(items), seconds, stages)
+    best = best_of_rounds(ROUNDS, {"ours": functools.partial(warm_run, OURS, items, warmup),
+                                   "baseline": functools.partial(warm_run, BASELINE, items, warmup)})
     return best["ours"], best["baseline"]
 
 
@@ -231,7 +231,7 @@ def combine(timings: list[Timing]) -> Timing:
 
 def summary(ours: Timing, baseline: Timing) -> dict:
     result: dict = {}
-    for label, (shapes, seconds, stages) in (("ours", ours), ("baseline", baseline)):
+    for label, (seconds, shapes, stages) in (("ours", ours), ("baseline", baseline)):
         result[label] = {
             "seconds": round(seconds, 4),
             "shapes_per_s": round(shapes / seconds, 2),
@@ -300,15 +300,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shapes", type=int, default=8, help="shapes per face count (and format)")
     parser.add_argument("--formats", nargs="+", choices=["obj", "glb"], default=["obj", "glb"])
     parser.add_argument("--no-ray", action="store_true", help="skip the 1 -> 2 Ray worker scaling run")
-    parser.add_argument("--json", type=Path, help="also write the result object to this file")
+    add_json_option(parser)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    result = run(args)
-    emit(result, args.json)
-    return 0
+main = benchmark_main(parse_args, run)
 
 
 if __name__ == "__main__":

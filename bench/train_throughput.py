@@ -10,8 +10,8 @@ over the timed steps:
 * the loader's capacity, num_workers x global batch / (worker seconds per batch), against the model's
   pace without waiting, shapes/s / (1 - wait fraction). The smaller one is the bottleneck.
 
-    python bench/train_throughput.py --config configs/pretrain/demo.yaml --steps 30
-    python bench/train_throughput.py --config configs/pretrain/asymdsd_s_shapenet.yaml --steps 50 \\
+    python -m bench.train_throughput --config configs/pretrain/demo.yaml --steps 30
+    python -m bench.train_throughput --config configs/pretrain/asymdsd_s_shapenet.yaml --steps 50 \\
         data.datasets.0.url=data/shards/shapenet          # on a GPU: bf16 (train.precision=auto), with MFU
 
 Trailing KEY=VALUE arguments override the config as on the pretraining command line. The last printed
@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.result import emit  # noqa: E402
-from launch.training.config import load_pretrain_config  # noqa: E402
-from launch.training.distributed import init_distributed  # noqa: E402
-from launch.training.throughput import Throughput  # noqa: E402
-from launch.training.trainer import Pretrainer  # noqa: E402
+from bench.common import add_json_option, benchmark_main
+from launch.training.config import load_pretrain_config
+from launch.training.distributed import init_distributed
+from launch.training.throughput import Throughput
+from launch.training.trainer import Pretrainer
 
 
 class StepWindows:
@@ -69,10 +66,11 @@ def summarise(windows: list[dict[str, float]], global_batch: int, num_workers: i
     return summary
 
 
-def measure(config: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+def measure(args: argparse.Namespace) -> dict:
+    config, steps, warmup = args.config, args.steps, args.warmup
     with tempfile.TemporaryDirectory(prefix="train-bench-") as out:  # the final checkpoint and export
         cfg = load_pretrain_config(config, [
-            *overrides, f"output_dir={out}", f"train.max_steps={warmup + steps}", "train.log_every=1",
+            *args.overrides, f"output_dir={out}", f"train.max_steps={warmup + steps}", "train.log_every=1",
             "checkpoint.every_steps=0", "checkpoint.every_minutes=0", "mlflow.enabled=false",
         ])
         env = init_distributed(cfg.train.device)
@@ -90,17 +88,18 @@ def measure(config: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (workers, JIT, caches)")
-    p.add_argument("--json", help="also write the result here")
+    add_json_option(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    report = measure(args.config, args.steps, args.warmup, args.overrides)
-    emit(report, args.json)
+    return p.parse_args(argv)
+
+
+main = benchmark_main(parse_args, measure)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,1 +1,1 @@
-"""The one-command GPU check behind `make gpu-check` (`bench/gpu_check.py`)."""
+"""The one-command GPU check behind `make gpu-check` (`python -m bench.gpu_check`)."""

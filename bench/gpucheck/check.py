@@ -1,9 +1,9 @@
 """Runs the parts of the check in order under one time budget and gathers their results into one report.
 
-Every part is a process of its own (`runner`): the environment probe, the CUDA-marked tests, one
-`bench/model_step.py` per configuration, `bench/patchify_placement.py`, the sharding job with
-`--in-process` (started first, in the background: it needs only a CPU core) and `bench/train_throughput.py`
-on those shards. Results come back as JSON files; logs stay in `<out>/logs/`.
+Every part is a process of its own (`runner`), a module run from the project root: the environment
+probe, the CUDA-marked tests, one `bench.model_step` per configuration, `bench.patchify_placement`, the
+sharding job with `--in-process` (started first, in the background: it needs only a CPU core) and
+`bench.train_throughput` on those shards. Results come back as JSON files; logs stay in `<out>/logs/`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class Check:
             return outcome
         return min(limit.most_s, left)
 
-    def _argv(self, script: str, *args: str) -> list[str]:
-        return [sys.executable, *(["-m", script] if "/" not in script else [script]), *args]
+    def _argv(self, module: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", module, *args]
 
     def _log(self, key: str) -> Path:
         return self.out / "logs" / f"{key.replace('/', '_')}.log"
@@ -123,7 +123,7 @@ class Check:
     def model_step(self, config: StepConfig) -> None:
         path = self.results / f"{config.key.replace('/', '_')}.json"
         warmup = self.s.warmup_fp16 if config.precision == "fp16" else self.s.warmup
-        argv = self._argv("bench/model_step.py", "--config", self.s.models[config.model], "--device", self.s.device,
+        argv = self._argv("bench.model_step", "--config", self.s.models[config.model], "--device", self.s.device,
                           "--batch-size", str(self.s.batch_size), "--precision", config.precision,
                           "--warmup", str(warmup), "--steps", str(self.s.steps), "--json", str(path),
                           *(["--compile"] if config.compile else []))
@@ -143,7 +143,7 @@ class Check:
     def patchify(self) -> None:
         path = self.results / "patchify.json"
         outcome = self._run("patchify", "patchify", self._argv(
-            "bench/patchify_placement.py", "--config", self.s.patchify_config, "--device", self.s.device,
+            "bench.patchify_placement", "--config", self.s.patchify_config, "--device", self.s.device,
             "--batch-size", str(self.s.patchify_batch), "--repeats", str(self.s.patchify_repeats), "--json", str(path)))
         self.report["patchify"] = {**outcome.as_dict(), "result": self._read(path)}
 
@@ -154,7 +154,7 @@ class Check:
             self.report["not_run"].append({"part": "training", **outcome.as_dict()})
         else:
             outcome = self._run("training", "training", self._argv(
-                "bench/train_throughput.py", "--config", self.s.train_config, "--warmup", str(self.s.train_warmup),
+                "bench.train_throughput", "--config", self.s.train_config, "--warmup", str(self.s.train_warmup),
                 "--steps", str(self.s.train_steps), "--json", str(path), f"data.datasets.0.url={self.shards}",
                 *self.s.train_overrides))
         self.report["training"] = {**outcome.as_dict(), "result": self._read(path)}
@@ -198,7 +198,7 @@ class Check:
             env = self.environment()
             if self.s.device == "cuda" and not (env or {}).get("cuda_available"):
                 self.report["error"] = ("no CUDA device visible: the full check needs one "
-                                        "(`python bench/gpu_check.py --smoke` runs the CPU smoke check)")
+                                        "(`python -m bench.gpu_check --smoke` runs the CPU smoke check)")
                 return self._finish()
             shards = self.start_shards()
             self.cuda_tests()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class StepConfig:
-    """One `bench/model_step.py` configuration."""
+    """One `bench.model_step` configuration."""
 
     model: str  # label of a model config in Settings.models
     precision: str  # fp32 | bf16 | fp16

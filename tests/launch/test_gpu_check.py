@@ -1,9 +1,11 @@
-"""`bench/gpu_check.py`: the CPU smoke check runs every part and reports it; the parts' plumbing."""
+"""`python -m bench.gpu_check`: the CPU smoke check runs every part and reports it; the parts' plumbing."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import THREAD_VARIABLES
 from bench.gpucheck import placement, pytest_output, runner
+from bench.gpucheck.check import Check
+from bench.gpucheck.settings import FULL
 from tests.conftest import ROOT
 
 
@@ -19,7 +24,7 @@ from tests.conftest import ROOT
 def smoke(tmp_path_factory) -> tuple[dict, str]:
     """The smoke check's JSON report and Markdown (a few minutes on 2 cores, one compiled configuration)."""
     out = tmp_path_factory.mktemp("gpu-check")
-    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--smoke", "--out", str(out)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--smoke", "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
@@ -29,6 +34,7 @@ def steps_by_config(report: dict) -> dict[tuple[str, bool], dict]:
     return {(e["precision"], e["compile"]): e for e in report["model_step"]}
 
 
+@pytest.mark.slow
 def test_smoke_runs_the_tests_and_every_model_step_configuration(smoke):
     report, _ = smoke
     assert report["mode"] == "smoke" and report["environment"]["status"] == "ok"
@@ -49,6 +55,7 @@ def test_smoke_runs_the_tests_and_every_model_step_configuration(smoke):
         "model_step/tiny/fp16/eager", "model_step/tiny/fp16/compiled", "model_step/tiny/bf16/compiled"}
 
 
+@pytest.mark.slow
 def test_smoke_trains_on_shards_made_without_ray_and_places_patchify(smoke):
     report, markdown = smoke
     assert report["shards"]["status"] == "ok" and report["shards"]["result"]["samples"] == 64
@@ -60,6 +67,28 @@ def test_smoke_trains_on_shards_made_without_ray_and_places_patchify(smoke):
     assert report["patchify_placement"]["decision"] in ("loader", "gpu")
     for heading in ("## CUDA tests", "| model | precision | mode |", "**Decision:", "Rule: Patchify stays"):
         assert heading in markdown
+
+
+def test_every_part_is_a_module_run_from_the_project_root(tmp_path, monkeypatch):
+    """Each benchmark starts as `python -m bench.<name>` in the project root (no installed package needed,
+    only PYTHONPATH for the wheels), and its parser takes the arguments the check passes."""
+    for name in THREAD_VARIABLES:  # importing a one-core benchmark sets them; keep them out of later tests
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    started: list[tuple[list[str], Path]] = []
+    monkeypatch.setattr(runner, "run", lambda argv, log, limit, cwd, env: started.append((argv, cwd)) or
+                        runner.Outcome("ok"))
+    check = Check(FULL, tmp_path)
+    try:
+        check.model_step(FULL.first_steps[0])
+        check.patchify()
+        check.training(have_shards=True)
+    finally:
+        shutil.rmtree(check.work, ignore_errors=True)
+    assert [argv[:3] for argv, _ in started] == [[sys.executable, "-m", f"bench.{name}"] for name in
+                                                 ("model_step", "patchify_placement", "train_throughput")]
+    assert {cwd for _, cwd in started} == {ROOT}
+    for argv, _ in started:
+        importlib.import_module(argv[2]).parse_args(argv[3:])
 
 
 def test_pytest_output_of_a_run_cut_short():

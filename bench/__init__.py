@@ -1,0 +1,1 @@
+"""Benchmarks and the one-command GPU check; run each as a module from the project root."""
