@@ -22,7 +22,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def gen() -> torch.Generator:
+def torch_rng() -> torch.Generator:
+    """A CPU generator with a fixed seed: every test draws the same tensors."""
     return torch.Generator().manual_seed(1234)
 
 

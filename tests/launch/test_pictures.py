@@ -97,11 +97,11 @@ def test_crops_figure_rejects_counts_beyond_the_crop():
         crops_figure(np.zeros((1, 512, 3)), [513])
 
 
-def test_masks_figure_shows_each_mask_of_the_models_inverse_block_masking(tmp_path, gen):
+def test_masks_figure_shows_each_mask_of_the_models_inverse_block_masking(tmp_path, torch_rng):
     cfg = load_model_config(TINY)
     crop = torch.from_numpy(sphere(512, 3))[None]
-    patches = patchify(crop, torch.tensor([512]), cfg.patchify.global_patches, cfg.patchify.patch_size, generator=gen)
-    masks = inverse_block_mask(patches.centers, cfg.masking, gen)
+    patches = patchify(crop, torch.tensor([512]), cfg.patchify.global_patches, cfg.patchify.patch_size, generator=torch_rng)
+    masks = inverse_block_mask(patches.centers, cfg.masking, torch_rng)
     counts = mask_counts(cfg.patchify.global_patches, cfg.masking)
     k = cfg.patchify.patch_size
     fig = masks_figure(patches.centers[0], patches.neighborhoods[0], masks)

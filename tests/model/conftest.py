@@ -13,16 +13,16 @@ def tiny_model_config() -> ModelConfig:
     return load_model_config(ROOT / "configs/model/tiny.yaml")
 
 
-def random_crops(batch: int, crops: int, points: int, gen: torch.Generator, min_points: int | None = None) -> CropBatch:
+def random_crops(batch: int, crops: int, points: int, torch_rng: torch.Generator, min_points: int | None = None) -> CropBatch:
     """Points on anisotropic blobs, zero-padded past a random valid count in [min_points, points]."""
-    pts = torch.randn(batch, crops, points, 3, generator=gen) * torch.tensor([1.0, 0.5, 0.25])
+    pts = torch.randn(batch, crops, points, 3, generator=torch_rng) * torch.tensor([1.0, 0.5, 0.25])
     if min_points is None:
         num = torch.full((batch, crops), points)
     else:
-        num = torch.randint(min_points, points + 1, (batch, crops), generator=gen)
+        num = torch.randint(min_points, points + 1, (batch, crops), generator=torch_rng)
     pts = pts * (torch.arange(points) < num[..., None])[..., None]
     return CropBatch(pts, num)
 
 
-def tiny_batch(batch: int, gen: torch.Generator) -> MultiCropBatch:
-    return MultiCropBatch(random_crops(batch, 2, 512, gen), random_crops(batch, 4, 128, gen))
+def tiny_batch(batch: int, torch_rng: torch.Generator) -> MultiCropBatch:
+    return MultiCropBatch(random_crops(batch, 2, 512, torch_rng), random_crops(batch, 4, 128, torch_rng))

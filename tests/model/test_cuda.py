@@ -80,10 +80,10 @@ def test_patchify_indices_on_cuda_equal_the_loader_and_cpu(kind, patches):
     assert torch.equal(groups, knn_group(pts, num, centers, 32))
 
 
-def test_views_depend_only_on_the_cuda_generator_seed(tiny_model_config, gen):
+def test_views_depend_only_on_the_cuda_generator_seed(tiny_model_config, torch_rng):
     """FPS starts and masks drawn on the GPU: the trainer's reseeding makes them reproducible."""
     model = AsymDSD(tiny_model_config).to(CUDA)
-    batch = tiny_batch(8, gen).to(CUDA)
+    batch = tiny_batch(8, torch_rng).to(CUDA)
     a, b, c = (model.prepare(batch, torch.Generator(CUDA).manual_seed(seed)) for seed in (3, 3, 4))
     for name in ("visible_idx", "masked_idx"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
@@ -96,10 +96,10 @@ def pinned(batch: MultiCropBatch) -> MultiCropBatch:
     return batch.map(torch.Tensor.pin_memory)
 
 
-def test_pinned_batch_moves_non_blocking_and_gives_the_same_losses(tiny_model_config, gen):
+def test_pinned_batch_moves_non_blocking_and_gives_the_same_losses(tiny_model_config, torch_rng):
     torch.manual_seed(0)
     model = AsymDSD(tiny_model_config).to(CUDA)
-    batch = tiny_batch(8, gen)
+    batch = tiny_batch(8, torch_rng)
     source = pinned(batch)
     assert source.global_crops.points.is_pinned() and source.local_crops.num_points.is_pinned()
     moved = source.to(CUDA, non_blocking=True)
@@ -159,14 +159,14 @@ def as_floats(out) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_steps_are_close_to_fp32_and_keep_fp32_weights(tiny_model_config, gen, no_tf32, precision):
+def test_mixed_precision_steps_are_close_to_fp32_and_keep_fp32_weights(tiny_model_config, torch_rng, no_tf32, precision):
     """Autocast losses are finite and near fp32's; after optimizer steps student and EMA teacher are still
     fp32 and finite, and the teacher has moved. fp16 is loss-scaled from 2^16: the first steps overflow in
     the fp16 bias gradients (sums over every row) and are skipped while the scale halves (on CPU, `tiny`
     needed 6), so the loop runs until two steps were applied."""
     torch.manual_seed(0)
     model = AsymDSD(tiny_model_config).to(CUDA)
-    batch = tiny_batch(16, gen).to(CUDA)
+    batch = tiny_batch(16, torch_rng).to(CUDA)
     reference = as_floats(loss_terms(model, batch, "fp32"))
     got = as_floats(loss_terms(model, batch, precision))
     terms_tol, koleo_tol = MIXED_TOLERANCE[precision]
@@ -207,7 +207,7 @@ def step_outputs(model: AsymDSD, batch: MultiCropBatch, precision: str) -> tuple
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_compiled_regions_equal_eager_on_cuda(tiny_model_config, gen, no_tf32, precision):
+def test_compiled_regions_equal_eager_on_cuda(tiny_model_config, torch_rng, no_tf32, precision):
     """Triton kernels against eager CUDA, same weights and randomness. fp32: terms within 1e-4 relative and
     every gradient within 1e-4 of the largest; bf16: terms within 1e-2 (KoLeo 0.2), gradients with cosine
     similarity above 0.99 (both sides round to bf16 at different places)."""
@@ -219,7 +219,7 @@ def test_compiled_regions_equal_eager_on_cuda(tiny_model_config, gen, no_tf32, p
     eager.to(CUDA)
     compiled.to(CUDA)
     compiled.compile()
-    batch = tiny_batch(16, gen).to(CUDA)
+    batch = tiny_batch(16, torch_rng).to(CUDA)
     want_terms, want_grads = step_outputs(eager, batch, precision)
     got_terms, got_grads = step_outputs(compiled, batch, precision)
     terms_tol, koleo_tol = (1e-4, 1e-4) if precision == "fp32" else (1e-2, 0.2)

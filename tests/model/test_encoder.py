@@ -107,24 +107,24 @@ def manual_forward(enc: PointEncoder, tokens: torch.Tensor, pe: torch.Tensor) ->
     return F.rms_norm(x, (d,), enc.norm.weight, 1e-5)
 
 
-def test_encoder_adds_position_before_every_block(gen):
+def test_encoder_adds_position_before_every_block(torch_rng):
     torch.manual_seed(0)
     enc = PointEncoder(TokenizerConfig(hidden_dims=[[16, 32], [64]]), EncoderConfig(dim=64, depth=3, num_heads=4))
     with torch.no_grad():
         enc.cls_token.normal_()
         for blk in enc.blocks:
             blk.norm1.weight.uniform_(0.5, 1.5)
-    pts = torch.randn(3, 256, 3, generator=gen)
-    patches = patchify(pts, torch.full((3,), 256), 16, 32, generator=gen)
+    pts = torch.randn(3, 256, 3, generator=torch_rng)
+    patches = patchify(pts, torch.full((3,), 256), 16, 32, generator=torch_rng)
     tokens, pe = enc.embed(patches)
     out = enc(patches)
     assert out.shape == (3, 17, 64)
     assert torch.allclose(out, manual_forward(enc, tokens, pe), atol=1e-5)
 
 
-def test_cls_attention_maps(gen):
+def test_cls_attention_maps(torch_rng):
     enc = PointEncoder(TokenizerConfig(hidden_dims=[[16, 32], [64]]), EncoderConfig(dim=64, depth=3, num_heads=4))
-    patches = patchify(torch.randn(2, 256, 3, generator=gen), torch.full((2,), 256), 16, 32, generator=gen)
+    patches = patchify(torch.randn(2, 256, 3, generator=torch_rng), torch.full((2,), 256), 16, 32, generator=torch_rng)
     maps = enc.cls_attention(patches, blocks=[0, -1])
     assert set(maps) == {0, 2}
     assert maps[2].shape == (2, 4, 16)

@@ -50,10 +50,10 @@ def config(name: str, **sections) -> ModelConfig:
 
 
 def counted_step(
-    model: AsymDSD, batch: MultiCropBatch, gen: torch.Generator, fake: FakeTensorMode | None = None
+    model: AsymDSD, batch: MultiCropBatch, torch_rng: torch.Generator, fake: FakeTensorMode | None = None
 ) -> int:
     """FlopCounterMode's count of one step; with `fake`, teacher and student run on shape-only tensors."""
-    views = model.prepare(batch, gen)
+    views = model.prepare(batch, torch_rng)
     counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
     with fake or contextlib.nullcontext(), counter:
         model.student(views, model.teacher(views, SCHEDULE)).total.backward()
@@ -71,14 +71,14 @@ def fake_model(cfg: ModelConfig) -> tuple[AsymDSD, FakeTensorMode]:
     return model, fake
 
 
-def real_step(cfg: ModelConfig, batch: MultiCropBatch, gen: torch.Generator) -> int:
+def real_step(cfg: ModelConfig, batch: MultiCropBatch, torch_rng: torch.Generator) -> int:
     torch.manual_seed(0)
-    return counted_step(AsymDSD(cfg), batch, gen)
+    return counted_step(AsymDSD(cfg), batch, torch_rng)
 
 
-def full_size_batch(batch: int, gen: torch.Generator) -> MultiCropBatch:
+def full_size_batch(batch: int, torch_rng: torch.Generator) -> MultiCropBatch:
     """S/B/L crops with fewer points: the FLOPs depend on the patch counts only, not on the crop sizes."""
-    return MultiCropBatch(random_crops(batch, 2, 128, gen), random_crops(batch, 4, 64, gen))
+    return MultiCropBatch(random_crops(batch, 2, 128, torch_rng), random_crops(batch, 4, 64, torch_rng))
 
 
 TINY_CASES = {
@@ -95,52 +95,52 @@ TINY_CASES = {
 
 
 @pytest.mark.parametrize("case", TINY_CASES)
-def test_tiny_matches_flop_counter(gen, case):
+def test_tiny_matches_flop_counter(torch_rng, case):
     cfg = config("tiny", **TINY_CASES[case])
-    batch = tiny_batch(3, gen)
-    assert real_step(cfg, batch, gen) == training_flops(cfg, 3).total
+    batch = tiny_batch(3, torch_rng)
+    assert real_step(cfg, batch, torch_rng) == training_flops(cfg, 3).total
 
 
-def test_tiny_mask_mode_matches_flop_counter(gen):
+def test_tiny_mask_mode_matches_flop_counter(torch_rng):
     cfg = config("tiny", mode="mask", num_global_crops=1, num_local_crops=0, encoder={"cls_token": False})
-    batch = MultiCropBatch(random_crops(3, 1, 512, gen))
-    assert real_step(cfg, batch, gen) == training_flops(cfg, 3).total
+    batch = MultiCropBatch(random_crops(3, 1, 512, torch_rng))
+    assert real_step(cfg, batch, torch_rng) == training_flops(cfg, 3).total
 
 
-def test_s_matches_flop_counter(gen):
+def test_s_matches_flop_counter(torch_rng):
     """One shape (KoLeo needs two, so it is off: B and L cover it)."""
     cfg = config("asymdsd_s")
-    assert real_step(cfg, full_size_batch(1, gen), gen) == training_flops(cfg, 1).total
+    assert real_step(cfg, full_size_batch(1, torch_rng), torch_rng) == training_flops(cfg, 1).total
 
 
-def test_fake_tensor_count_equals_real_count(gen):
+def test_fake_tensor_count_equals_real_count(torch_rng):
     """Fake tensors take the same kernels and shapes as a real step, so they count the same FLOPs."""
     cfg = config("tiny", encoder={"drop_path": 0.2})
-    batch = tiny_batch(3, gen)
+    batch = tiny_batch(3, torch_rng)
     model, fake = fake_model(cfg)
-    assert counted_step(model, batch, gen, fake) == real_step(cfg, batch, gen)
+    assert counted_step(model, batch, torch_rng, fake) == real_step(cfg, batch, torch_rng)
 
 
 @pytest.mark.parametrize("name", ["asymdsd_b", "asymdsd_l"])
-def test_b_and_l_match_flop_counter_on_fake_tensors(gen, name):
+def test_b_and_l_match_flop_counter_on_fake_tensors(torch_rng, name):
     """B and L (drop path 0.2 / 0.4, teacher too) on fake tensors: a real CPU step of B alone takes ~30 s."""
     cfg = config(name)
     model, fake = fake_model(cfg)
-    assert counted_step(model, full_size_batch(2, gen), gen, fake) == training_flops(cfg, 2).total
+    assert counted_step(model, full_size_batch(2, torch_rng), torch_rng, fake) == training_flops(cfg, 2).total
 
 
-def test_recompute_is_not_counted(gen):
+def test_recompute_is_not_counted(torch_rng):
     """Checkpointing re-runs forwards in the backward; the analytic count (model FLOPs) leaves them out."""
     plain = config("tiny")
     checkpointed = with_overrides(
         plain, loss={"patch_loss_chunk": 64}, tokenizer={"checkpoint": True},
         encoder={"checkpoint_blocks": True},
     )
-    batch = tiny_batch(2, gen)
+    batch = tiny_batch(2, torch_rng)
     assert training_flops(checkpointed, 2) == training_flops(plain, 2)
-    measured = real_step(plain, batch, gen)
+    measured = real_step(plain, batch, torch_rng)
     assert measured == training_flops(plain, 2).total
-    assert real_step(checkpointed, batch, gen) > measured
+    assert real_step(checkpointed, batch, torch_rng) > measured
 
 
 def test_breakdown_sums_to_total_and_summary_reports_it_per_shape():

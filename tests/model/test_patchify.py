@@ -21,16 +21,16 @@ def brute_force_fps(points: np.ndarray, n_valid: int, n_samples: int, start: int
     return chosen
 
 
-def padded_cloud(gen: torch.Generator, crops: int = 6, n: int = 300, min_valid: int = 100):
-    pts = torch.randn(crops, n, 3, generator=gen) * torch.tensor([2.0, 1.0, 0.5]) + 3.0
-    num = torch.randint(min_valid, n + 1, (crops,), generator=gen)
+def padded_cloud(torch_rng: torch.Generator, crops: int = 6, n: int = 300, min_valid: int = 100):
+    pts = torch.randn(crops, n, 3, generator=torch_rng) * torch.tensor([2.0, 1.0, 0.5]) + 3.0
+    num = torch.randint(min_valid, n + 1, (crops,), generator=torch_rng)
     # Padding far away: picking a padded point anywhere would be visible in every test below.
     pts[torch.arange(n) >= num[:, None]] = 1e3
     return pts, num
 
 
-def test_normalisation_uses_valid_points_only(gen):
-    pts, num = padded_cloud(gen)
+def test_normalisation_uses_valid_points_only(torch_rng):
+    pts, num = padded_cloud(torch_rng)
     out = normalize_unit_sphere(pts, num)
     for c in range(pts.shape[0]):
         valid = out[c, : num[c]]
@@ -39,24 +39,24 @@ def test_normalisation_uses_valid_points_only(gen):
         assert torch.all(out[c, num[c] :] == 0)
 
 
-def test_fps_matches_brute_force_reference(gen):
-    pts, num = padded_cloud(gen)
-    idx = farthest_point_sample(pts, num, 32, gen)
+def test_fps_matches_brute_force_reference(torch_rng):
+    pts, num = padded_cloud(torch_rng)
+    idx = farthest_point_sample(pts, num, 32, torch_rng)
     for c in range(pts.shape[0]):
         start = int(idx[c, 0])
         assert 0 <= start < num[c]
         assert idx[c].tolist() == brute_force_fps(pts[c].numpy(), int(num[c]), 32, start)
 
 
-def test_fps_start_is_random(gen):
-    pts, num = padded_cloud(gen, crops=1, min_valid=300)
-    starts = {int(farthest_point_sample(pts, num, 4, gen)[0, 0]) for _ in range(20)}
+def test_fps_start_is_random(torch_rng):
+    pts, num = padded_cloud(torch_rng, crops=1, min_valid=300)
+    starts = {int(farthest_point_sample(pts, num, 4, torch_rng)[0, 0]) for _ in range(20)}
     assert len(starts) > 10
 
 
-def test_knn_matches_brute_force(gen):
-    pts, num = padded_cloud(gen)
-    centers = farthest_point_sample(pts, num, 16, gen)
+def test_knn_matches_brute_force(torch_rng):
+    pts, num = padded_cloud(torch_rng)
+    centers = farthest_point_sample(pts, num, 16, torch_rng)
     idx = knn_group(pts, num, centers, 32)
     for c in range(pts.shape[0]):
         valid = pts[c, : num[c]].double()
@@ -69,10 +69,10 @@ def test_knn_matches_brute_force(gen):
             assert torch.allclose(got, expected, atol=1e-9)
 
 
-def test_tiny_clouds_never_use_padding(gen):
-    pts, num = padded_cloud(gen, crops=4, n=64, min_valid=1)
+def test_tiny_clouds_never_use_padding(torch_rng):
+    pts, num = padded_cloud(torch_rng, crops=4, n=64, min_valid=1)
     num[:] = torch.tensor([1, 5, 20, 40])
-    patches = patchify(pts, num, num_patches=16, patch_size=32, generator=gen)
+    patches = patchify(pts, num, num_patches=16, patch_size=32, generator=torch_rng)
     for c in range(4):
         assert torch.all(patches.center_idx[c] < num[c])
         assert torch.all(patches.patch_idx[c] < num[c])
@@ -81,9 +81,9 @@ def test_tiny_clouds_never_use_padding(gen):
     assert torch.isfinite(patches.neighborhoods).all()
 
 
-def test_patch_coordinates_are_relative_and_indices_reusable(gen):
-    pts, num = padded_cloud(gen)
-    first = patchify(pts, num, 16, 32, generator=gen)
+def test_patch_coordinates_are_relative_and_indices_reusable(torch_rng):
+    pts, num = padded_cloud(torch_rng)
+    first = patchify(pts, num, 16, 32, generator=torch_rng)
     normed = normalize_unit_sphere(pts, num)
     c, p = 2, 5
     expected = normed[c, first.patch_idx[c, p]] - normed[c, first.center_idx[c, p]]
@@ -98,15 +98,15 @@ def test_patch_coordinates_are_relative_and_indices_reusable(gen):
     assert torch.allclose(model_side.neighborhoods, loader_side.neighborhoods, atol=1e-6)
 
 
-def test_patchify_rejects_half_precomputed_indices(gen):
-    pts, num = padded_cloud(gen)
+def test_patchify_rejects_half_precomputed_indices(torch_rng):
+    pts, num = padded_cloud(torch_rng)
     with pytest.raises(ValueError, match="both"):
         patchify(pts, num, 16, 32, center_idx=torch.zeros(6, 16, dtype=torch.long))
 
 
 @pytest.mark.cuda
-def test_cuda_matches_cpu(gen):
-    pts, num = padded_cloud(gen)
+def test_cuda_matches_cpu(torch_rng):
+    pts, num = padded_cloud(torch_rng)
     idx = farthest_point_sample(pts.cuda(), num.cuda(), 32, torch.Generator("cuda").manual_seed(3)).cpu()
     for c in range(pts.shape[0]):
         assert idx[c].tolist() == brute_force_fps(pts[c].numpy(), int(num[c]), 32, int(idx[c, 0]))

@@ -18,9 +18,9 @@ from tests.model.conftest import tiny_batch
 SCHEDULE = DistillSchedule(0.04, 0.05, 0.99)
 
 
-def test_teacher_receives_no_gradient(tiny_model_config, gen):
+def test_teacher_receives_no_gradient(tiny_model_config, torch_rng):
     model = AsymDSD(tiny_model_config)
-    out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
+    out = model.losses(tiny_batch(4, torch_rng), SCHEDULE, generator=torch_rng)
     out.total.backward()
     assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
     grads = {n: p.grad for n, p in model.student.named_parameters()}

@@ -27,11 +27,11 @@ def with_overrides(cfg, **sections):
     return model_config_from_dict(data)
 
 
-def test_tiny_loss_falls_on_a_fixed_batch(tiny_model_config, gen):
+def test_tiny_loss_falls_on_a_fixed_batch(tiny_model_config, torch_rng):
     """The student fits fixed teacher targets: every branch learns through the shared parameters."""
     torch.manual_seed(0)
     model = AsymDSD(tiny_model_config)
-    views = model.prepare(tiny_batch(8, gen), gen)
+    views = model.prepare(tiny_batch(8, torch_rng), torch_rng)
     targets = model.teacher(views, SCHEDULE)
     opt = torch.optim.AdamW(model.student.parameters(), lr=1e-3, weight_decay=0.05)
     losses = []
@@ -45,9 +45,9 @@ def test_tiny_loss_falls_on_a_fixed_batch(tiny_model_config, gen):
     assert all(b <= a + 0.02 for a, b in zip(losses[5:], losses[6:])), losses
 
 
-def test_total_is_weighted_mean_of_terms(tiny_model_config, gen):
+def test_total_is_weighted_mean_of_terms(tiny_model_config, torch_rng):
     model = AsymDSD(tiny_model_config)
-    out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
+    out = model.losses(tiny_batch(4, torch_rng), SCHEDULE, generator=torch_rng)
     assert set(out.terms) == {"cls", "patch", "koleo"}
     expected = (out.terms["patch"] + out.terms["cls"] + 0.01 * out.terms["koleo"]) / 2.01
     assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -71,39 +71,39 @@ def test_cls_mask_pairings(tiny_model_config):
 
 
 @pytest.mark.parametrize("mode", ["cls", "mask"])
-def test_ablation_modes_train(tiny_model_config, gen, mode):
+def test_ablation_modes_train(tiny_model_config, torch_rng, mode):
     if mode == "mask":  # AsymSD-MPM: one crop, no CLS token, no local crops
         cfg = with_overrides(tiny_model_config, mode=mode, num_global_crops=1, num_local_crops=0, encoder={"cls_token": False})
-        batch = MultiCropBatch(random_crops(4, 1, 512, gen))
+        batch = MultiCropBatch(random_crops(4, 1, 512, torch_rng))
         expected_terms = {"patch", "regression"}
     else:  # AsymSD-CLS: no masking, no predictor
         cfg = with_overrides(tiny_model_config, mode=mode)
-        batch = tiny_batch(4, gen)
+        batch = tiny_batch(4, torch_rng)
         expected_terms = {"cls", "koleo"}
     model = AsymDSD(cfg)
     assert hasattr(model.student, "cls_head") == (mode == "cls")
     assert hasattr(model.student, "predictor") == (mode == "mask")
-    out = model.losses(batch, SCHEDULE, generator=gen)
+    out = model.losses(batch, SCHEDULE, generator=torch_rng)
     assert set(out.terms) == expected_terms
     out.total.backward()
     assert all(p.grad is not None for p in model.student.parameters())
 
 
-def test_contrast_term_is_optional_and_weighted(tiny_model_config, gen):
+def test_contrast_term_is_optional_and_weighted(tiny_model_config, torch_rng):
     cfg = with_overrides(tiny_model_config, loss={"contrast": {"weight": 0.5, "temperature": 0.2}})
-    out = AsymDSD(cfg).losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
+    out = AsymDSD(cfg).losses(tiny_batch(4, torch_rng), SCHEDULE, generator=torch_rng)
     t = out.terms
     assert set(t) == {"cls", "patch", "koleo", "contrast"}
     expected = (t["patch"] + t["cls"] + 0.01 * t["koleo"] + 0.5 * t["contrast"]) / 2.51
     assert out.total.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_precomputed_indices_give_the_same_loss(tiny_model_config, gen):
+def test_precomputed_indices_give_the_same_loss(tiny_model_config, torch_rng):
     """A loader may compute FPS/kNN itself: with the same indices and masks the losses are identical."""
     model = AsymDSD(tiny_model_config)
     other = copy.deepcopy(model)
-    batch = tiny_batch(3, gen)
-    views = model.prepare(batch, gen)  # FPS + kNN inside the model
+    batch = tiny_batch(3, torch_rng)
+    views = model.prepare(batch, torch_rng)  # FPS + kNN inside the model
 
     def loader_side(crops: CropBatch, patches) -> CropBatch:
         b, c = crops.num_points.shape
@@ -115,7 +115,7 @@ def test_precomputed_indices_give_the_same_loss(tiny_model_config, gen):
     pre = MultiCropBatch(
         loader_side(batch.global_crops, views.global_patches), loader_side(batch.local_crops, views.local_patches)
     )
-    pre_views = other.prepare(pre, gen)
+    pre_views = other.prepare(pre, torch_rng)
     pre_views.visible_idx, pre_views.masked_idx = views.visible_idx, views.masked_idx
     a = model.student(views, model.teacher(views, SCHEDULE))
     b = other.student(pre_views, other.teacher(pre_views, SCHEDULE))
@@ -123,17 +123,17 @@ def test_precomputed_indices_give_the_same_loss(tiny_model_config, gen):
     assert a.total.item() == pytest.approx(b.total.item(), rel=1e-6)
 
 
-def test_bf16_autocast_step_is_finite(tiny_model_config, gen):
+def test_bf16_autocast_step_is_finite(tiny_model_config, torch_rng):
     model = AsymDSD(tiny_model_config)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.losses(tiny_batch(4, gen), SCHEDULE, generator=gen)
+        out = model.losses(tiny_batch(4, torch_rng), SCHEDULE, generator=torch_rng)
     out.total.backward()
     assert torch.isfinite(out.total)
     assert all(torch.isfinite(p.grad).all() for p in model.student.parameters())
 
 
-def test_crop_count_mismatch_is_a_clear_error(tiny_model_config, gen):
-    batch = MultiCropBatch(random_crops(2, 3, 512, gen), random_crops(2, 4, 128, gen))
+def test_crop_count_mismatch_is_a_clear_error(tiny_model_config, torch_rng):
+    batch = MultiCropBatch(random_crops(2, 3, 512, torch_rng), random_crops(2, 4, 128, torch_rng))
     with pytest.raises(ValueError, match="3 global crops, config says 2"):
         AsymDSD(tiny_model_config).prepare(batch)
 
