@@ -1,1 +1,1 @@
-"""Streaming input pipeline: WebDataset shards -> multi-crop augmentation -> fixed-shape batches (issue 4)."""
+"""Streaming input pipeline: WebDataset shards -> multi-crop augmentation -> fixed-shape batches."""
