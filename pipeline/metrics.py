@@ -43,7 +43,11 @@ class LoaderStats:
 
 
 class LoaderMeter:
-    """Iterate batches while counting them; `stats` covers everything since the meter started."""
+    """Iterate batches while counting them; `stats` covers everything since the meter started.
+
+    The elapsed time moves on both when a batch arrives and when the next one is asked for, so `stats`
+    read at any point (the trainer reads it during the step) counts no wait outside its elapsed time.
+    """
 
     def __init__(self, batches: Iterable[Batch], clock=time.perf_counter) -> None:
         self._batches = batches
@@ -56,6 +60,7 @@ class LoaderMeter:
             got = self._clock()
             s = self.stats
             s.wait_seconds += got - asked
+            s.elapsed_seconds = got - start
             s.batches += 1
             s.samples += int(batch.positions.numel())
             s.skipped += batch.skipped

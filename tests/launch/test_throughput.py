@@ -9,7 +9,8 @@ import torch
 
 from launch.training import throughput
 from launch.training.throughput import Throughput, peak_flops
-from pipeline.metrics import LoaderStats
+from pipeline.loader import Batch
+from pipeline.metrics import LoaderMeter, LoaderStats
 
 GPU = torch.device("cuda", 0)
 
@@ -59,3 +60,23 @@ def test_mfu_is_flops_per_sample_times_rank_rate_over_peak(monkeypatch):
     assert metrics["throughput/samples_per_s_per_rank"] == 80.0
     assert metrics["throughput/mfu"] == pytest.approx(5e9 * 80 / 1e12)
     assert "throughput/mfu" not in Throughput(64, 4, None, 5e9).metrics()
+
+
+def test_data_wait_fraction_of_each_log_window_is_within_0_and_1(monkeypatch):
+    """One slow batch after fast steps: the window's wait is part of the window's time, never more."""
+    now = [0.0]
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: now[0])
+
+    def batches():
+        for step, wait in enumerate((1.0, 10.0, 1.0, 1.0)):
+            now[0] += wait
+            yield Batch(step, None, torch.arange(4), padding=0, skipped=0, load_seconds=wait)
+
+    rate = Throughput(global_batch=4, world_size=1, peak=None, flops_per_sample=None)
+    meter = LoaderMeter(batches(), clock=lambda: now[0])
+    rate.new_meter(meter)
+    fractions = []
+    for _ in meter:
+        now[0] += 0.1  # the step, then the log line
+        fractions.append(rate.metrics()["data/wait_fraction"])
+    assert fractions == pytest.approx([1.0, 10.0 / 10.1, 1.0 / 1.1, 1.0 / 1.1])

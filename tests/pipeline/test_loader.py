@@ -142,6 +142,26 @@ def test_meter_separates_data_wait_from_the_step():
     assert s.as_metrics()["data/worker_seconds_per_batch"] == 0.5
 
 
+def test_data_wait_never_exceeds_the_time_it_is_part_of():
+    """Read during the step, as the trainer does: the wait just ended is inside the elapsed time."""
+    from pipeline.loader import Batch
+    from pipeline.metrics import LoaderMeter
+
+    now = [0.0]
+
+    def batches():
+        for step, wait in enumerate((1.0, 10.0, 1.0)):
+            now[0] += wait
+            yield Batch(step, None, torch.arange(4), padding=0, skipped=0, load_seconds=wait)
+
+    meter = LoaderMeter(batches(), clock=lambda: now[0])
+    fractions = []
+    for _ in meter:
+        fractions.append(meter.stats.data_wait_fraction)
+        now[0] += 0.1
+    assert fractions == pytest.approx([1.0, 11.0 / 11.1, 12.0 / 12.2])
+
+
 def test_single_crop_mode_feeds_the_mask_model(uneven_shards):
     from model.config import model_config_from_dict
 
