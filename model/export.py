@@ -35,11 +35,15 @@ def build_encoder(cfg: ModelConfig) -> PointEncoder:
 
 def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.PathLike,
                    metadata: dict[str, Any] | None = None) -> Path:
-    """Write the three files atomically enough for readers: each file is renamed into place."""
+    """Write the three files atomically enough for readers: each file is renamed into place.
+
+    The same weights, config and metadata give the same bytes. The safetensors header holds one metadata
+    entry: safetensors keeps metadata in a hash map, which writes several entries in a random order.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    _atomic(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt", "model": cfg.name}))
+    _atomic(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     _atomic(out / CONFIG, lambda p: p.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)))
     _atomic(out / METADATA, lambda p: p.write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n"))
     return out
