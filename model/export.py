@@ -21,6 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from configuration import read_mapping
 from model.config import ModelConfig, load_model_config
 from model.encoder import PointEncoder
 
@@ -51,7 +52,10 @@ def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.Pa
 
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
                  ) -> tuple[PointEncoder, ModelConfig, dict[str, Any]]:
-    """(encoder in eval mode, its model config, the export metadata) from an export directory."""
+    """(encoder in eval mode, its model config, the export metadata) from an export directory.
+
+    A malformed `model.yaml` or `export.json` (a YAML tag included) is a `ConfigError` that names the file.
+    """
     root = Path(path)
     if not (root / WEIGHTS).is_file():
         raise FileNotFoundError(f"{root} is not an encoder export: {WEIGHTS} is missing")
@@ -62,7 +66,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
     if missing or unexpected:
         raise ValueError(f"{root / WEIGHTS} does not match {root / CONFIG}: missing {missing}, unexpected {unexpected}")
     meta_path = root / METADATA
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_mapping(meta_path) if meta_path.is_file() else {}
     return encoder.to(device).eval(), cfg, meta
 
 

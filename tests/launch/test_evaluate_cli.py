@@ -84,6 +84,20 @@ def test_missing_export_directory_is_reported(tmp_path, capsys):
     assert "encoder.safetensors is missing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, text", [
+    ("model.yaml", 'name: !!python/object/apply:os.system ["echo pwned"]\n'),
+    ("export.json", '{"step": 40,\n'),
+])
+def test_a_tampered_export_is_one_error_line_naming_the_file(tmp_path, capfd, name, text):
+    encoder, cfg = tiny_encoder(0)
+    export = export_encoder(encoder, cfg, tmp_path / "export", {"step": 40})
+    (export / name).write_text(text)
+    assert main(["--encoder", str(export), "--protocol", "svm", "--dataset", "shards:x", "--no-mlflow"]) == 2
+    out, err = capfd.readouterr()
+    assert "pwned" not in out + err
+    assert err.startswith(f"error: {export / name} is not valid ") and err.count("\n") == 1
+
+
 def write_job(tmp_path, job: dict):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
