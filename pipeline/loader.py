@@ -6,9 +6,10 @@ number. A sample's crops depend only on (seed, epoch, global position): its rand
 seeded from those three numbers, so every worker and rank draws its own stream (the reference's
 workers share one), and a resumed run reproduces the very crops an uninterrupted one would have made.
 
-Faults: a shard that cannot be used (`ShardError`) either stops the run (`on_shard_error: stop`) or
-is skipped (`skip`): its samples in a batch are replaced by copies of other samples of that batch,
-so shapes stay fixed, and they are counted in `Batch.skipped`.
+Faults: a shard that cannot be used (`ShardError`), or a sample whose points are not all finite
+(`SampleError`: that sample alone, the rest of its shard is read), either stops the run
+(`on_shard_error: stop`) or is skipped (`skip`) with one line naming it: its samples in a batch are
+replaced by copies of other samples of that batch, so shapes stay fixed, and counted in `Batch.skipped`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,29 @@ class Batch:
     crops: MultiCropBatch
     positions: torch.Tensor  # (b,) global positions in the epoch order
     padding: int  # wrap-around repeats in this batch
-    skipped: int  # samples replaced because their shard was unusable
+    skipped: int  # samples replaced because they or their shard were unusable
     load_seconds: float  # worker time spent building the batch
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (pin_memory=True)."""
         return Batch(self.step, self.crops.map(torch.Tensor.pin_memory), self.positions.pin_memory(),
                      self.padding, self.skipped, self.load_seconds)
+
+
+class SampleError(ShardError):
+    """A sample that cannot be used in a shard that can (non-finite points); names the sample and shard."""
+
+    def __init__(self, url: str, key: str, reason: str) -> None:
+        super().__init__(url, f"sample {key}: {reason}")
+        self.key = key
+
+
+def finite_points(points: np.ndarray, url: str, key: str) -> np.ndarray:
+    """`points`, or a `SampleError` when any coordinate is NaN or infinite (it would spoil a whole step)."""
+    bad = points.size - np.count_nonzero(np.isfinite(points))
+    if bad:
+        raise SampleError(url, key, f"{bad} non-finite values in points.npy")
+    return points
 
 
 def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
@@ -64,35 +81,38 @@ class MultiCropStream(IterableDataset):
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         stores = [ShardStore(self.data.read, d.storage_options) for d in self.data.datasets]
-        bad_shards: dict[tuple[int, int], ShardError] = {}
+        unusable: dict[tuple[int, ...], ShardError] = {}  # (dataset, shard) or (dataset, shard, sample)
         try:
             for step, refs in self.order.worker_batches(self.rank, self.world, worker, num_workers, self.start_step):
-                yield self._batch(step, refs, stores, bad_shards)
+                yield self._batch(step, refs, stores, unusable)
         finally:
             for store in stores:
                 store.close()
 
     def _load(self, refs: SampleRefs, i: int, stores: list[ShardStore],
-              bad_shards: dict[tuple[int, int], ShardError]) -> np.ndarray | None:
-        d, s = int(refs.dataset[i]), int(refs.shard[i])
-        if (d, s) in bad_shards:
+              unusable: dict[tuple[int, ...], ShardError]) -> np.ndarray | None:
+        """The points of sample `i` of `refs`, or None when it or its shard is unusable (skip policy)."""
+        d, s, index = int(refs.dataset[i]), int(refs.shard[i]), int(refs.index[i])
+        if (d, s) in unusable or (d, s, index) in unusable:
             return None
+        shard = self.manifests[d].shards[s]
         try:
-            return stores[d].sample(self.manifests[d].shards[s], int(refs.index[i])).points
+            sample = stores[d].sample(shard, index)
+            return finite_points(sample.points, shard.url, sample.key)
         except ShardError as err:
             if self.data.on_shard_error == "stop":
                 raise
-            bad_shards[(d, s)] = err
+            unusable[(d, s, index) if isinstance(err, SampleError) else (d, s)] = err
             print(f"[pipeline] skipping {err}", flush=True)
             return None
 
     def _batch(self, step: int, refs: SampleRefs, stores: list[ShardStore],
-               bad_shards: dict[tuple[int, int], ShardError]) -> Batch:
+               unusable: dict[tuple[int, ...], ShardError]) -> Batch:
         start = time.perf_counter()
         p = self.patches
         crops: list[tuple[CropBatch, CropBatch | None] | None] = []
         for i in range(len(refs)):
-            points = self._load(refs, i, stores, bad_shards)
+            points = self._load(refs, i, stores, unusable)
             if points is None:
                 crops.append(None)
                 continue
@@ -104,8 +124,8 @@ class MultiCropStream(IterableDataset):
             ))
         good = [c for c in crops if c is not None]
         if not good:
-            raise RuntimeError(f"step {step}: every sample of rank {self.rank}'s batch comes from unusable shards: "
-                               f"{sorted(str(e) for e in bad_shards.values())}")
+            raise RuntimeError(f"step {step}: every sample of rank {self.rank}'s batch is unusable: "
+                               f"{sorted(str(e) for e in unusable.values())}")
         skipped = len(crops) - len(good)
         filled = [c if c is not None else good[i % len(good)] for i, c in enumerate(crops)]
         batch = MultiCropBatch(CropBatch.stack([c[0] for c in filled]),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
+import tarfile
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,9 +18,10 @@ from model.asymdsd import AsymDSD
 from model.config import PatchifyConfig, load_model_config
 from model.schedules import DistillSchedule
 from pipeline.config import CropConfig, DataConfig, DatasetConfig
-from pipeline.loader import load_manifests, make_loader
+from pipeline.loader import SampleError, load_manifests, make_loader
 from pipeline.order import LoaderState
 from pipeline.shards import ShardError
+from sharding.manifest import SAMPLE_FORMAT, ShardManifest
 from tests.conftest import ROOT, s3_storage, upload_dir
 
 SMALL = {"global_crops": CropConfig(count=2, points=512, scale=(0.4, 1.0)),
@@ -182,3 +188,49 @@ def test_missing_shard_is_skipped_and_counted(uneven_shards, tmp_path, capsys):
     batches, order = run_epoch(config(data), world=1, workers=0)
     assert sum(b.skipped for b in batches[0]) == int((order.positions().shard == 2).sum()) > 0
     assert "train-000002.tar: missing" in capsys.readouterr().out
+
+
+def write_dataset(root: Path, shards: list[list[np.ndarray]]) -> Path:
+    """A dataset as the sharding job lays it out: tars of `<key>.points.npy` + `<key>.json`, a manifest."""
+    entries = []
+    for s, clouds in enumerate(shards):
+        name = f"train-{s:06d}.tar"
+        with tarfile.open(root / name, "w") as tar:
+            for i, points in enumerate(clouds):
+                npy = io.BytesIO()
+                np.save(npy, points)
+                for suffix, data in (("points.npy", npy.getvalue()), ("json", json.dumps({}).encode())):
+                    info = tarfile.TarInfo(f"s{s}-{i:03d}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        raw = (root / name).read_bytes()
+        entries.append({"url": name, "nsamples": len(clouds), "filesize": len(raw),
+                        "sha256": hashlib.sha256(raw).hexdigest(), "split": "train"})
+    total = sum(len(c) for c in shards)
+    manifest = ShardManifest.model_validate({
+        "shardlist": entries, "total_inputs": total, "total_samples": total, "total_failed": 0,
+        "sources": {"hand": {"inputs": total, "samples": total, "failed": 0}},
+        "splits": {"train": {"shards": len(shards), "samples": total}},
+        "sample": {"num_points": len(shards[0][0]), "dtype": "float32", "format": SAMPLE_FORMAT},
+        "config_hash": "test", "plan_hash": "test", "tool_version": "test"})
+    (root / "manifest.json").write_text(json.dumps(manifest.to_json()))
+    return root
+
+
+def test_a_sample_with_non_finite_points_is_skipped_alone_or_stops_the_run(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    clouds = [[rng.normal(size=(2048, 3)).astype(np.float32) for _ in range(4)] for _ in range(2)]
+    clouds[1][2][5] = [np.nan, 0.0, np.inf]
+    data = write_dataset(tmp_path, clouds)
+    shard = str(data / "train-000001.tar")
+    batches, order = run_epoch(config(data), world=1, workers=0, global_batch=4)
+    refs = order.positions()
+    # that sample alone is replaced, at every position that reads it; the rest of its shard is used
+    assert sum(b.skipped for b in batches[0]) == int(((refs.shard == 1) & (refs.index == 2)).sum()) == 1
+    crops = [c for b in batches[0] for c in (b.crops.global_crops, b.crops.local_crops)]
+    assert all(torch.isfinite(c.points).all() for c in crops)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[pipeline]")]
+    assert lines == [f"[pipeline] skipping shard {shard}: sample s1-002: 2 non-finite values in points.npy"]
+    with pytest.raises(SampleError, match="sample s1-002: 2 non-finite") as err:
+        run_epoch(config(data, on_shard_error="stop"), world=1, workers=0, global_batch=4)
+    assert (err.value.url, err.value.key) == (shard, "s1-002") and isinstance(err.value, ShardError)
