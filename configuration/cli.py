@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from configuration.base import ConfigError
-from configuration.redact import redact
+from configuration.redact import redact, redact_urls
 
 USAGE_ERROR = 2  # argparse's exit code for a bad command line; a bad config is one too
 
@@ -25,9 +25,12 @@ def print_config(cfg: BaseModel) -> None:
 
 
 def run_cli(main: Callable[[], int], errors: tuple[type[BaseException], ...] = ()) -> int:
-    """`main()`, with a `ConfigError` (or one of `errors`) reported as `error: ...` and exit code 2."""
+    """`main()`, with a `ConfigError` (or one of `errors`) reported as `error: ...` and exit code 2.
+
+    URL userinfo is taken out of the line: errors name manifests, shards and endpoints by their URLs.
+    """
     try:
         return main()
     except (ConfigError, *errors) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {redact_urls(str(err))}", file=sys.stderr)
         return USAGE_ERROR

@@ -7,7 +7,8 @@ of *every* node attaches a system-metrics monitor to that run with its own node 
 multi-node system metrics), so one run shows each node's CPU, memory and GPU use.
 
 Secrets never reach MLflow: `redact` replaces credentials in the config tree (fsspec storage
-options and any key that names a secret) before it becomes params or artifacts.
+options and any key that names a secret) before it becomes params or artifacts, and `Tracker` takes
+the userinfo out of every URL in the params, tags and text artifacts it writes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from configuration.redact import redact_urls
 
 MAX_PARAM_CHARS = 6000
 
@@ -65,7 +68,7 @@ def local_artifact_root(uri: str) -> str | None:
 
 
 class Tracker:
-    """One MLflow run, written by global rank 0."""
+    """One MLflow run, written by global rank 0, with no URL userinfo in its params, tags or text."""
 
     def __init__(self, uri: str, experiment: str, run_id: str | None, run_name: str | None,
                  tags: dict[str, str]) -> None:
@@ -81,19 +84,20 @@ class Tracker:
             exp = self.client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(
                 experiment, artifact_location=local_artifact_root(uri))
-            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
+            public = {k: redact_urls(v) for k, v in tags.items()}
+            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags=public).info.run_id
             self.resumed = False
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in sorted(params.items())]
+        items = [Param(k, redact_urls(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, v)
+            self.client.set_tag(self.run_id, k, redact_urls(v))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -104,7 +108,7 @@ class Tracker:
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
     def log_text(self, text: str, artifact_path: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_path)
+        self.client.log_text(self.run_id, redact_urls(text), artifact_path)
 
     def log_dict(self, data: Any, artifact_path: str) -> None:
         if artifact_path.endswith((".yaml", ".yml")):

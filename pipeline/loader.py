@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from configuration.redact import redact_urls
 from model.batch import CropBatch, MultiCropBatch
 from model.config import PatchifyConfig
 from pipeline.config import DataConfig
@@ -103,7 +104,7 @@ class MultiCropStream(IterableDataset):
             if self.data.on_shard_error == "stop":
                 raise
             unusable[(d, s, index) if isinstance(err, SampleError) else (d, s)] = err
-            print(f"[pipeline] skipping {err}", flush=True)
+            print(f"[pipeline] skipping {redact_urls(str(err))}", flush=True)
             return None
 
     def _batch(self, step: int, refs: SampleRefs, stores: list[ShardStore],
@@ -125,7 +126,7 @@ class MultiCropStream(IterableDataset):
         good = [c for c in crops if c is not None]
         if not good:
             raise RuntimeError(f"step {step}: every sample of rank {self.rank}'s batch is unusable: "
-                               f"{sorted(str(e) for e in unusable.values())}")
+                               f"{sorted(redact_urls(str(e)) for e in unusable.values())}")
         skipped = len(crops) - len(good)
         filled = [c if c is not None else good[i % len(good)] for i, c in enumerate(crops)]
         batch = MultiCropBatch(CropBatch.stack([c[0] for c in filled]),

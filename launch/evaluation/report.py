@@ -41,8 +41,8 @@ def build_report(protocol: str, voting: int, runs: list[RunResult], class_names:
                   "mean_class_accuracy": r.mean_class_accuracy, "history": r.history,
                   "y_true": r.y_true.tolist(), "y_pred": r.y_pred.tolist()} for r in runs],
         "class_names": list(class_names),
-        "dataset": dataset,
-        "encoder": encoder,
+        "dataset": redact(dataset),
+        "encoder": redact(encoder),
         "config": redact(config),
         "git_commit": git_commit(),
     }

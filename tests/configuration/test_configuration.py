@@ -164,3 +164,37 @@ def test_flags_and_model_sections_are_never_redacted():
 
     tree = {"model": {"tokenizer": {"bias": False}, "encoder": {"cls_token": True}}}
     assert redact(tree) == tree
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://user:PASS@db.example:5432/mlflow", "postgresql://***@db.example:5432/mlflow"),
+    ("https://user:PASS@minio:9000", "https://***@minio:9000"),
+    ("http://PASS@minio:9000/bucket", "http://***@minio:9000/bucket"),
+    ("s3://KEY:SE/CR+PASS@bucket/shards", "s3://***@bucket/shards"),
+    ("postgresql://user:p@PASS@db/mlflow", "postgresql://***@db/mlflow"),
+])
+def test_url_userinfo_is_redacted_in_every_value_and_in_text(url, shown, capsys):
+    from configuration.redact import redact, redact_urls
+
+    def tree(value: str) -> dict:
+        return {"mlflow": {"tracking_uri": value}, "data": {"datasets": [{"url": value}], "hosts": [value]},
+                "storage_options": {"client_kwargs": {"endpoint_url": value}}}
+
+    assert redact(tree(url)) == tree(shown)
+    assert redact_urls(f"not found: {url}/x.json (retried)") == f"not found: {shown}/x.json (retried)"
+
+    def main():
+        raise ConfigError(f"cannot reach {url}")
+
+    assert run_cli(main) == 2
+    assert capsys.readouterr().err == f"error: cannot reach {shown}\n"
+
+
+@pytest.mark.parametrize("text", [
+    "https://minio:9000/bucket", "sqlite:////runs/a@b/mlflow.db", "https://host/users/a@b.c",
+    "s3://bucket/path", "git@github.com:org/repo", "see ./runs for user@host",
+])
+def test_text_without_url_userinfo_is_left_alone(text):
+    from configuration.redact import redact_urls
+
+    assert redact_urls(text) == text

@@ -20,7 +20,7 @@ from model.schedules import DistillSchedule
 from pipeline.config import CropConfig, DataConfig, DatasetConfig
 from pipeline.loader import SampleError, load_manifests, make_loader
 from pipeline.order import LoaderState
-from pipeline.shards import ShardError
+from pipeline.shards import ShardError, ShardStore
 from sharding.manifest import SAMPLE_FORMAT, ShardManifest
 from tests.conftest import ROOT, s3_storage, upload_dir
 
@@ -234,3 +234,19 @@ def test_a_sample_with_non_finite_points_is_skipped_alone_or_stops_the_run(tmp_p
     with pytest.raises(SampleError, match="sample s1-002: 2 non-finite") as err:
         run_epoch(config(data, on_shard_error="stop"), world=1, workers=0, global_batch=4)
     assert (err.value.url, err.value.key) == (shard, "s1-002") and isinstance(err.value, ShardError)
+
+
+def test_skip_lines_show_no_url_userinfo(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    data = write_dataset(tmp_path, [[rng.normal(size=(2048, 3)).astype(np.float32) for _ in range(4)]] * 2)
+    read = ShardStore.sample
+
+    def sample(store, shard, index):
+        if shard.url.endswith("train-000001.tar"):
+            raise ShardError("s3://KEY:PASS@bucket/train-000001.tar", "unreadable after 4 attempts")
+        return read(store, shard, index)
+
+    monkeypatch.setattr(ShardStore, "sample", sample)
+    run_epoch(config(data), world=1, workers=0, global_batch=4)
+    out = capsys.readouterr().out
+    assert "PASS" not in out and "skipping shard s3://***@bucket/train-000001.tar: unreadable" in out
