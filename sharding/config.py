@@ -13,7 +13,7 @@ from pydantic import Field
 
 from configuration import StrictModel, load_config
 from sharding.limits import Limits
-from sharding.sampling import SampleSpec
+from sharding.sampling import MIN_POINTS, SampleSpec
 from sharding.sources import SourceSpec
 
 YAML_DOCUMENT_END = "...\n"  # what yaml.safe_dump appends after a lone scalar
@@ -40,10 +40,14 @@ class ShardingConfig(StrictModel):
     shard_size: int = Field(1000, ge=1)
     num_points: int = Field(16384, ge=1)
     dtype: Literal["float32", "float16"] = "float32"
-    min_points: int = Field(1, ge=1, description="reject point clouds with fewer points")
+    min_points: int = Field(MIN_POINTS, ge=1, description=(
+        "reject point clouds with fewer points (capped at num_points, the most a stored cloud has); the default "
+        "is one global crop of the pipeline (1024 points, 64 patches of 32), since a crop of a smaller cloud is "
+        "the whole cloud, zero-padded"))
     max_faces: int = Field(5_000_000, ge=1)
     max_vertices: int = Field(10_000_000, ge=1)
-    max_bytes: int = Field(1 << 30, ge=1, description="reject raw inputs larger than this before decoding")
+    max_bytes: int = Field(1 << 30, ge=1, description=(
+        "reject raw inputs larger than this before reading them; no read returns more, so it bounds memory"))
     time_limit_s: float = Field(120.0, ge=0, description="per-shape decode + sampling time limit (0: none)")
     max_failure_ratio: float = Field(0.01, ge=0, le=1)
     task_retries: int = Field(3, ge=0, description="Ray retries of a shard task (system and application errors)")

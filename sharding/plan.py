@@ -1,10 +1,11 @@
 """Streaming plan: which input goes into which shard.
 
-Listing streams every source's refs into a JSON-lines file on local disk while keeping only three
-small arrays in memory (a 64-bit hash of each key, its split and its file offset: 18 bytes per input,
-~17 MB for 930K inputs). Within a split, inputs are ordered by key hash, so the assignment depends only
-on the *set* of keys, not on listing order or the number of workers, and cut into
-ceil(n / shard_size) consecutive shards whose sizes differ by at most one.
+Listing streams every source's refs into a JSON-lines file on local disk (`Output.plan_dir`, the
+output's staging area) while keeping only three small arrays in memory (a 64-bit hash of each key,
+its split and its file offset: 18 bytes per input, ~17 MB for 930K inputs). Within a split, inputs
+are ordered by key hash, so the assignment depends only on the *set* of keys, not on listing order or
+the number of workers, and cut into ceil(n / shard_size) consecutive shards whose sizes differ by at
+most one.
 
 A key that occurs twice is planned once; the later occurrence becomes a failure at stage 'plan'.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sharding.limits import Limits
 from sharding.records import InputRef, sanitize_id
 from sharding.sources import SourceSpec, make_reader
 
@@ -63,9 +65,10 @@ def shard_sizes(n: int, shard_size: int) -> list[int]:
 
 
 def list_refs(
-    sources: list[SourceSpec], refs_path: Path, progress: Callable[[int], None] | None = None
+    sources: list[SourceSpec], refs_path: Path, progress: Callable[[int], None] | None = None,
+    limits: Limits = Limits(),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Stream all refs to `refs_path`; return (hashes, split ids, offsets, split names)."""
+    """Stream all refs to `refs_path` (files read within `limits`); return (hashes, split ids, offsets, split names)."""
     hashes: list[np.ndarray] = []
     splits: list[np.ndarray] = []
     offsets: list[np.ndarray] = []
@@ -81,6 +84,7 @@ def list_refs(
     with open(refs_path, "wb") as f:
         for spec in sources:
             reader = make_reader(spec)
+            reader.limits = limits
             try:
                 for ref in reader.list_inputs():
                     chunk_o.append(f.tell())
@@ -101,10 +105,11 @@ def list_refs(
 
 
 def build_plan(
-    sources: list[SourceSpec], shard_size: int, workdir: Path, progress: Callable[[int], None] | None = None
+    sources: list[SourceSpec], shard_size: int, workdir: Path, progress: Callable[[int], None] | None = None,
+    limits: Limits = Limits(),
 ) -> Plan:
     refs_path = workdir / "refs.jsonl"
-    hashes, split_ids, offsets, split_names = list_refs(sources, refs_path, progress)
+    hashes, split_ids, offsets, split_names = list_refs(sources, refs_path, progress, limits)
     total = len(hashes)
     failures: list[dict] = []
     shards: list[ShardPlan] = []

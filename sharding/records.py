@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_QUOTED = re.compile(r"""b?'[^']*'|b?"[^"]*"|`[^`]*`""")
 
 
 def sanitize_id(uid: str) -> str:
@@ -77,3 +78,13 @@ class ShapeError(Exception):
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
+
+
+def error_text(err: BaseException) -> str:
+    """`Type: message` of a decoder's error, first line only, with every quoted part withheld.
+
+    Parsers quote the input they choke on ("could not convert string '...' to float64"); an input's
+    content must never reach errors.jsonl or the logs, whatever file a path or link leads to.
+    """
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {_QUOTED.sub('...', lines[0] if lines else '')[:300]}"

@@ -22,13 +22,18 @@ from sharding.layouts import Z_UP_FROM_Y_UP
 from sharding.records import Loaded, MeshData, PointData, ShapeError
 
 
+# The points of one global crop in the default pipeline (pipeline.config: 1024 points, 64 patches of 32).
+# A cloud with fewer is the whole of every crop cut from it, zero-padded: garbage, not a sample.
+MIN_POINTS = 1024
+
+
 @dataclass(frozen=True)
 class SampleSpec:
     num_points: int = 16384
     dtype: Literal["float32", "float16"] = "float32"
     max_faces: int = 5_000_000  # larger meshes are rejected before any sampling work (bounds task memory)
     max_vertices: int = 10_000_000
-    min_points: int = 1  # point clouds (or results) with fewer points are rejected
+    min_points: int = MIN_POINTS  # clouds with fewer points (or num_points, if smaller) are rejected
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16"):
@@ -131,7 +136,8 @@ def _encode(points: np.ndarray, dtype: str) -> np.ndarray:
 def make_points(loaded: Loaded, key: str, spec: SampleSpec) -> np.ndarray:
     """The stored point cloud of one input: (n, 3) finite `spec.dtype`, Z-up, deterministic in `key`.
 
-    n is `spec.num_points` for meshes and min(N, num_points) for a cloud of N points.
+    n is `spec.num_points` for meshes and min(N, num_points) for a cloud of N points; fewer than
+    min(min_points, num_points) points is a "filter" failure.
     """
     geometry = loaded.geometry
     if isinstance(geometry, MeshData):
@@ -142,8 +148,9 @@ def make_points(loaded: Loaded, key: str, spec: SampleSpec) -> np.ndarray:
         points = _subsample_points(geometry, key, spec)
     else:
         raise ShapeError("validate", f"unsupported geometry type {type(geometry).__name__}")
-    if len(points) < spec.min_points:
-        raise ShapeError("filter", f"{len(points)} points < min_points {spec.min_points}")
+    least = min(spec.min_points, spec.num_points)
+    if len(points) < least:
+        raise ShapeError("filter", f"{len(points)} points < min_points {least}")
     if loaded.y_up:
         points = points[:, Z_UP_FROM_Y_UP]
     return _encode(points, spec.dtype)

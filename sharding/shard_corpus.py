@@ -10,8 +10,9 @@ Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is sta
 the shard tasks run one after another in this process and Ray is never imported (machines without
 Ray, small corpora): the shards and manifest are byte for byte those of a Ray run. Re-running the
 same command resumes: finished shards are skipped and the final manifest equals an uninterrupted
-run's. Exits 1 when more than --max-failure-ratio of the inputs failed or a source cannot be listed,
-2 (one `error:` line) on a bad config or flag; --print-config prints the resolved job and exits.
+run's. Exits 1 when more than --max-failure-ratio of the inputs failed, or (one `error:` line) when the
+output cannot be opened or a source cannot be listed; 2 (one `error:` line) on a bad config or flag;
+--print-config prints the resolved job and exits.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -263,12 +264,18 @@ def run(args: argparse.Namespace) -> int:
         print_config(cfg)
         return 0
     start = time.perf_counter()
-    out = Output(cfg.output, cfg.storage_options)
-    out.clear_tmp()
-    with tempfile.TemporaryDirectory(prefix="shard-plan-") as workdir:
+    try:
+        out = Output(cfg.output, cfg.storage_options)
+        out.clear_tmp()
+        workdir = out.plan_dir()
+    except Exception as err:  # unreachable endpoint, missing bucket, no permission: nothing was written
+        print(f"error: cannot open the output {cfg.output}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    try:
         with tqdm(desc="listing", unit=" inputs", disable=args.no_progress, file=sys.stderr) as listing:
             try:
-                plan = build_plan([s.spec() for s in cfg.sources], cfg.shard_size, Path(workdir), listing.update)
+                plan = build_plan([s.spec() for s in cfg.sources], cfg.shard_size, workdir, listing.update,
+                                  cfg.limits())
             except Exception as err:  # unreadable source, hostile archive, bad option: nothing was written
                 print(f"error: cannot list the sources: {type(err).__name__}: {err}", file=sys.stderr)
                 return 1
@@ -285,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
 
                 ray.shutdown()
         manifest, stats = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]
     ratio = manifest.total_failed / max(manifest.total_inputs, 1)
     print(f"done: {manifest.total_samples} samples in {len(manifest.shardlist)} shards, "

@@ -3,24 +3,32 @@
 A file becomes visible under its final name only when complete: it is first written under
 `_tmp/<name>.<token>`, then renamed (local filesystems: an atomic `os.replace`) or copied and the
 temporary deleted (object stores have no rename; a server-side copy makes the object appear whole).
+The driver's plan file is staged in `_tmp/plan/` too, or, for a remote output, in a local folder named
+by the output URL's hash: either way the next run on the same output removes what a killed run left.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import posixpath
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from sharding.remote import remote_options
+
 
 class Output:
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.url = url.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.fs, root = fsspec.core.url_to_fs(self.url, **remote_options(self.url, storage_options))
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
         self.fs.makedirs(self.root, exist_ok=True)
@@ -67,6 +75,18 @@ class Output:
 
     def publish_json(self, obj: Any, name: str) -> None:
         self.publish_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), name)
+
+    def plan_dir(self) -> Path:
+        """An empty local folder for the plan file: `_tmp/plan` of a local output, else one in the system
+        temporary folder named by the output URL, so that it too is found and emptied by the next run."""
+        if self.local:
+            folder = Path(self.path("_tmp/plan"))
+        else:
+            digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+            folder = Path(tempfile.gettempdir()) / f"shard-plan-{digest}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
 
     def clear_tmp(self) -> None:
         """Remove temporaries left by an interrupted run."""

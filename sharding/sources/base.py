@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from sharding.containers import Container, open_container
-from sharding.limits import Limits, time_limit
+from sharding.limits import Limits, ShapeTimeout, time_limit
 from sharding.meshio import decode_geometry
-from sharding.records import InputRef, Loaded, ShapeError
+from sharding.records import InputRef, Loaded, ShapeError, error_text
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class SourceReader(ABC):
         self.spec = spec
         self.name = spec.source_name
         self.opts = {**self.options, **spec.options}
-        self.limits = Limits()  # the shard writer sets the job's limits
+        self.limits = Limits()  # the planner and the shard writer set the job's limits
         self._containers: dict[str, Container] = {}
 
     def subset_option(self, option: str, allowed: tuple) -> tuple:
@@ -67,7 +67,7 @@ class SourceReader(ABC):
     def container(self, uri: str | None = None) -> Container:
         uri = uri or self.spec.path
         if uri not in self._containers:
-            self._containers[uri] = open_container(uri, self.spec.storage_options)
+            self._containers[uri] = open_container(uri, self.spec.storage_options, self.limits.max_bytes)
         return self._containers[uri]
 
     def ref(self, member: str, uid: str, container: str | None = None, **fields: object) -> InputRef:
@@ -79,7 +79,7 @@ class SourceReader(ABC):
 
     def decode(self, ref: InputRef, data: bytes, container: Container) -> Loaded:
         """Bytes of `ref.member` -> geometry. Override for multi-sample files or special formats."""
-        geometry = decode_geometry(data, ref.member or ref.container, container, ref.member)
+        geometry = decode_geometry(data, ref.member or ref.container, container, ref.member, self.limits.max_bytes)
         return Loaded(geometry, hashlib.sha256(data).hexdigest(), self.y_up)
 
     def load(self, refs: Iterable[InputRef]) -> Iterator[tuple[InputRef, Loaded | Exception]]:
@@ -106,13 +106,14 @@ class SourceReader(ABC):
                     yield r, self._decode_limited(r, data, container)
 
     def _decode_limited(self, ref: InputRef, data: bytes, container: Container) -> Loaded | Exception:
-        if len(data) > self.limits.max_bytes:
-            return ShapeError("limits", f"input is {len(data)} bytes > max_bytes {self.limits.max_bytes}")
+        """Decode within the time limit; a parser's own error is reported without the content it may quote."""
         try:
             with time_limit(self.limits.time_s):
                 return self.decode(ref, data, container)
-        except Exception as err:
+        except (ShapeError, ShapeTimeout) as err:
             return err
+        except Exception as err:
+            return ShapeError("decode", f"{ref.member or ref.container}: {error_text(err)}")
 
     def close(self) -> None:
         for c in self._containers.values():

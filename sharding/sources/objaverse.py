@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import fsspec
 
 from sharding.records import InputRef
+from sharding.remote import remote_options
 from sharding.sources import register
 from sharding.sources.base import SourceReader, SourceSpec
 
@@ -53,7 +54,7 @@ class ObjaverseReader(SourceReader):
         path = self.opts["lvis_annotations"]
         if path is None:
             return {}
-        with fsspec.open(path, "rt", compression="infer", **self.spec.storage_options) as f:
+        with fsspec.open(path, "rt", compression="infer", **remote_options(path, self.spec.storage_options)) as f:
             annotations = json.load(f)
         if not isinstance(annotations, dict) or not all(isinstance(u, list) for u in annotations.values()):
             raise ValueError(f"source objaverse: {path} is not an LVIS annotation file {{category: [uid]}}")

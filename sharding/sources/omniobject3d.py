@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from sharding.containers import Container, DirContainer
+from sharding.limits import check_size
 from sharding.records import InputRef, Loaded, PointData, ShapeError
 from sharding.sources import register
 from sharding.sources.base import SourceReader, SourceSpec
@@ -67,7 +68,9 @@ class OmniObject3DReader(SourceReader):
         key = (ref.container, ref.member)
         if self._parsed is None or self._parsed[0] != key:
             with h5py.File(io.BytesIO(data), "r") as h5:
-                self._parsed = (key, np.asarray(_clouds(h5, ref.member)[()], dtype=np.float32))
+                clouds = _clouds(h5, ref.member)
+                check_size(clouds.nbytes, self.limits.max_bytes, f"{ref.member}[{DATASET}]")
+                self._parsed = (key, np.asarray(clouds[()], dtype=np.float32))
         clouds = self._parsed[1]
         if ref.index is None or not 0 <= ref.index < len(clouds):
             raise ShapeError("decode", f"{ref.member}: no row {ref.index} (the file has {len(clouds)})")

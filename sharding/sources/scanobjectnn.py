@@ -30,18 +30,22 @@ from sharding.layouts import (
     SCANOBJECTNN_SPLITS,
     SCANOBJECTNN_VARIANTS,
 )
-from sharding.records import InputRef, Loaded, PointData, ShapeError
+from sharding.limits import check_size
+from sharding.records import InputRef, Loaded, PointData, ShapeError, error_text
 from sharding.sources import register
 from sharding.sources.base import SourceReader, SourceSpec
 
 
-def _parse_clouds(member: str, data: bytes) -> np.ndarray | ShapeError:
-    """The (N, P, 3) `data` array of an h5 file, or the error that says why it is unusable."""
+def _parse_clouds(member: str, data: bytes, max_bytes: int) -> np.ndarray | ShapeError:
+    """The (N, P, 3) `data` array of an h5 file (at most `max_bytes` unpacked), or the error that says why not."""
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
+            check_size(f["data"].nbytes, max_bytes, f"{member}[data]")
             clouds = np.asarray(f["data"][()])
+    except ShapeError as err:
+        return err
     except Exception as err:
-        return ShapeError("decode", f"{member}: {type(err).__name__}: {err}")
+        return ShapeError("decode", f"{member}: {error_text(err)}")
     if clouds.ndim != 3 or clouds.shape[2] != 3:
         return ShapeError("decode", f"{member}: data has shape {clouds.shape}, expected (N, P, 3)")
     return clouds
@@ -103,7 +107,7 @@ class ScanObjectNNReader(SourceReader):
         key = (ref.container, ref.member)
         if self._cached is None or self._cached[0] != key:
             self._cached = None  # drop the previous member's array before parsing the next one
-            self._cached = (key, _parse_clouds(ref.member, data))
+            self._cached = (key, _parse_clouds(ref.member, data, self.limits.max_bytes))
         clouds = self._cached[1]
         if isinstance(clouds, ShapeError):
             raise ShapeError(clouds.stage, clouds.reason)

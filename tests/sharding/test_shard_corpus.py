@@ -129,8 +129,9 @@ def test_float16_and_point_cloud_inputs(tmp_path, local_ray):
     clouds.mkdir()
     rng = np.random.default_rng(0)
     np.save(clouds / "big.npy", rng.normal(size=(20000, 3)))
-    np.save(clouds / "small.npy", rng.normal(size=(100, 6)))
-    (clouds / "text.xyz").write_text("\n".join("1 2 3" for _ in range(50)))
+    np.save(clouds / "small.npy", rng.normal(size=(2000, 6)))
+    np.save(clouds / "tiny.npy", rng.normal(size=(100, 3)))  # fewer than min_points: refused
+    (clouds / "text.xyz").write_text("\n".join("1 2 3" for _ in range(1500)))
     buf = io.BytesIO()
     np.save(buf, np.array([object()], dtype=object), allow_pickle=True)
     (clouds / "pickled.npy").write_bytes(buf.getvalue())  # must be refused, never unpickled
@@ -138,13 +139,14 @@ def test_float16_and_point_cloud_inputs(tmp_path, local_ray):
                     sources=("--source", f"generic:{clouds}"))
     assert code == 0
     m = read_manifest(out)
-    assert (m["total_samples"], m["total_failed"]) == (3, 1)
+    assert (m["total_samples"], m["total_failed"]) == (3, 2)
     samples = {s["__key__"]: s for s in wds.WebDataset(str(out / m["shardlist"][0]["url"]), shardshuffle=False,
                                                        empty_check=False).decode()}
     assert samples["generic_big-npy"]["points.npy"].shape == (16384, 3)
     assert samples["generic_big-npy"]["points.npy"].dtype == np.float16
-    assert samples["generic_small-npy"]["json"]["num_points"] == 100  # fewer points: kept whole, count recorded
-    assert "pickle" in (out / "errors.jsonl").read_text().lower()
+    assert samples["generic_small-npy"]["json"]["num_points"] == 2000  # fewer points: kept whole, count recorded
+    errors = (out / "errors.jsonl").read_text()
+    assert "pickle" in errors.lower() and "100 points < min_points 1024" in errors
 
 
 @pytest.mark.slow
