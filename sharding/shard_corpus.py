@@ -33,6 +33,7 @@ from tqdm import tqdm  # noqa: E402
 
 from configuration import ConfigError  # noqa: E402
 from configuration.cli import add_print_config, print_config, run_cli  # noqa: E402
+from configuration.redact import redact_urls  # noqa: E402
 from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
 from sharding.manifest import (  # noqa: E402
     SAMPLE_FORMAT,
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         out.clear_tmp()
         workdir = out.plan_dir()
     except Exception as err:  # unreachable endpoint, missing bucket, no permission: nothing was written
-        print(f"error: cannot open the output {cfg.output}: {type(err).__name__}: {err}", file=sys.stderr)
+        print(redact_urls(f"error: cannot open the output {cfg.output}: {type(err).__name__}: {err}"), file=sys.stderr)
         return 1
     try:
         with tqdm(desc="listing", unit=" inputs", disable=args.no_progress, file=sys.stderr) as listing:
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                 plan = build_plan([s.spec() for s in cfg.sources], cfg.shard_size, workdir, listing.update,
                                   cfg.limits())
             except Exception as err:  # unreadable source, hostile archive, bad option: nothing was written
-                print(f"error: cannot list the sources: {type(err).__name__}: {err}", file=sys.stderr)
+                print(redact_urls(f"error: cannot list the sources: {type(err).__name__}: {err}"), file=sys.stderr)
                 return 1
         print(f"planned {plan.total_inputs} inputs into {len(plan.shards)} shards "
               f"({len(plan.failures)} duplicate keys) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -298,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
     ratio = manifest.total_failed / max(manifest.total_inputs, 1)
     print(f"done: {manifest.total_samples} samples in {len(manifest.shardlist)} shards, "
           f"{manifest.total_failed} failed ({ratio:.2%}), {stats['shards_skipped']} shards already done, "
-          f"{stats['seconds']} s ({stats['shapes_per_s']} shapes/s) -> {cfg.output}/manifest.json", file=sys.stderr)
+          f"{stats['seconds']} s ({stats['shapes_per_s']} shapes/s) -> {redact_urls(cfg.output)}/manifest.json",
+          file=sys.stderr)
     if failures:
         print("most common errors (all in errors.jsonl):", file=sys.stderr)
         for text, count in top_errors(failures):

@@ -79,3 +79,17 @@ def test_an_unreachable_s3_endpoint_is_one_error_line_within_seconds(tmp_path, c
     [line] = [line for line in err.splitlines() if not line.startswith("listing")]
     assert line.startswith("error: ") and "EndpointConnectionError" in line and endpoint in line, err
     assert elapsed < 20, elapsed
+
+
+def test_error_lines_show_no_password_of_a_url(tmp_path, capsys, monkeypatch):
+    import sharding.shard_corpus as shard_corpus
+
+    def unreachable(url, storage_options):
+        raise OSError(f"could not connect to endpoint https://minio:PASS@minio:9000 for {url}")
+
+    monkeypatch.setattr(shard_corpus, "Output", unreachable)
+    code = main(["--source", "synthetic:2", "--output", "s3://AKIA:SECRET@bucket/shards", "--no-progress",
+                 "--in-process"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: cannot open the output s3://***@bucket/shards" in err
+    assert "https://***@minio:9000" in err and "PASS" not in err and "SECRET" not in err
