@@ -68,12 +68,23 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"{path} is not valid {kind}: {_parse_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _parse_problem(err: json.JSONDecodeError | yaml.YAMLError) -> str:
+    """A parser's complaint on one line, saying where: YAML's own message spans lines and quotes the text."""
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return " ".join(str(err).split())
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = f" ({err.context})" if err.context else ""
+    return f"{where}{err.problem}{context}"
 
 
 def resolve_path(ref: str | os.PathLike, named_in: Path | None, what: str) -> Path:
@@ -103,7 +114,7 @@ def apply_override(tree: dict[str, Any], item: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({err})") from None
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({_parse_problem(err)})") from None
     parts = key.split(".")
     node: Any = tree
     for i, part in enumerate(parts):
