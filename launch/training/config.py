@@ -61,6 +61,9 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the model's blocks, tokenizer and heads (static shapes)")
     tf32: bool = True
     peak_tflops: float | None = Field(None, gt=0, description="device peak for MFU; null: from the GPU name")
+    memory_check: bool = Field(
+        True, description="refuse a micro-batch whose estimated activations exceed free memory (launch/training/memory.py)"
+    )
 
 
 class CheckpointConfig(StrictModel):
