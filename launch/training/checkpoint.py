@@ -9,8 +9,9 @@ as safetensors (`model.export`), so any checkpoint can be evaluated without Deep
 
 Every rank must call `save` (DeepSpeed writes partitioned state per rank and hangs otherwise); the
 `latest` file is written by DeepSpeed after the tag is complete, so a job killed mid-save resumes
-from the previous tag. A `--resume` that names no complete checkpoint is a `CheckpointError` naming
-the path, found before the engine starts.
+from the previous tag. Resuming reads every state file weights-only (`launch.training.safe_load`), so a
+checkpoint cannot run code. A `--resume` that names no complete checkpoint (found before the engine
+starts) and a state file that is truncated, corrupt or refused are each a `CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Checkpointer:
     def __init__(self, cfg: CheckpointConfig, directory: Path, engine, env: DistEnv) -> None:
         self.cfg, self.directory, self.engine, self.env = cfg, directory, engine, env
         self.last_save = time.monotonic()
+        from launch.training.safe_load import install_weights_only  # DeepSpeed: imported once the engine exists
+
+        install_weights_only(engine)
 
     def due(self, step: int, last_step: int) -> bool:
         """Every `every_steps`, every `every_minutes` (rank 0's clock decides for all) and at the last step."""
