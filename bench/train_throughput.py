@@ -27,6 +27,7 @@ import tempfile
 from bench.common import add_json_option, benchmark_main
 from launch.training.config import load_pretrain_config
 from launch.training.distributed import init_distributed
+from launch.training.preflight import preflight
 from launch.training.throughput import Throughput
 from launch.training.trainer import Pretrainer
 
@@ -73,8 +74,9 @@ def measure(args: argparse.Namespace) -> dict:
             *args.overrides, f"output_dir={out}", f"train.max_steps={warmup + steps}", "train.log_every=1",
             "checkpoint.every_steps=0", "checkpoint.every_minutes=0", "mlflow.enabled=false",
         ])
+        inputs = preflight(cfg)
         env = init_distributed(cfg.train.device)
-        trainer = Pretrainer(cfg, env)
+        trainer = Pretrainer(cfg, env, inputs)
         steps_seen = StepWindows(trainer.throughput)
         trainer.run()
     timed = steps_seen.windows[warmup:]

@@ -6,9 +6,13 @@ from pydantic import BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors and a validated config never changes (copy with `model_copy(update=...)`)."""
+    """Unknown keys are errors, numbers are finite, and a validated config never changes (copy with `model_copy`).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Infinity and NaN are refused everywhere: no setting means them, and one that slips through (`lr: .inf`)
+    only shows up steps later as a non-finite loss.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):

@@ -9,7 +9,8 @@ The same script runs under every launcher:
     deepspeed --no_ssh --hostfile H --node_rank R --master_addr A launch/pretrain.py --config C   # Kubernetes
 
 Overrides are dotted config keys (`train.max_steps=100 model.encoder.drop_path=0.2`). The config is
-validated before any process group, data or model work starts.
+validated, and its directories, data and checkpoint checked (`launch.training.preflight`), before any
+process group or model work starts; a problem found then or later in a checkpoint is one `error:` line.
 """
 
 from __future__ import annotations
@@ -43,22 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: pretrain(args))
+    from launch.training.errors import JOB_ERRORS
+
+    return run_cli(lambda: pretrain(args), errors=JOB_ERRORS)
 
 
 def pretrain(args: argparse.Namespace) -> int:
     from launch.training.config import load_pretrain_config
+    from launch.training.preflight import preflight
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     cfg = load_pretrain_config(args.config, overrides)
     if args.print_config:
         print_config(cfg)
         return 0
+    inputs = preflight(cfg, args.resume)
     from launch.training.distributed import init_distributed
     from launch.training.trainer import Pretrainer
 
     env = init_distributed(cfg.train.device)
-    result = Pretrainer(cfg, env, args.resume).run()  # what depends on the world size is checked in there
+    result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
     if env.is_main:
         print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, encoder export "
               f"{result.export_dir}, MLflow run {result.mlflow_run_id}", flush=True)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from configuration import StrictModel
 
-Pair = tuple[float, float]
+
+def _ordered(pair: tuple[float, float]) -> tuple[float, float]:
+    if pair[0] > pair[1]:
+        raise ValueError(f"must be [low, high] with low <= high, got {list(pair)}")
+    return pair
+
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+FractionRange = Annotated[tuple[Fraction, Fraction], AfterValidator(_ordered)]  # [low, high] within (0, 1]
+PositiveRange = Annotated[tuple[Positive, Positive], AfterValidator(_ordered)]  # [low, high] above 0
 
 
 class DatasetConfig(StrictModel):
@@ -23,15 +33,15 @@ class CropConfig(StrictModel):
 
     count: int = Field(ge=1, description="crops of this kind per sample")
     points: int = Field(ge=1, description="points per crop after subsampling; also the minimum box size")
-    scale: Pair = Field(description="fraction of the stored points the box grows to, U(lo, hi)")
-    aspect: Pair = Field((0.33, 3.0), description="box aspect ratio, U(lo, hi)")
+    scale: FractionRange = Field(description="fraction of the stored points the box grows to, U(lo, hi)")
+    aspect: PositiveRange = Field((0.33, 3.0), description="box aspect ratio, U(lo, hi)")
 
 
 class AugmentConfig(StrictModel):
     """Per-crop augmentation after cropping."""
 
     rotate_z: bool = Field(True, description="rotation about Z, angle U(0, 2 pi)")
-    scale: Pair = Field((0.8, 1.2), description="anisotropic scaling: each axis its own U(lo, hi)")
+    scale: PositiveRange = Field((0.8, 1.2), description="anisotropic scaling: each axis its own U(lo, hi)")
 
 
 class MultiCropConfig(StrictModel):

@@ -9,7 +9,9 @@ as safetensors (`model.export`), so any checkpoint can be evaluated without Deep
 
 Every rank must call `save` (DeepSpeed writes partitioned state per rank and hangs otherwise); the
 `latest` file is written by DeepSpeed after the tag is complete, so a job killed mid-save resumes
-from the previous tag.
+from the previous tag. Resuming reads every state file weights-only (`launch.training.safe_load`), so a
+checkpoint cannot run code. A `--resume` that names no complete checkpoint (found before the engine
+starts) and a state file that is truncated, corrupt or refused are each a `CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.distributed as dist
 
 from launch.training.config import CheckpointConfig
 from launch.training.distributed import DistEnv, rank0_decides
+from launch.training.errors import CheckpointError
 
 TAG_PATTERN = re.compile(r"^step(\d{8,})$")
 TEACHER_EXPORT = "teacher"
@@ -51,9 +54,12 @@ class ClientState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str) -> ClientState:
-        if not data or "asymdsd" not in data:
-            raise ValueError(f"{where} is not an asymdsd pretraining checkpoint (no 'asymdsd' client state)")
-        return cls(**data["asymdsd"])
+        if not data or not isinstance(data.get("asymdsd"), dict):
+            raise CheckpointError(f"{where} is not an asymdsd pretraining checkpoint (no 'asymdsd' client state)")
+        try:
+            return cls(**data["asymdsd"])
+        except TypeError as err:
+            raise CheckpointError(f"{where}: the 'asymdsd' client state does not match this version ({err})") from None
 
 
 class Checkpointer:
@@ -62,6 +68,9 @@ class Checkpointer:
     def __init__(self, cfg: CheckpointConfig, directory: Path, engine, env: DistEnv) -> None:
         self.cfg, self.directory, self.engine, self.env = cfg, directory, engine, env
         self.last_save = time.monotonic()
+        from launch.training.safe_load import install_weights_only  # DeepSpeed: imported once the engine exists
+
+        install_weights_only(engine)
 
     def due(self, step: int, last_step: int) -> bool:
         """Every `every_steps`, every `every_minutes` (rank 0's clock decides for all) and at the last step."""
@@ -83,16 +92,12 @@ class Checkpointer:
         self.last_save = time.monotonic()
         return self.directory / tag
 
-    def load(self, resume: str) -> ClientState | None:
-        """The engine's state (module, optimizer) loaded in place, and our client state; None: nothing to resume."""
-        found = resolve_resume(resume, self.directory)
-        if found is None:
-            return None
-        load_dir, tag = found
+    def load(self, load_dir: Path, tag: str) -> ClientState:
+        """The engine's state (module, optimizer) of `load_dir/tag` loaded in place, and our client state."""
         path, client = self.engine.load_checkpoint(str(load_dir), tag=tag, load_module_strict=True,
                                                    load_optimizer_states=True, load_lr_scheduler_states=False)
         if path is None:
-            raise FileNotFoundError(f"checkpoint {load_dir / tag} could not be loaded")
+            raise CheckpointError(f"checkpoint {load_dir / tag} could not be loaded")
         state = ClientState.from_dict(client, str(load_dir / tag))
         if self.env.is_main:
             print(f"[pretrain] resumed from {load_dir / tag} at step {state.step}", flush=True)
@@ -103,20 +108,41 @@ def resolve_resume(arg: str, checkpoint_dir: Path) -> tuple[Path, str] | None:
     """(directory, tag) to load for `--resume latest|PATH`; None when `latest` finds nothing yet.
 
     `latest` on an empty directory starts fresh, so the same command serves the first launch and every
-    restart of a cluster job. An explicit path that is not a checkpoint is an error.
+    restart of a cluster job. An explicit path that is not a checkpoint is an error, and so is a `latest`
+    file that names no complete tag.
     """
     if arg == "latest":
         latest = checkpoint_dir / "latest"
-        if not latest.is_file():
-            return None
-        return checkpoint_dir, latest.read_text().strip()
+        return _latest_tag(checkpoint_dir) if latest.is_file() else None
     path = Path(arg)
     if (path / "latest").is_file():
-        return path, (path / "latest").read_text().strip()
+        return _latest_tag(path)
     if path.is_dir() and TAG_PATTERN.match(path.name):
-        return path.parent, path.name
-    raise FileNotFoundError(f"--resume {arg}: neither a checkpoint directory (with a 'latest' file) nor a "
-                            f"checkpoint tag directory like .../checkpoints/step00001000")
+        return _complete(path.parent, path.name)
+    reason = ("neither a checkpoint directory (with a 'latest' file) nor a tag directory" if path.exists()
+              else "no such file or directory")
+    raise CheckpointError(f"--resume {arg}: {reason}; give a checkpoint directory or a tag directory like "
+                          f".../checkpoints/step00001000")
+
+
+def _latest_tag(checkpoint_dir: Path) -> tuple[Path, str]:
+    latest = checkpoint_dir / "latest"
+    tag = latest.read_text().strip()
+    if not tag:
+        raise CheckpointError(f"{latest} is empty: it should name a tag like step00001000 (or resume from a tag by "
+                              f"its path: --resume {checkpoint_dir}/stepNNNNNNNN)")
+    if not TAG_PATTERN.match(tag):
+        raise CheckpointError(f"{latest} names {tag[:80]!r}, which is not a tag like step00001000")
+    if not (checkpoint_dir / tag).is_dir():
+        raise CheckpointError(f"{latest} names {tag}, but {checkpoint_dir / tag} does not exist")
+    return _complete(checkpoint_dir, tag)
+
+
+def _complete(checkpoint_dir: Path, tag: str) -> tuple[Path, str]:
+    """(checkpoint_dir, tag), once the tag's directory holds the engine's model states file."""
+    if not any((checkpoint_dir / tag).glob("*model_states.pt")):
+        raise CheckpointError(f"checkpoint {checkpoint_dir / tag} is incomplete: it holds no *model_states.pt file")
+    return checkpoint_dir, tag
 
 
 def prune(checkpoint_dir: Path, keep_last: int) -> list[Path]:

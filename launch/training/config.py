@@ -17,13 +17,15 @@ import copy
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from configuration import ConfigError, StrictModel, load_config
 from model.config import ModelConfig, PatchifyConfig
-from pipeline.config import DataConfig, Pair
+from pipeline.config import CropConfig, DataConfig
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class OptimConfig(StrictModel):
@@ -35,7 +37,7 @@ class OptimConfig(StrictModel):
     warmup_epochs: float = Field(10.0, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     weight_decay_end: float | None = Field(None, ge=0, description="cosine to this value; null keeps it constant")
-    betas: Pair = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     grad_clip: float = Field(10.0, ge=0, description="global L2 norm; 0 disables clipping")
 
@@ -59,6 +61,9 @@ class TrainConfig(StrictModel):
     compile: bool = Field(False, description="torch.compile the model's blocks, tokenizer and heads (static shapes)")
     tf32: bool = True
     peak_tflops: float | None = Field(None, gt=0, description="device peak for MFU; null: from the GPU name")
+    memory_check: bool = Field(
+        True, description="refuse a micro-batch whose estimated activations exceed free memory (launch/training/memory.py)"
+    )
 
 
 class CheckpointConfig(StrictModel):
@@ -110,6 +115,9 @@ class PretrainConfig(StrictModel):
         if wants_local and (loc is None or loc.count != m.num_local_crops):
             raise ValueError(f"model.num_local_crops={m.num_local_crops} needs data.local_crops.count to match "
                              f"(got {None if loc is None else loc.count})")
+        _check_patches(g, "global", m.patchify.global_patches, m.patchify.patch_size)
+        if wants_local:
+            _check_patches(loc, "local", m.patchify.local_patches, m.patchify.patch_size)
         if self.train.precision == "fp16" and self.train.device == "cpu":
             raise ValueError("train.precision=fp16 needs CUDA but train.device=cpu: use train.precision=fp32 or bf16")
         if self.train.micro_batch is not None and self.train.global_batch % self.train.micro_batch:
@@ -129,6 +137,16 @@ class PretrainConfig(StrictModel):
 
     def checkpoint_dir(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
+
+
+def _check_patches(crop: CropConfig, kind: str, patches: int, patch_size: int) -> None:
+    """A crop of `kind` must hold a point per patch centre, and the points of one patch (its kNN group)."""
+    if crop.points < patches:
+        raise ValueError(f"data.{kind}_crops.points={crop.points} is fewer than model.patchify.{kind}_patches="
+                         f"{patches}: every patch centre is a point of the crop")
+    if crop.points < patch_size:
+        raise ValueError(f"model.patchify.patch_size={patch_size} is more than data.{kind}_crops.points="
+                         f"{crop.points}: a patch is a group of that many points of the crop")
 
 
 # -- DeepSpeed JSON -------------------------------------------------------------------------------

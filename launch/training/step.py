@@ -20,14 +20,11 @@ import numpy as np
 import torch
 
 from launch.training.distributed import all_true
+from launch.training.errors import NonFiniteLossError
 from launch.training.optim import SkippableAdamW, StepValues
 from launch.training.precision import LossScaling
 from model.asymdsd import AsymDSD
 from pipeline.loader import Batch
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 @dataclass

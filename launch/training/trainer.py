@@ -10,6 +10,10 @@ drop paths.
 
 Precision (`launch.training.precision`): the engine holds fp32 weights, teacher and student forwards
 run under autocast to `train.precision`, the EMA reads the fp32 student, and fp16 steps are loss-scaled.
+
+Before the model is built, the micro-batch is checked against free memory (`launch.training.memory`);
+the data, directories and checkpoint were checked before the process group started
+(`launch.training.preflight`).
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ from configuration import ConfigError
 from launch.training.checkpoint import Checkpointer, ClientState
 from launch.training.config import PretrainConfig, deepspeed_config
 from launch.training.distributed import DistEnv, mean_over_ranks
+from launch.training.memory import check_micro_batch, free_bytes
 from launch.training.optim import Schedule, SkippableAdamW, StepValues
 from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
+from launch.training.preflight import Inputs
 from launch.training.run_log import RunLog
 from launch.training.step import SkippedSteps, StepOutcome, TrainStep
 from launch.training.throughput import Throughput, peak_flops
 from model.asymdsd import AsymDSD
 from model.export import export_encoder
 from model.flops import training_flops
-from pipeline.loader import epoch_order, load_manifests, make_loader
+from pipeline.loader import epoch_order, make_loader
 from pipeline.metrics import LoaderMeter
 from pipeline.order import LoaderState
 
@@ -48,7 +54,7 @@ class RunResult:
 class Pretrainer:
     """Everything a run needs is built in `__init__` (resuming from a checkpoint if asked); `run` trains."""
 
-    def __init__(self, cfg: PretrainConfig, env: DistEnv, resume: str | None = None) -> None:
+    def __init__(self, cfg: PretrainConfig, env: DistEnv, inputs: Inputs) -> None:
         import deepspeed
 
         self.cfg, self.env = cfg, env
@@ -57,6 +63,9 @@ class Pretrainer:
             self.precision = resolve_precision(t.precision, env.device)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        self.ds_config = deepspeed_config(cfg, env.world_size)
+        check_micro_batch(cfg, self.ds_config["train_micro_batch_size_per_gpu"], self.precision,
+                          free_bytes(env.device, env.local_world_size))
         if env.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
@@ -69,7 +78,7 @@ class Pretrainer:
             self.model.compile()
 
         self.data, self.patches = cfg.crop_data(), cfg.loader_patches()
-        self.manifests = load_manifests(self.data)
+        self.manifests = inputs.manifests
         first = epoch_order(self.data, self.manifests, t.seed, 0, t.global_batch)
         self.steps_per_epoch = first.num_steps
         self.schedule = Schedule(cfg, self.steps_per_epoch)
@@ -78,7 +87,6 @@ class Pretrainer:
         o = cfg.optim
         self.optimizer = SkippableAdamW(self.model.student.parameters(), lr=o.lr_start, betas=tuple(o.betas),
                                         eps=o.eps, weight_decay=o.weight_decay)
-        self.ds_config = deepspeed_config(cfg, env.world_size)
         self.engine, *_ = deepspeed.initialize(model=self.model.student, optimizer=self.optimizer,
                                                config=self.ds_config)
         loss_scaling = LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None
@@ -87,7 +95,7 @@ class Pretrainer:
         self.checkpointer = Checkpointer(cfg.checkpoint, cfg.checkpoint_dir(), self.engine, env)
 
         self.step, self.loader_state = 0, None
-        restored = self.checkpointer.load(resume) if resume is not None else None
+        restored = None if inputs.resume is None else self.checkpointer.load(*inputs.resume)
         if restored is not None:
             self._restore(restored)
         self.run_log = RunLog(cfg, env, self.manifests, self.ds_config, {

@@ -107,6 +107,19 @@ def test_an_empty_document_is_the_defaults(tmp_path):
     assert load_config(Tree, path) == Tree()
 
 
+def test_numbers_must_be_finite_in_every_section():
+    text = message({"leaves": [{"url": "x", "weight": float("inf")}], "maybe": {"url": "y", "weight": float("nan")}})
+    assert "leaves.0.weight: Input should be a finite number (got inf)" in text
+    assert "maybe.weight: Input should be a finite number (got nan)" in text
+
+
+def test_a_yaml_error_in_an_override_is_one_line():
+    with pytest.raises(ConfigError) as err:
+        apply_override({}, "train.max_steps=[1")
+    assert "\n" not in str(err.value)
+    assert "override train.max_steps: value '[1' is not valid YAML (line 1, column 3: expected ',' or ']'" in str(err.value)
+
+
 @pytest.mark.parametrize("item, expected", [
     ("train.max_steps", "not KEY=VALUE"),
     ("a..b=1", "not KEY=VALUE"),

@@ -16,6 +16,13 @@ from tests.conftest import ROOT
 DEMO = ROOT / "configs" / "pretrain" / "demo.yaml"
 
 
+def refusal(*overrides: str) -> str:
+    """The message of the ConfigError that the demo config with `overrides` raises."""
+    with pytest.raises(ConfigError) as err:
+        load_pretrain_config(DEMO, list(overrides))
+    return str(err.value)
+
+
 @pytest.mark.parametrize("name", ["demo", "asymdsd_s_shapenet", "asymdsd_b_mixture"])
 def test_shipped_configs_validate(name):
     cfg = load_pretrain_config(ROOT / "configs" / "pretrain" / f"{name}.yaml")
@@ -43,10 +50,9 @@ def test_includes_are_inlined_before_overrides():
 ])
 def test_bad_keys_and_values_are_named(override, names):
     extra = ["train.micro_batch=8"] if "global_batch" in override else []
-    with pytest.raises(ConfigError) as err:
-        load_pretrain_config(DEMO, [override, *extra])
+    text = refusal(override, *extra)
     for name in names:
-        assert name in str(err.value)
+        assert name in text
 
 
 def test_override_syntax_errors():
@@ -86,10 +92,9 @@ def test_every_precision_is_selectable(setting):
     (["deepspeed.torch_autocast.enabled=true"], ["'torch_autocast' must not be set"]),
 ])
 def test_impossible_precision_settings_name_the_key(overrides, names):
-    with pytest.raises(ConfigError) as err:
-        load_pretrain_config(DEMO, overrides)
+    text = refusal(*overrides)
     for name in names:
-        assert name in str(err.value)
+        assert name in text
 
 
 def test_precision_resolves_per_device():
@@ -144,3 +149,48 @@ def test_cli_rejects_a_bad_key_before_any_work(tmp_path):
     assert "invalid pretrain config" in proc.stderr
     assert "train.epochz: unknown key" in proc.stderr and "epochs" in proc.stderr
     assert not out.exists()  # nothing was started
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=.inf", "optim.lr"),
+    ("optim.eps=.nan", "optim.eps"),
+    ("train.epochs=.inf", "train.epochs"),
+    ("train.peak_tflops=.inf", "train.peak_tflops"),
+    ("data.augment.scale=[0.8, .inf]", "data.augment.scale.1"),
+    ("model.loss.student_temp=.nan", "model.loss.student_temp"),
+])
+def test_every_number_is_finite(override, key):
+    assert f"{key}: Input should be a finite number" in refusal(override)
+
+
+@pytest.mark.parametrize("override, names", [
+    ("data.global_crops.scale=[1.5, 0.2]", ["data.global_crops.scale.0", "less than or equal to 1"]),
+    ("data.global_crops.scale=[0.9, 0.2]", ["data.global_crops.scale", "low <= high", "[0.9, 0.2]"]),
+    ("data.local_crops.scale=[0, 0.4]", ["data.local_crops.scale.0", "greater than 0"]),
+    ("data.global_crops.aspect=[0, 3]", ["data.global_crops.aspect.0", "greater than 0"]),
+    ("data.local_crops.aspect=[3, 0.33]", ["data.local_crops.aspect", "low <= high"]),
+    ("data.augment.scale=[1.2, 0.8]", ["data.augment.scale", "low <= high"]),
+    ("optim.betas=[0.9, 1.0]", ["optim.betas.1", "less than 1"]),
+])
+def test_ranges_are_ordered_and_in_bounds(override, names):
+    text = refusal(override)
+    for name in names:
+        assert name in text
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["data.global_crops.points=16"], ["data.global_crops.points=16", "model.patchify.global_patches=32"]),
+    (["data.local_crops.points=4"], ["data.local_crops.points=4", "model.patchify.local_patches=8"]),
+    (["model.patchify.patch_size=200"], ["model.patchify.patch_size=200", "data.local_crops.points=128"]),
+    (["model.patchify.patch_size=600", "data.local_crops.points=600"],
+     ["model.patchify.patch_size=600", "data.global_crops.points=512"]),
+])
+def test_crops_hold_enough_points_for_their_patches(overrides, names):
+    text = refusal(*overrides)
+    for name in names:
+        assert name in text
+
+
+def test_local_crops_the_model_does_not_use_are_not_checked():
+    cfg = load_pretrain_config(DEMO, ["model.num_local_crops=0", "data.local_crops.points=4"])
+    assert cfg.crop_data().local_crops is None

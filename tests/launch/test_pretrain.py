@@ -190,7 +190,7 @@ def test_two_nodes_without_ssh_on_loopback(pretrain_shards, tmp_path):
 
 def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_path):
     out = tmp_path / "run"
-    result = launch(python_pretrain(*small_run(pretrain_shards, out, "optim.lr=.inf", "optim.lr_start=.inf",
+    result = launch(python_pretrain(*small_run(pretrain_shards, out, "optim.lr=1e30", "optim.lr_start=1e30",
                                                "train.max_nonfinite_steps=2", "optim.grad_clip=0")), tmp_path)
     assert result.returncode != 0
     assert "non-finite loss or gradients, step skipped (1 in a row" in result.output

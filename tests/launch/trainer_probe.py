@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from launch.training.config import load_pretrain_config  # noqa: E402
 from launch.training.distributed import init_distributed  # noqa: E402
 from launch.training.precision import DynamicLossScale, LossScaling  # noqa: E402
+from launch.training.preflight import preflight  # noqa: E402
 from launch.training.step import StepOutcome  # noqa: E402
 from launch.training.trainer import Pretrainer  # noqa: E402
 from pipeline.loader import make_loader  # noqa: E402
@@ -42,7 +43,7 @@ def unchanged(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def trainer(shards: str, out: Path, stage: str, *overrides: str) -> Pretrainer:
     cfg = load_pretrain_config(DEMO, small_run(Path(shards), out, "mlflow.enabled=false",
                                                f"deepspeed.zero_optimization.stage={stage}", *overrides))
-    return Pretrainer(cfg, init_distributed("cpu"))
+    return Pretrainer(cfg, init_distributed("cpu"), preflight(cfg))
 
 
 def first_batch(trainer: Pretrainer):
