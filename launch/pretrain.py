@@ -65,8 +65,9 @@ def pretrain(args: argparse.Namespace) -> int:
     env = init_distributed(cfg.train.device)
     result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
     if env.is_main:
-        print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, encoder export "
-              f"{result.export_dir}, MLflow run {result.mlflow_run_id}", flush=True)
+        print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, {result.samples_skipped} "
+              f"samples skipped, {result.read_retries} shard read retries, encoder export {result.export_dir}, "
+              f"MLflow run {result.mlflow_run_id}", flush=True)
     return 0
 
 

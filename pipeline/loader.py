@@ -42,11 +42,12 @@ class Batch:
     padding: int  # wrap-around repeats in this batch
     skipped: int  # samples replaced because they or their shard were unusable
     load_seconds: float  # worker time spent building the batch
+    retries: int = 0  # shard read retries while building it (ShardStore.retries_used)
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (pin_memory=True)."""
         return Batch(self.step, self.crops.map(torch.Tensor.pin_memory), self.positions.pin_memory(),
-                     self.padding, self.skipped, self.load_seconds)
+                     self.padding, self.skipped, self.load_seconds, self.retries)
 
 
 class SampleError(ShardError):
@@ -109,7 +110,7 @@ class MultiCropStream(IterableDataset):
 
     def _batch(self, step: int, refs: SampleRefs, stores: list[ShardStore],
                unusable: dict[tuple[int, ...], ShardError]) -> Batch:
-        start = time.perf_counter()
+        start, retries = time.perf_counter(), sum(s.retries_used for s in stores)
         p = self.patches
         crops: list[tuple[CropBatch, CropBatch | None] | None] = []
         for i in range(len(refs)):
@@ -132,7 +133,7 @@ class MultiCropStream(IterableDataset):
         batch = MultiCropBatch(CropBatch.stack([c[0] for c in filled]),
                                None if filled[0][1] is None else CropBatch.stack([c[1] for c in filled]))
         return Batch(step, batch, torch.from_numpy(refs.position.copy()), int(refs.is_padding.sum()), skipped,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, sum(s.retries_used for s in stores) - retries)
 
 
 def _sample_crops(crops: Crops, num_patches: int | None, patch_size: int, rng: np.random.Generator) -> CropBatch:

@@ -2,10 +2,11 @@
 
 A checkpoint tag `step00001234/` holds the engine's own files (module, ZeRO-partitioned optimizer state),
 and in the client state the teacher (fp32 weights and centering buffers), the optimizer step, the
-pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters, the fp16 loss scale
-and the MLflow run id. Schedules are functions of the step and model randomness is reseeded from the samples, so this
-is all a bit-exact continuation needs. Each tag also carries `teacher/`, the teacher encoder exported
-as safetensors (`model.export`), so any checkpoint can be evaluated without DeepSpeed.
+pipeline's `LoaderState` (seed, epoch, samples consumed), the non-finite counters, the fp16 loss scale,
+the counts of skipped samples and shard read retries, and the MLflow run id. Schedules are functions of
+the step and model randomness is reseeded from the samples, so this is all a bit-exact continuation needs.
+Each tag also carries `teacher/`, the teacher encoder exported as safetensors (`model.export`), so any
+checkpoint can be evaluated without DeepSpeed.
 
 Every rank must call `save` (DeepSpeed writes partitioned state per rank and hangs otherwise); the
 `latest` file is written by DeepSpeed after the tag is complete, so a job killed mid-save resumes
@@ -47,6 +48,8 @@ class ClientState:
     nonfinite_total: int = 0
     nonfinite_streak: int = 0
     loss_scale: dict[str, Any] | None = None  # launch.training.precision.DynamicLossScale state (fp16 runs)
+    samples_skipped: int = 0  # over all ranks: samples replaced because their shard was unusable
+    read_retries: int = 0  # over all ranks: shard reads retried after a transient error
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -92,6 +92,14 @@ def mean_over_ranks(values: dict[str, torch.Tensor], device: torch.device) -> di
     return dict(zip(keys, t.tolist()))
 
 
+def sum_over_ranks(counts: list[int], device: torch.device) -> list[int]:
+    """Integer counts summed over ranks in one all-reduce."""
+    t = torch.tensor(counts, dtype=torch.int64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
 def broadcast_object(obj, src: int = 0):
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return obj

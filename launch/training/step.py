@@ -7,8 +7,9 @@ client AdamW (or skips it), and the EMA teacher and the centres follow.
 
 Non-finite losses and fp16 overflows skip the whole step (weights, Adam moments, teacher and centres
 stay as they were); `SkippedSteps` counts them and stops the job after `train.max_nonfinite_steps` in a
-row. A finite loss whose fp16 gradients overflowed while the loss scale can still come down is the
-scale calibrating itself: counted, but not a step towards that limit.
+row, once the last of them has been reported and logged like any other step. A finite loss whose fp16
+gradients overflowed while the loss scale can still come down is the scale calibrating itself: counted,
+but not a step towards that limit.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class TrainStep:
 
 @dataclass
 class SkippedSteps:
-    """Skipped steps in all and in a row; `record` raises `NonFiniteLossError` at `max_in_a_row`."""
+    """Skipped steps in all and in a row; `stop_if_exhausted` raises `NonFiniteLossError` at `max_in_a_row`."""
 
     max_in_a_row: int
     total: int = 0
@@ -121,8 +122,15 @@ class SkippedSteps:
             return (f"step {step}: fp16 gradients overflowed, step skipped, loss scale now {loss_scale:g} "
                     f"({self.total} skipped in all)")
         self.streak += 1
-        if self.streak >= self.max_in_a_row:
-            raise NonFiniteLossError(f"{self.streak} non-finite steps in a row (train.max_nonfinite_steps) at step "
-                                     f"{step}: lower optim.lr or check the data")
         return (f"step {step}: non-finite loss or gradients, step skipped ({self.streak} in a row, "
                 f"{self.total} in all)")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.streak >= self.max_in_a_row
+
+    def stop_if_exhausted(self, step: int) -> None:
+        """Stop the job once `max_in_a_row` steps in a row were skipped, `step` (already recorded) the last."""
+        if self.exhausted:
+            raise NonFiniteLossError(f"{self.streak} non-finite steps in a row (train.max_nonfinite_steps) at step "
+                                     f"{step}: lower optim.lr or check the data")

@@ -13,13 +13,14 @@ run under autocast to `train.precision`, the EMA reads the fp32 student, and fp1
 
 Before the model is built, the micro-batch is checked against free memory (`launch.training.memory`);
 the data, directories and checkpoint were checked before the process group started
-(`launch.training.preflight`).
+(`launch.training.preflight`). Samples skipped for unusable shards and shard read retries are counted
+over all ranks, kept in checkpoints, and reported with the result.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ import torch
 from configuration import ConfigError
 from launch.training.checkpoint import Checkpointer, ClientState
 from launch.training.config import PretrainConfig, deepspeed_config
-from launch.training.distributed import DistEnv, mean_over_ranks
+from launch.training.distributed import DistEnv, mean_over_ranks, sum_over_ranks
 from launch.training.memory import check_micro_batch, free_bytes
 from launch.training.optim import Schedule, SkippableAdamW, StepValues
 from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
@@ -38,7 +39,7 @@ from launch.training.throughput import Throughput, peak_flops
 from model.asymdsd import AsymDSD
 from model.export import export_encoder
 from model.flops import training_flops
-from pipeline.loader import epoch_order, make_loader
+from pipeline.loader import Batch, epoch_order, make_loader
 from pipeline.metrics import LoaderMeter
 from pipeline.order import LoaderState
 
@@ -49,6 +50,25 @@ class RunResult:
     mlflow_run_id: str | None
     export_dir: Path | None
     last_loss: float | None
+    samples_skipped: int = 0  # over all ranks: samples replaced because their shard was unusable
+    read_retries: int = 0  # over all ranks: shard reads retried after a transient error
+
+
+@dataclass
+class DataFaults:
+    """Samples skipped and shard read retries: over all ranks before this launch, and on this rank since."""
+
+    samples_skipped: int = 0
+    read_retries: int = 0
+    here: tuple[int, int] = field(default=(0, 0), init=False)
+
+    def count(self, batch: Batch) -> None:
+        self.here = (self.here[0] + batch.skipped, self.here[1] + batch.retries)
+
+    def totals(self, device: torch.device) -> tuple[int, int]:
+        """(samples skipped, read retries) over all ranks and launches; every rank calls it."""
+        skipped, retries = sum_over_ranks(list(self.here), device)
+        return self.samples_skipped + skipped, self.read_retries + retries
 
 
 class Pretrainer:
@@ -92,6 +112,7 @@ class Pretrainer:
         loss_scaling = LossScaling(self.engine, DynamicLossScale()) if self.precision == "fp16" else None
         self.train_step = TrainStep(self.model, self.engine, self.optimizer, loss_scaling, t.seed, env.device)
         self.skipped = SkippedSteps(t.max_nonfinite_steps)
+        self.faults = DataFaults()
         self.checkpointer = Checkpointer(cfg.checkpoint, cfg.checkpoint_dir(), self.engine, env)
 
         self.step, self.loader_state = 0, None
@@ -111,11 +132,12 @@ class Pretrainer:
         status, last_loss, export_dir = "FAILED", None, None
         try:
             last_loss = self._train()
+            skipped, retries = self.faults.totals(self.env.device)
             if self.env.is_main:
                 export_dir = self._export(Path(self.cfg.output_dir) / "export")
                 self.run_log.log_encoder(export_dir)
             status = "FINISHED"
-            return RunResult(self.step, self.run_log.run_id, export_dir, last_loss)
+            return RunResult(self.step, self.run_log.run_id, export_dir, last_loss, skipped, retries)
         finally:
             self.run_log.finish(status)
 
@@ -136,9 +158,11 @@ class Pretrainer:
                 values = self.schedule.at(self.step)
                 outcome = self.train_step(batch, epoch, values)
                 self.step += 1
+                self.faults.count(batch)
                 self._record_skip(outcome)
-                if self.step % cfg.train.log_every == 0 or self.step == self.last_step:
+                if self.step % cfg.train.log_every == 0 or self.step == self.last_step or self.skipped.exhausted:
                     last_loss = self._log(outcome, values)
+                self.skipped.stop_if_exhausted(self.step)
                 if self.checkpointer.due(self.step, self.last_step):
                     self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
                 if self.step >= self.last_step:
@@ -171,15 +195,18 @@ class Pretrainer:
 
     def _client_state(self, loader: LoaderState) -> ClientState:
         scaling = self.train_step.loss_scaling
+        skipped, retries = self.faults.totals(self.env.device)
         return ClientState(step=self.step, loader=loader.to_dict(), teacher=self.model.teacher.state_dict(),
                            mlflow_run_id=self.run_log.run_id, nonfinite_total=self.skipped.total,
                            nonfinite_streak=self.skipped.streak,
-                           loss_scale=None if scaling is None else scaling.scale.state_dict())
+                           loss_scale=None if scaling is None else scaling.scale.state_dict(),
+                           samples_skipped=skipped, read_retries=retries)
 
     def _restore(self, state: ClientState) -> None:
         self.model.teacher.load_state_dict(state.teacher)
         self.step, self.loader_state = state.step, LoaderState.from_dict(state.loader)
         self.skipped.total, self.skipped.streak = state.nonfinite_total, state.nonfinite_streak
+        self.faults = DataFaults(state.samples_skipped, state.read_retries)
         scaling = self.train_step.loss_scaling
         if scaling is not None and state.loss_scale is not None:
             scaling.scale = DynamicLossScale.from_state_dict(state.loss_scale)

@@ -25,7 +25,7 @@ from launch.training.config import load_pretrain_config
 from launch.training.optim import Schedule
 from model.asymdsd import AsymDSD
 from model.export import load_encoder
-from tests.conftest import ROOT
+from tests.conftest import ROOT, s3_storage
 from tests.launch.conftest import (
     DEMO,
     PRETRAIN,
@@ -189,16 +189,54 @@ def test_two_nodes_without_ssh_on_loopback(pretrain_shards, tmp_path):
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_job(pretrain_shards, tmp_path):
+    """A huge learning rate breaks the weights at step 1; steps 2 and 3 are skipped and the job stops at 3.
+
+    Every skipped step, the last one too, has its line and its log line under the same number as the stop.
+    """
     out = tmp_path / "run"
     result = launch(python_pretrain(*small_run(pretrain_shards, out, "optim.lr=1e30", "optim.lr_start=1e30",
                                                "train.max_nonfinite_steps=2", "optim.grad_clip=0")), tmp_path)
-    assert result.returncode != 0
-    assert "non-finite loss or gradients, step skipped (1 in a row" in result.output
-    assert "2 non-finite steps in a row" in result.output
+    assert result.returncode == 2, result.output[-3000:]
+    lines = [line for line in result.output.splitlines() if line.startswith(("[pretrain] step", "error:"))]
+    expected = [
+        "[pretrain] step 1/24 loss ",
+        "[pretrain] step 2: non-finite loss or gradients, step skipped (1 in a row, 1 in all)",
+        "[pretrain] step 2/24 loss nan ",
+        "[pretrain] step 3: non-finite loss or gradients, step skipped (2 in a row, 2 in all)",
+        "[pretrain] step 3/24 loss nan ",
+        "error: 2 non-finite steps in a row (train.max_nonfinite_steps) at step 3: lower optim.lr or check the data",
+    ]
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected)), lines
     client = MlflowClient(mlflow_uri(tmp_path))
     (run,) = client.search_runs([client.get_experiment_by_name("asymdsd-demo").experiment_id])
     assert run.info.status == "FAILED"
-    assert history(client, run.info.run_id, "train/nonfinite_steps")[2] == [1.0]
+    assert history(client, run.info.run_id, "train/nonfinite_steps") == {1: [0.0], 2: [1.0], 3: [2.0]}
+
+
+def test_skipped_samples_and_read_retries_reach_the_summary_across_a_resume(pretrain_shards, tmp_path):
+    """Shard 0 lives on an S3 endpoint that refuses connections: one retry per launch, then its samples are
+    skipped. The counts are summed over the launches of the run (they are kept in the checkpoint)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = json.loads((pretrain_shards / "manifest.json").read_text())
+    for i, entry in enumerate(manifest["shardlist"]):
+        entry["url"] = "s3://bucket/" + entry["url"] if i == 0 else str(pretrain_shards / entry["url"])
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    storage = {**s3_storage(f"http://127.0.0.1:{free_port()}"),
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    args = ["--resume", "latest", *small_run(pretrain_shards, tmp_path / "run", f"data.datasets.0.url={data}",
+                                             f"data.datasets.0.storage_options={json.dumps(storage)}",
+                                             "data.read.retries=1", "data.read.backoff_s=0.01")]
+    first = launch(python_pretrain(*args, "train.max_steps=3"), tmp_path)
+    assert first.returncode == 0, first.output[-3000:]
+    done = re.search(r"\[pretrain\] done: 3 steps, final loss \S+, (\d+) samples skipped, 1 shard read retries,",
+                     first.output)
+    assert done and 0 < int(done.group(1)) < 16, first.output[-3000:]
+    second = launch(python_pretrain(*args, "train.max_steps=6"), tmp_path)
+    assert second.returncode == 0, second.output[-3000:]
+    assert "resumed from" in second.output
+    assert re.search(r"\[pretrain\] done: 6 steps, final loss \S+, 16 samples skipped, 2 shard read retries,",
+                     second.output), second.output[-3000:]
 
 
 @pytest.mark.parametrize("ds", ["zero0", "zero1", "zero2"])
