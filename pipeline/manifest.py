@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import fsspec
 
-from sharding.manifest import KIND, ManifestError, ShardManifest, parse_document
+from sharding.manifest import ManifestError, ShardManifest, parse_document
 
-__all__ = ["KIND", "Manifest", "ManifestError", "ShardInfo", "load_manifest", "parse_manifest"]
+__all__ = ["Manifest", "ManifestError", "ShardInfo", "load_manifest", "parse_manifest"]
 
 
 @dataclass(frozen=True)
