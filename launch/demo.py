@@ -139,9 +139,9 @@ def load_labelled(shards: Path, seed: int) -> Labelled:
     The SVM input is then FPS'd from those points, as the pretraining crops were subsampled: exact FPS
     over all 16,384 stored points costs ~0.1-0.4 s per shape in torch on a CPU, too slow for the demo.
     """
-    from launch.evaluation.data import DatasetConfig, load_shards
+    from launch.evaluation.data import LabelledDataConfig, load_shards
 
-    data = load_shards(DatasetConfig(kind="shards", path=str(shards)))
+    data = load_shards(LabelledDataConfig(kind="shards", path=str(shards)))
     rng = np.random.default_rng(seed)
 
     def presampled(s: LabelledSet) -> LabelledSet:

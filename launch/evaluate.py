@@ -75,6 +75,8 @@ FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--label-key", "dataset.label_key", "shard metadata key of the class (default label)"),
         Flag("--test-fraction", "dataset.test_fraction", "hold-out share for shards without a test split (default 0.3)",
              type=float),
+        Flag("--max-points", "dataset.max_points", "cap every cloud at this many points (seeded uniform subsample)",
+             type=int),
         Flag("--fewshot-path", "fewshot_path", "ModelNetFewshot folder or zip"),
         Flag("--way", "fewshot.way", "few-shot N (default 5)", type=int),
         Flag("--shot", "fewshot.shot", "few-shot K (default 10)", type=int),

@@ -77,7 +77,7 @@ class TrainTest:
     info: dict  # provenance for the report: kind, path, split rule, manifest digest, ...
 
 
-class DatasetConfig(StrictModel):
+class LabelledDataConfig(StrictModel):
     """Where the labelled data is and how to read it (`--dataset KIND:PATH` plus options)."""
 
     kind: DatasetKind
@@ -87,11 +87,14 @@ class DatasetConfig(StrictModel):
     label_key: str = Field("label", description="metadata key holding the class (kind shards only)")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="hold-out share when shards have no test split")
     split_seed: int = 0
+    max_points: int | None = Field(
+        None, ge=1, description="keep a seeded uniform subsample of at most this many points per cloud, as it is "
+                                "read: bounds memory, and makes FPS over dense shard clouds affordable")
     storage_options: dict = Field(default_factory=dict)
 
 
 def dataset_spec(spec: str) -> dict[str, str]:
-    """`KIND:PATH` -> {"kind", "path"} (validated as a DatasetConfig with the rest of the job config)."""
+    """`KIND:PATH` -> {"kind", "path"} (validated as a LabelledDataConfig with the rest of the job config)."""
     kind, sep, path = spec.partition(":")
     if not sep or not path:
         raise DatasetError(f"--dataset must be KIND:PATH with KIND one of shards, scanobjectnn, modelnet40_h5; "
@@ -105,6 +108,23 @@ def _pad(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for i, cloud in enumerate(clouds):
         out[i, : len(cloud)] = cloud[:, :3]
     return out, counts
+
+
+def cap_points(cloud: np.ndarray, max_points: int | None, seed: int) -> np.ndarray:
+    """`cloud` itself, or a uniform subsample of `max_points` of its points drawn with `seed`."""
+    if max_points is None or len(cloud) <= max_points:
+        return cloud
+    keep = np.sort(np.random.default_rng(seed).choice(len(cloud), size=max_points, replace=False))
+    return cloud[keep]
+
+
+def _cap_set(data: LabelledSet, max_points: int | None, seed: int) -> LabelledSet:
+    """`data` with every cloud capped at `max_points` (`cap_points`, one seed per cloud)."""
+    if max_points is None or data.points.shape[1] <= max_points:
+        return data
+    clouds = [cap_points(p[:n], max_points, seed + i) for i, (p, n) in enumerate(zip(data.points, data.num_points))]
+    points, counts = _pad(clouds)
+    return LabelledSet(data.name, points, counts, data.labels, data.class_names, data.keys)
 
 
 def _encode_labels(names: list[str], class_names: tuple[str, ...]) -> np.ndarray:
@@ -129,7 +149,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 # -- our shards --------------------------------------------------------------------------------------
 
 
-def _read_shard_split(cfg: DatasetConfig, split: str) -> tuple[list[np.ndarray], list[str], list[str], str]:
+def _read_shard_split(cfg: LabelledDataConfig, split: str, offset: int = 0
+                      ) -> tuple[list[np.ndarray], list[str], list[str], str]:
     manifest = load_manifest(cfg.path, cfg.storage_options, split=split)
     store = ShardStore(storage_options=cfg.storage_options)
     clouds, names, keys = [], [], []
@@ -141,7 +162,8 @@ def _read_shard_split(cfg: DatasetConfig, split: str) -> tuple[list[np.ndarray],
                 if label is None:
                     raise DatasetError(f"shard {shard.url}: sample {sample.key} has no metadata key "
                                        f"{cfg.label_key!r} (keys: {', '.join(sorted(sample.meta))})")
-                clouds.append(np.asarray(sample.points, dtype=np.float32))
+                cloud = np.asarray(sample.points, dtype=np.float32)
+                clouds.append(cap_points(cloud, cfg.max_points, cfg.split_seed + len(clouds) + offset))
                 names.append(str(label))
                 keys.append(sample.key)
     finally:
@@ -149,16 +171,16 @@ def _read_shard_split(cfg: DatasetConfig, split: str) -> tuple[list[np.ndarray],
     return clouds, names, keys, manifest.digest
 
 
-def _shard_splits(cfg: DatasetConfig) -> set[str]:
+def _shard_splits(cfg: LabelledDataConfig) -> set[str]:
     """The splits a manifest holds (every shard entry names one)."""
     manifest = load_manifest(cfg.path, cfg.storage_options, split=None)
     return {entry.split for entry in manifest.document.shardlist}
 
 
-def load_shards(cfg: DatasetConfig) -> TrainTest:
+def load_shards(cfg: LabelledDataConfig) -> TrainTest:
     train_clouds, train_names, train_keys, digest = _read_shard_split(cfg, "train")
     if "test" in _shard_splits(cfg):
-        test_clouds, test_names, test_keys, _ = _read_shard_split(cfg, "test")
+        test_clouds, test_names, test_keys, _ = _read_shard_split(cfg, "test", len(train_clouds))
         split_rule = "manifest splits train/test"
     else:
         test_clouds, test_names, test_keys = [], [], []
@@ -202,7 +224,7 @@ def _find_member(members: list[str], tail: str, path: str) -> str:
     return found[0]
 
 
-def load_scanobjectnn(cfg: DatasetConfig) -> TrainTest:
+def load_scanobjectnn(cfg: LabelledDataConfig) -> TrainTest:
     """One ScanObjectNN variant; labels index the official 15 class names."""
     sets = {}
     with open_container(cfg.path, cfg.storage_options) as container:
@@ -221,7 +243,7 @@ def load_scanobjectnn(cfg: DatasetConfig) -> TrainTest:
 _MODELNET_H5 = re.compile(r"(?:^|/)ply_data_(train|test)(\d+)\.h5$")
 
 
-def load_modelnet40_h5(cfg: DatasetConfig) -> TrainTest:
+def load_modelnet40_h5(cfg: LabelledDataConfig) -> TrainTest:
     """`modelnet40_ply_hdf5_2048`: every `ply_data_<split><i>.h5` in index order, names from shape_names.txt."""
     with open_container(cfg.path, cfg.storage_options) as container:
         members = list(container.members())
@@ -246,8 +268,13 @@ def load_modelnet40_h5(cfg: DatasetConfig) -> TrainTest:
 LOADERS = {"shards": load_shards, "scanobjectnn": load_scanobjectnn, "modelnet40_h5": load_modelnet40_h5}
 
 
-def load_dataset(cfg: DatasetConfig) -> TrainTest:
-    return LOADERS[cfg.kind](cfg)
+def load_dataset(cfg: LabelledDataConfig) -> TrainTest:
+    """The train and test sets of `cfg`, every cloud capped at `cfg.max_points` (shards are capped as read)."""
+    data = LOADERS[cfg.kind](cfg)
+    if cfg.kind == "shards":
+        return data
+    return TrainTest(_cap_set(data.train, cfg.max_points, cfg.split_seed),
+                     _cap_set(data.test, cfg.max_points, cfg.split_seed + len(data.train)), data.info)
 
 
 # -- few-shot folds ----------------------------------------------------------------------------------

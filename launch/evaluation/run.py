@@ -16,7 +16,7 @@ import torch
 from pydantic import Field, model_validator
 
 from configuration import StrictModel, load_config
-from launch.evaluation.data import DatasetConfig, load_dataset
+from launch.evaluation.data import LabelledDataConfig, load_dataset
 from launch.evaluation.encoders import load_encoder_source
 from launch.evaluation.features import InputSpec
 from launch.evaluation.protocols import (
@@ -63,7 +63,7 @@ class EvalConfig(StrictModel):
     model_config_path: str | None = Field(None, description="architecture of an official checkpoint (default: inferred)")
     random_init: bool = Field(False, description="same architecture, re-initialised weights: the no-pretraining baseline")
     protocol: ProtocolName
-    dataset: DatasetConfig | None = None
+    dataset: LabelledDataConfig | None = None
     fewshot_path: str | None = None
     fewshot: FewShotConfig = FewShotConfig()
     seeds: int = Field(1, ge=1, description="runs with seeds 0..seeds-1")

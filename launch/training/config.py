@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from configuration import ConfigError, StrictModel, load_config
+from launch.evaluation.data import LabelledDataConfig
 from model.config import ModelConfig, PatchifyConfig
 from pipeline.config import CropConfig, DataConfig
 
@@ -77,9 +78,55 @@ class MlflowConfig(StrictModel):
     enabled: bool = Field(True, description="false: no MLflow at all (benchmarks, machines without it)")
     tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite in output_dir")
     experiment: str = "asymdsd-pretrain"
-    run_name: str | None = None
+    run_name: str | None = Field(None, description="default: the job's name")
     system_metrics: bool = True
     system_metrics_interval_s: float = Field(10.0, gt=0)
+
+
+class MonitorSet(StrictModel):
+    """A labelled set the teacher encoder is scored on during pretraining."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="metric key part: monitor/<name>/<protocol>")
+    dataset: LabelledDataConfig
+    num_points: int | None = Field(None, ge=1, description="points per cloud after FPS; null: the evaluation "
+                                                          "default for the dataset kind (2,048 ScanObjectNN, else 1,024)")
+
+
+class CollapseConfig(StrictModel):
+    """When the distillation targets count as collapsed: the alarm's floor and patience."""
+
+    min_marginal_fraction: float = Field(
+        0.1, ge=0, le=1, description="alarm when the entropy of the batch-mean target stays below this fraction of ln K")
+    patience: int = Field(3, ge=1, description="logged steps in a row under the floor before the alarm")
+
+
+class MonitorConfig(StrictModel):
+    """Downstream probes of the teacher encoder during pretraining (the reference's k-NN and SVM evaluations)."""
+
+    sets: list[MonitorSet] = Field(default_factory=list, description="no sets: no probes")
+    protocols: tuple[Literal["svm", "knn"], ...] = Field(("svm", "knn"), min_length=1)
+    every_epochs: float = Field(5.0, ge=0, description="0: not by epochs")
+    every_steps: int = Field(0, ge=0, description="0: not by steps")
+    at_start: bool = Field(True, description="also probe the initial weights (step 0): the curve's baseline")
+    batch_size: int = Field(32, ge=1)
+    knn_k: int = Field(5, ge=1)
+    svm_c: float = Field(1.0, gt=0)
+    collapse: CollapseConfig = CollapseConfig()
+
+    @field_validator("sets")
+    @classmethod
+    def _unique_names(cls, sets: list[MonitorSet]) -> list[MonitorSet]:
+        names = [s.name for s in sets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"set names must be unique (they name the metrics), got {names}")
+        return sets
+
+    @field_validator("protocols")
+    @classmethod
+    def _unique_protocols(cls, protocols: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(protocols)) != len(protocols):
+            raise ValueError(f"protocols must be unique, got {list(protocols)}")
+        return protocols
 
 
 class PretrainConfig(StrictModel):
@@ -91,6 +138,7 @@ class PretrainConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    monitor: MonitorConfig = MonitorConfig()
     deepspeed: dict[str, Any] = Field(default_factory=dict, description="DeepSpeed JSON (path or mapping)")
 
     @field_validator("deepspeed")

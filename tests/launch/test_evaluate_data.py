@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from launch.evaluation.data import (
-    DatasetConfig,
+    LabelledDataConfig,
     DatasetError,
     load_modelnet40_h5,
     load_scanobjectnn,
@@ -22,7 +22,7 @@ from tests.launch.eval_fixtures import write_h5
 
 @pytest.mark.slow
 def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
-    data = load_shards(DatasetConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34))
+    data = load_shards(LabelledDataConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34))
     assert data.train.class_names == tuple(sorted(FAMILIES))
     assert len(data.train) + len(data.test) == 48 and len(data.test) == 16  # 3 shapes per family, 1 held out
     for split in (data.train, data.test):
@@ -37,7 +37,7 @@ def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
 @pytest.mark.slow
 def test_shards_missing_label_key_names_it(pretrain_shards):
     with pytest.raises(DatasetError, match=r"no metadata key 'class' \(keys: .*label"):
-        load_shards(DatasetConfig(kind="shards", path=str(pretrain_shards), label_key="class"))
+        load_shards(LabelledDataConfig(kind="shards", path=str(pretrain_shards), label_key="class"))
 
 
 def test_stratified_split_keeps_every_class_on_both_sides():
@@ -66,16 +66,16 @@ def test_scanobjectnn_variant_from_directory_and_zip(tmp_path):
         for f in (tmp_path / "tree").rglob("*.h5"):
             z.write(f, f.relative_to(tmp_path / "tree").as_posix())
     for path in (tmp_path / "tree", archive):
-        data = load_scanobjectnn(DatasetConfig(kind="scanobjectnn", path=str(path), variant="pb_t50_rs"))
+        data = load_scanobjectnn(LabelledDataConfig(kind="scanobjectnn", path=str(path), variant="pb_t50_rs"))
         points, labels = clouds["test_objectdataset_augmentedrot_scale75.h5"]
         assert len(data.train) == 6 and len(data.test) == 4 and data.train.class_names[0] == "bag"
         np.testing.assert_array_equal(data.test.labels, labels)
         np.testing.assert_array_equal(data.test.points, points[:, :, [2, 0, 1]])  # Y-up -> Z-up
         assert data.test.num_points.tolist() == [2048] * 4
-    bg = load_scanobjectnn(DatasetConfig(kind="scanobjectnn", path=str(archive), variant="obj_bg"))
+    bg = load_scanobjectnn(LabelledDataConfig(kind="scanobjectnn", path=str(archive), variant="obj_bg"))
     assert (len(bg.train), len(bg.test)) == (5, 3)
     with pytest.raises(DatasetError, match=r"no main_split_nobg/training_objectdataset\.h5"):
-        load_scanobjectnn(DatasetConfig(kind="scanobjectnn", path=str(archive), variant="obj_only"))
+        load_scanobjectnn(LabelledDataConfig(kind="scanobjectnn", path=str(archive), variant="obj_only"))
 
 
 def test_modelnet40_h5_concatenates_files_in_index_order(tmp_path):
@@ -87,11 +87,11 @@ def test_modelnet40_h5_concatenates_files_in_index_order(tmp_path):
         write_h5(root / name, *parts[name])
     names = [f"class{i:02d}" for i in range(40)]
     (root / "shape_names.txt").write_text("\n".join(names) + "\n")
-    data = load_modelnet40_h5(DatasetConfig(kind="modelnet40_h5", path=str(root)))
+    data = load_modelnet40_h5(LabelledDataConfig(kind="modelnet40_h5", path=str(root)))
     assert data.train.class_names == tuple(names)
     expected = np.concatenate([parts["ply_data_train0.h5"][1], parts["ply_data_train1.h5"][1]])
     np.testing.assert_array_equal(data.train.labels, expected)
     np.testing.assert_array_equal(data.train.points[2], parts["ply_data_train1.h5"][0][0][:, [2, 0, 1]])
     (root / "shape_names.txt").write_text("only_one\n")
     with pytest.raises(DatasetError, match="labels outside 0..0"):
-        load_modelnet40_h5(DatasetConfig(kind="modelnet40_h5", path=str(root)))
+        load_modelnet40_h5(LabelledDataConfig(kind="modelnet40_h5", path=str(root)))
