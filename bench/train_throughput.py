@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="train-bench-") as out:  # the final checkpoint and export
         cfg = load_pretrain_config(config, [
             *args.overrides, f"output_dir={out}", f"train.max_steps={warmup + steps}", "train.log_every=1",
-            "checkpoint.every_steps=0", "checkpoint.every_minutes=0", "mlflow.enabled=false",
+            "checkpoint.every_steps=0", "checkpoint.every_minutes=0", "mlflow.enabled=false", "monitor.sets=[]",
         ])
         inputs = preflight(cfg)
         env = init_distributed(cfg.train.device)

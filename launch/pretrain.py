@@ -65,7 +65,8 @@ def pretrain(args: argparse.Namespace) -> int:
     env = init_distributed(cfg.train.device)
     result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
     if env.is_main:
-        print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, {result.samples_skipped} "
+        loss = "-" if result.last_loss is None else f"{result.last_loss:.4g}"
+        print(f"[pretrain] done: {result.steps} steps, final loss {loss}, {result.samples_skipped} "
               f"samples skipped, {result.read_retries} shard read retries, encoder export {result.export_dir}, "
               f"MLflow run {result.mlflow_run_id}", flush=True)
     return 0

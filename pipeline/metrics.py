@@ -34,7 +34,6 @@ class LoaderStats:
 
     def as_metrics(self, prefix: str = "data/") -> dict[str, float]:
         return {
-            f"{prefix}samples_per_s": self.samples_per_s,
             f"{prefix}wait_fraction": self.data_wait_fraction,
             f"{prefix}samples_skipped": float(self.skipped),
             f"{prefix}samples_padding": float(self.padding),

@@ -34,6 +34,17 @@ class InputSpec(StrictModel):
     patch_size: int = Field(32, ge=1)
 
 
+class InputOverrides(StrictModel):
+    """Input settings that replace a protocol's defaults for a dataset (unset: the default)."""
+
+    num_points: int | None = Field(None, ge=1)
+    num_patches: int | None = Field(None, ge=1)
+    patch_size: int | None = Field(None, ge=1)
+
+    def apply(self, spec: InputSpec) -> InputSpec:
+        return spec.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class Augmentation(StrictModel):
     """Training-time augmentation: a turn about Z and an anisotropic scale."""
 

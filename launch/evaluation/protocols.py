@@ -73,14 +73,19 @@ def _features(encoder, train, test, cfg: FeatureConfig, device, seed) -> tuple[n
     return train_x, test_x
 
 
+def svm_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float, seed: int) -> np.ndarray:
+    """Test predictions of a LinearSVC(C=c) fitted on the training features."""
+    from sklearn.svm import LinearSVC  # scikit-learn (and its SciPy) load when a protocol runs, not on import
+
+    svm = LinearSVC(C=c, random_state=seed, max_iter=10_000).fit(train_x, train_y)
+    return svm.predict(test_x).astype(np.int64)
+
+
 def svm_run(encoder: PointEncoder, train: LabelledSet, test: LabelledSet, device: torch.device | str,
             seed: int = 0, cfg: FeatureConfig = FeatureConfig()) -> RunResult:
     """LinearSVC(C) on L2-normalised frozen features."""
-    from sklearn.svm import LinearSVC  # scikit-learn (and its SciPy) load when a protocol runs, not on import
-
     train_x, test_x = _features(encoder, train, test, cfg, device, seed)
-    svm = LinearSVC(C=cfg.svm_c, random_state=seed, max_iter=10_000).fit(train_x, train.labels)
-    pred = predictions(test.labels, svm.predict(test_x).astype(np.int64))
+    pred = predictions(test.labels, svm_predict(train_x, train.labels, test_x, cfg.svm_c, seed))
     return RunResult(seed, pred.accuracy, pred.mean_class_accuracy, pred.y_true, pred.y_pred,
                      features={"train": train_x, "test": test_x})
 

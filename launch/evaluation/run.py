@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from configuration import StrictModel, load_config
 from launch.evaluation.data import LabelledDataConfig, load_dataset
 from launch.evaluation.encoders import load_encoder_source
-from launch.evaluation.features import InputSpec
+from launch.evaluation.features import InputOverrides, InputSpec
 from launch.evaluation.protocols import (
     FeatureConfig,
     FewShotConfig,
@@ -37,14 +37,6 @@ from launch.tracking import tracking_uri
 from model.config import ModelConfig
 
 WHAT = "evaluation config"
-
-
-class InputOverrides(StrictModel):
-    """Input settings that replace the protocol's defaults for the dataset (unset: the default)."""
-
-    num_points: int | None = Field(None, ge=1)
-    num_patches: int | None = Field(None, ge=1)
-    patch_size: int | None = Field(None, ge=1)
 
 
 class MlflowConfig(StrictModel):
@@ -97,8 +89,7 @@ def load_eval_config(path: str | os.PathLike | None, overrides: Sequence[str] = 
 
 
 def _input(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str) -> InputSpec:
-    base = default_input(model_cfg, dataset_kind)
-    return base.model_copy(update=cfg.input.model_dump(exclude_none=True))
+    return cfg.input.apply(default_input(model_cfg, dataset_kind))
 
 
 def _neural_config(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str) -> NeuralConfig:

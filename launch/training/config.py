@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from configuration import ConfigError, StrictModel, load_config
 from launch.evaluation.data import LabelledDataConfig
+from launch.evaluation.features import InputOverrides
 from model.config import ModelConfig, PatchifyConfig
 from pipeline.config import CropConfig, DataConfig
 
@@ -88,8 +89,8 @@ class MonitorSet(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="metric key part: monitor/<name>/<protocol>")
     dataset: LabelledDataConfig
-    num_points: int | None = Field(None, ge=1, description="points per cloud after FPS; null: the evaluation "
-                                                          "default for the dataset kind (2,048 ScanObjectNN, else 1,024)")
+    input: InputOverrides = Field(InputOverrides(), description="unset keys: the evaluation default for the "
+                                                                "dataset kind (2,048 points ScanObjectNN, else 1,024)")
 
 
 class CollapseConfig(StrictModel):

@@ -108,6 +108,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def gather_to_main(obj) -> list | None:
+    """Every rank's `obj`, in rank order, on rank 0 (None elsewhere)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def rank0_decides(flag: bool, device: torch.device) -> bool:
     """Rank 0's value of `flag` on every rank (for decisions from clocks, which differ between ranks)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):

@@ -12,4 +12,8 @@ class NonFiniteLossError(RuntimeError):
     """`train.max_nonfinite_steps` steps in a row had a non-finite loss or gradients."""
 
 
-JOB_ERRORS = (CheckpointError, NonFiniteLossError)
+class MonitorSetError(Exception):
+    """A labelled monitor set that cannot be read; the message names the set and the file."""
+
+
+JOB_ERRORS = (CheckpointError, NonFiniteLossError, MonitorSetError)

@@ -33,7 +33,7 @@ class RunLog:
             commit = git_commit()
             if commit:
                 tags["git_commit"] = commit
-            self.tracker = Tracker(uri, cfg.mlflow.experiment, resume_run_id, cfg.mlflow.run_name, tags)
+            self.tracker = Tracker(uri, cfg.mlflow.experiment, resume_run_id, cfg.mlflow.run_name or cfg.name, tags)
             public = redact(cfg.model_dump(mode="json"))
             if self.tracker.resumed:
                 self.tracker.log_dict(public, f"config/pretrain-resumed-at-step{step}.yaml")
@@ -54,6 +54,12 @@ class RunLog:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step)
+
+    def latest_metric(self, key: str) -> float | None:
+        """The last value of `key` logged to the run (a resumed run continues from it); None without one."""
+        if self.tracker is None:
+            return None
+        return self.tracker.client.get_run(self.run_id).data.metrics.get(key)
 
     def log_encoder(self, export_dir: Path) -> None:
         if self.tracker is not None:

@@ -64,6 +64,10 @@ class Throughput:
     def new_meter(self, meter: LoaderMeter) -> None:
         self._meter, self._seen = meter, LoaderStats()
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of work that is not training (a monitor pass) out of the current window."""
+        self._since += seconds
+
     def metrics(self) -> dict[str, float]:
         """Throughput since the previous call; call it once per log step on every rank."""
         now = time.perf_counter()

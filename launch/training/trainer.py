@@ -20,6 +20,7 @@ over all ranks, kept in checkpoints, and reported with the result.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from launch.training.checkpoint import Checkpointer, ClientState
 from launch.training.config import PretrainConfig, deepspeed_config
 from launch.training.distributed import DistEnv, mean_over_ranks, sum_over_ranks
 from launch.training.memory import check_micro_batch, free_bytes
+from launch.training.monitor import Monitor, ProbeResult, load_probe_set
 from launch.training.optim import Schedule, SkippableAdamW, StepValues
 from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
 from launch.training.preflight import Inputs
@@ -103,6 +105,8 @@ class Pretrainer:
         self.steps_per_epoch = first.num_steps
         self.schedule = Schedule(cfg, self.steps_per_epoch)
         self.last_step = min(self.schedule.total_steps, t.max_steps or self.schedule.total_steps)
+        self.monitor = Monitor(cfg.monitor, [load_probe_set(s, cfg.model) for s in cfg.monitor.sets], env,
+                               self.steps_per_epoch, self.last_step, t.seed)
 
         o = cfg.optim
         self.optimizer = SkippableAdamW(self.model.student.parameters(), lr=o.lr_start, betas=tuple(o.betas),
@@ -124,14 +128,17 @@ class Pretrainer:
             "samples_per_epoch": str(first.num_samples), "grad_accum": str(self.train_step.grad_accum),
             "precision": self.precision,
         }, None if restored is None else restored.mlflow_run_id, self.step)
+        self.best_probe = {key: self.run_log.latest_metric(f"{key}/best") for key in self._probe_keys()}
         peak = peak_flops(env.device, t.peak_tflops, self.precision, t.tf32)
         flops = training_flops(cfg.model, t.global_batch // env.world_size // self.train_step.grad_accum).per_shape
         self.throughput = Throughput(t.global_batch, env.world_size, peak, flops)
+        self.started = (time.monotonic(), self.step)  # for the console's elapsed time and ETA
 
     def run(self) -> RunResult:
         status, last_loss, export_dir = "FAILED", None, None
         try:
             last_loss = self._train()
+            self._log_probes(self.monitor.results(wait=True))
             skipped, retries = self.faults.totals(self.env.device)
             if self.env.is_main:
                 export_dir = self._export(Path(self.cfg.output_dir) / "export")
@@ -139,10 +146,13 @@ class Pretrainer:
             status = "FINISHED"
             return RunResult(self.step, self.run_log.run_id, export_dir, last_loss, skipped, retries)
         finally:
+            self.monitor.close()
             self.run_log.finish(status)
 
     def _train(self) -> float | None:
         cfg, env, last_loss = self.cfg, self.env, None
+        if self.step == 0 and self.monitor.due(0):
+            self._probe()
         while self.step < self.last_step:
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             state, self.loader_state = self.loader_state, None  # a checkpoint's position applies to one epoch
@@ -163,6 +173,9 @@ class Pretrainer:
                 if self.step % cfg.train.log_every == 0 or self.step == self.last_step or self.skipped.exhausted:
                     last_loss = self._log(outcome, values)
                 self.skipped.stop_if_exhausted(self.step)
+                if self.monitor.due(self.step):
+                    self._probe()
+                self._log_probes(self.monitor.results())
                 if self.checkpointer.due(self.step, self.last_step):
                     self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
                 if self.step >= self.last_step:
@@ -186,10 +199,42 @@ class Pretrainer:
             metrics["opt/loss_scale"] = self.train_step.loss_scaling.scale.scale
         if self.env.is_main:
             self.run_log.log_metrics(metrics, self.step)
-            print(f"[pretrain] step {self.step}/{self.last_step} loss {metrics['loss/total']:.4f} "
-                  f"lr {values.lr:.3g} {metrics['throughput/samples_per_s']:.1f} shapes/s "
-                  f"data-wait {metrics['data/wait_fraction']:.0%}", flush=True)
+            print(f"[pretrain] step {self.step}/{self.last_step} {console_losses(losses)} "
+                  f"epoch {self.step / self.steps_per_epoch:.2f} lr {values.lr:.3g} "
+                  f"{metrics['throughput/samples_per_s']:.4g} shapes/s data-wait {metrics['data/wait_fraction']:.0%} "
+                  f"{self._timing()}", flush=True)
         return metrics["loss/total"]
+
+    def _timing(self) -> str:
+        """Time since this launch started, and the time left at this launch's pace."""
+        since, first = self.started
+        elapsed = time.monotonic() - since
+        eta = elapsed / max(self.step - first, 1) * (self.last_step - self.step)
+        return f"{duration(elapsed)} elapsed, ETA {duration(eta)}"
+
+    # -- downstream probes ----------------------------------------------------------------------------
+
+    def _probe_keys(self) -> list[str]:
+        return [f"monitor/{s.name}/{p}" for s in self.cfg.monitor.sets for p in self.cfg.monitor.protocols]
+
+    def _probe(self) -> None:
+        """The teacher's features for every monitor set (all ranks); the time is kept out of the throughput."""
+        seconds = self.monitor.probe(self.model.teacher.encoder, self.step, autocast_dtype(self.precision))
+        self.throughput.exclude(seconds)
+
+    def _log_probes(self, results: list[ProbeResult]) -> None:
+        """Log scored probes at the step they describe, with the best value so far (rank 0 only)."""
+        for result in results:
+            metrics = {f"monitor/{result.name}/seconds": result.seconds}
+            for protocol, accuracy in result.accuracy.items():
+                key = f"monitor/{result.name}/{protocol}"
+                metrics[key] = accuracy
+                if self.best_probe.get(key) is None or accuracy > self.best_probe[key]:
+                    self.best_probe[key] = metrics[f"{key}/best"] = accuracy
+            self.run_log.log_metrics(metrics, result.step)
+            scores = " ".join(f"{p} {a:.1%}" for p, a in result.accuracy.items())
+            print(f"[pretrain] monitor {result.name} at step {result.step}: {scores} ({result.seconds:.1f} s)",
+                  flush=True)
 
     # -- checkpoint state and the encoder export -------------------------------------------------------
 
@@ -218,3 +263,19 @@ class Pretrainer:
             "source": "teacher encoder (EMA)",
         }
         return export_encoder(self.model.teacher.encoder, self.cfg.model, out, meta)
+
+
+def console_losses(losses: dict[str, float]) -> str:
+    """`loss 6.131 (cls 5.234 patch 7.012)`: the total and its terms at 4 significant digits."""
+    terms = " ".join(f"{k.removeprefix('loss/')} {v:.4g}" for k, v in losses.items() if k != "loss/total")
+    return f"loss {losses['loss/total']:.4g}" + (f" ({terms})" if terms else "")
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`: a console time span."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

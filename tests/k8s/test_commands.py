@@ -178,6 +178,8 @@ def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered_o
     overrides = list(job.overrides) + [f"output_dir={job.output_dir}"]
     cfg = load_pretrain_config(in_repo(c["workingDir"], job.config), overrides)
     assert cfg.data.datasets[0].url == env["SHARDS_URL"] and cfg.data.datasets[0].url.startswith("s3://")
+    monitored = [s.dataset.path for s in cfg.monitor.sets]
+    assert len(monitored) == 2 and all(p.startswith(env["MONITOR_DATA_URL"] + "/") for p in monitored), monitored
     assert str(cfg.checkpoint_dir()).startswith(mount_path(c, "training-runs") + "/")
     world = int(env["NNODES"]) * int(env["GPUS_PER_NODE"])
     ds_config = deepspeed_config(cfg, world)
