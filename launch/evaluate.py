@@ -8,7 +8,8 @@
 
 The encoder is an export directory (`model.export`; DeepSpeed checkpoints are exported first) or a
 published AsymDSD checkpoint. Results are mean +- std over seeds, written as a JSON report and logged
-to MLflow in a run tagged with the pretraining run. `launch.evaluation.protocols` describes the protocols.
+to MLflow in a run linked to the pretraining run, in its store unless told otherwise.
+`launch.evaluation.protocols` describes the protocols.
 """
 
 from __future__ import annotations

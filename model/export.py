@@ -5,7 +5,8 @@ DeepSpeed checkpoint: an export directory holds
 
     encoder.safetensors   the `PointEncoder` state dict (fp32), no pickle anywhere
     model.yaml            the full `ModelConfig` that built it
-    export.json           provenance: step, epoch, MLflow run id, dataset manifest digest, ...
+    export.json           provenance: step, epoch, MLflow run and store, dataset manifest digest, ...
+    signature.json        the encoder's inputs and output, in MLflow's model-signature format
 
 and `load_encoder` rebuilds the module from those alone, without DeepSpeed or the training code.
 """
@@ -28,15 +29,30 @@ from model.encoder import PointEncoder
 WEIGHTS = "encoder.safetensors"
 CONFIG = "model.yaml"
 METADATA = "export.json"
+SIGNATURE = "signature.json"
 
 
 def build_encoder(cfg: ModelConfig) -> PointEncoder:
     return PointEncoder(cfg.tokenizer, cfg.encoder)
 
 
+def signature(cfg: ModelConfig) -> dict[str, str]:
+    """What `PointEncoder.forward(Patches(...))` reads and returns, as MLflow writes a tensor signature.
+
+    `mlflow.models.ModelSignature.from_dict` reads it back. Free sizes are -1: crops C, patches P, and
+    tokens (P, plus one CLS token first where the encoder has one).
+    """
+    def tensor(name: str, shape: list[int]) -> dict:
+        return {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": shape}, "name": name}
+
+    inputs = [tensor("neighborhoods", [-1, -1, cfg.patchify.patch_size, 3]), tensor("centers", [-1, -1, 3])]
+    outputs = [tensor("tokens", [-1, -1, cfg.encoder.dim])]
+    return {"inputs": json.dumps(inputs), "outputs": json.dumps(outputs), "params": None}
+
+
 def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.PathLike,
                    metadata: dict[str, Any] | None = None) -> Path:
-    """Write the three files atomically enough for readers: each file is renamed into place.
+    """Write the four files atomically enough for readers: each file is renamed into place.
 
     The same weights, config and metadata give the same bytes. The safetensors header holds one metadata
     entry: safetensors keeps metadata in a hash map, which writes several entries in a random order.
@@ -47,6 +63,7 @@ def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.Pa
     _atomic(out / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     _atomic(out / CONFIG, lambda p: p.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)))
     _atomic(out / METADATA, lambda p: p.write_text(json.dumps(metadata or {}, indent=2, sort_keys=True) + "\n"))
+    _atomic(out / SIGNATURE, lambda p: p.write_text(json.dumps(signature(cfg), indent=2, sort_keys=True) + "\n"))
     return out
 
 

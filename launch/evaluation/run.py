@@ -41,7 +41,8 @@ WHAT = "evaluation config"
 
 class MlflowConfig(StrictModel):
     enabled: bool = True
-    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else sqlite next to the report")
+    tracking_uri: str | None = Field(None, description="default: $MLFLOW_TRACKING_URI, else the pretraining run's "
+                                                         "store (from the export), else sqlite next to the report")
     experiment: str = DEFAULT_EXPERIMENT
     run_name: str | None = None
 
@@ -125,6 +126,13 @@ def run_protocol(cfg: EvalConfig, encoder, model_cfg: ModelConfig) -> tuple[list
     return runs, data.train.class_names, info, settings
 
 
+def evaluation_uri(cfg: EvalConfig, encoder_meta: dict[str, Any]) -> str:
+    """Where the evaluation run goes: the configured store, else $MLFLOW_TRACKING_URI, else the pretraining
+    run's store (an export records it), else a sqlite file next to the report."""
+    configured = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return tracking_uri(configured or encoder_meta.get("mlflow_tracking_uri"), Path(cfg.report).resolve().parent)
+
+
 def run_evaluation(cfg: EvalConfig) -> tuple[dict[str, Any], list[RunResult]]:
     """Run the configured protocol; write the JSON report and (unless disabled) the MLflow run."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -136,7 +144,7 @@ def run_evaluation(cfg: EvalConfig) -> tuple[dict[str, Any], list[RunResult]]:
     report = build_report(cfg.protocol, cfg.voting, runs, class_names, dataset_info, meta,
                           {"job": cfg.model_dump(mode="json"), "protocol": settings})
     if cfg.mlflow.enabled:
-        uri = tracking_uri(cfg.mlflow.tracking_uri, Path(cfg.report).resolve().parent)
+        uri = evaluation_uri(cfg, meta)
         report["mlflow_run_id"] = log_report(report, uri, cfg.mlflow.experiment, cfg.mlflow.run_name)
     write_report(report, cfg.report)
     return report, runs

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from configuration.redact import redact
+from configuration.redact import redact, redact_urls
 from launch.tracking import NodeSystemMetrics, Tracker, flatten, git_commit, tracking_uri
 from launch.training.config import PretrainConfig
 from launch.training.distributed import DistEnv, broadcast_object
@@ -23,9 +23,11 @@ class RunLog:
         self.tracker: Tracker | None = None
         self.system_metrics: NodeSystemMetrics | None = None
         self.run_id: str | None = None
+        self.public_uri: str | None = None  # the store, without URL credentials: exports carry it to evaluation
         if not cfg.mlflow.enabled:
             return
         uri = tracking_uri(cfg.mlflow.tracking_uri, cfg.output_dir)
+        self.public_uri = redact_urls(uri)
         if env.is_main:
             Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
             tags = {"world_size": str(env.world_size), "device": env.device.type,

@@ -259,7 +259,7 @@ class Pretrainer:
     def _export(self, out: Path) -> Path:
         meta = {
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "config_name": self.cfg.name,
-            "mlflow_run_id": self.run_log.run_id, "manifest_digests": [m.digest for m in self.manifests],
+            "mlflow_run_id": self.run_log.run_id, "mlflow_tracking_uri": self.run_log.public_uri, "manifest_digests": [m.digest for m in self.manifests],
             "source": "teacher encoder (EMA)",
         }
         return export_encoder(self.model.teacher.encoder, self.cfg.model, out, meta)

@@ -29,13 +29,17 @@ def pretrain_mlflow_run(tmp_path) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-def test_svm_from_an_export_logs_a_run_linked_to_pretraining(tmp_path, pretrain_shards, pretrain_mlflow_run, capsys):
+def test_svm_from_an_export_logs_a_run_linked_to_pretraining(tmp_path, pretrain_shards, pretrain_mlflow_run, capsys,
+                                                             monkeypatch):
+    """With no store given, the evaluation run goes into the pretraining run's store, which the export names."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri, pretrain_id = pretrain_mlflow_run
     encoder, cfg = tiny_encoder(0)
-    export = export_encoder(encoder, cfg, tmp_path / "export", {"mlflow_run_id": pretrain_id, "step": 40})
+    export = export_encoder(encoder, cfg, tmp_path / "export",
+                            {"mlflow_run_id": pretrain_id, "mlflow_tracking_uri": uri, "step": 40})
     report_path = tmp_path / "out" / "svm.json"
     code = main(["--encoder", str(export), "--dataset", f"shards:{pretrain_shards}", "--test-fraction", "0.34",
-                 "--protocol", "svm", "--seeds", "2", *SMALL, "--report", str(report_path), "--tracking-uri", uri])
+                 "--protocol", "svm", "--seeds", "2", *SMALL, "--report", str(report_path)])
     assert code == 0, capsys.readouterr().err
     assert "svm: accuracy" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
