@@ -3,9 +3,10 @@
 Every stage is the code path a cluster run takes, only smaller: `sharding.shard_corpus` on a local Ray
 instance writes the labelled synthetic corpus (a pretraining/SVM-train corpus and a held-out test
 corpus with another seed), `launch/pretrain.py` trains the `tiny` model through the DeepSpeed engine
-(a subprocess, exactly as a user would start it), the linear-SVM protocol scores the exported teacher
-encoder against the same architecture with random initialisation, and the pictures are drawn. All of
-it is logged to one local MLflow store; `summary.json` collects the numbers.
+(a subprocess, exactly as a user would start it) while its monitor probes the teacher with a linear SVM
+and k-NN every 2 epochs, the linear-SVM protocol scores the exported teacher encoder against the same
+architecture with random initialisation, and the pictures are drawn. All of it is logged to one local
+MLflow store (pictures on the run they describe); `summary.json` collects the numbers.
 
     python -m launch.demo                       # defaults: 2,000 + 500 shapes, 8 epochs (about 10 min on 2 cores)
     python -m launch.demo --shapes 96 --test-shapes 48 --epochs 1 --out /tmp/demo   # a smoke run
@@ -21,7 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from configuration.extras import require
@@ -33,7 +33,8 @@ from pipeline.manifest import load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "demo.yaml"
-PRESAMPLE = 2048  # points per shape kept for evaluation (uniform subsample)
+PRESAMPLE = 2048  # points per shape kept for evaluation (uniform subsample), as the monitor's set
+MONITOR = "monitor/synthetic"  # the demo config's monitor set
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +73,7 @@ def pretrain(out: Path, shards: Path, uri: str, args: argparse.Namespace) -> str
     """Run `launch/pretrain.py` as its own process; returns the MLflow run id it reports."""
     cmd = [sys.executable, str(ROOT / "launch" / "pretrain.py"), "--config", str(PRETRAIN_CONFIG),
            f"output_dir={out / 'pretrain'}", f"data.datasets.0.url={shards}", f"train.epochs={args.epochs}",
-           f"train.seed={args.seed}", f"mlflow.tracking_uri={uri}"]
+           f"train.seed={args.seed}", f"mlflow.tracking_uri={uri}", f"monitor.sets.0.dataset.path={shards}"]
     print("[demo] " + " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     run_id = None
@@ -98,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(str(shards), split=None).document
 
     print(f"[demo] pretraining tiny for {args.epochs} epochs", flush=True)
+    pretrain_start = time.monotonic()
     run_id = pretrain(out, shards, uri, args)
+    pretrain_seconds = time.monotonic() - pretrain_start
     steps = steps_of(run_id, uri)
+    monitor = monitor_curves(run_id, uri)
 
     print("[demo] linear SVM on teacher features vs random initialisation", flush=True)
     data = load_labelled(shards, args.seed)
@@ -110,19 +114,44 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "num_shapes": args.shapes, "num_test_shapes": args.test_shapes, "num_shards": len(manifest.shardlist),
         "epochs": args.epochs, "steps": steps, "wall_seconds": round(time.monotonic() - start, 1),
-        "svm_acc_pretrained": scores["pretrained"].accuracy, "svm_acc_random_init": scores["random_init"].accuracy,
+        "pretrain_seconds": round(pretrain_seconds, 1),
+        "svm_acc_pretrained": scores["pretrained"].result.accuracy,
+        "svm_acc_random_init": scores["random_init"].result.accuracy,
         "svm_input": {"points": data.input.num_points, "patches": data.input.num_patches,
                       "patch_size": data.input.patch_size, "presampled_points": PRESAMPLE},
-        "mlflow_tracking_uri": uri, "mlflow_run_id": run_id, "encoder_export": str(export),
-        "pictures": str(out / "pictures"),
+        "monitor": monitor,
+        "mlflow_tracking_uri": uri, "mlflow_run_id": run_id,
+        "mlflow_eval_run_ids": {name: scored.run_id for name, scored in scores.items()},
+        "encoder_export": str(export), "pictures": str(out / "pictures"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"[demo] SVM accuracy on {args.test_shapes} held-out shapes: pretrained {summary['svm_acc_pretrained']:.1%}, "
-          f"random init {summary['svm_acc_random_init']:.1%}"
+    svm = monitor["svm"]
+    print("[demo] monitor during pretraining, linear SVM: " + ", ".join(f"step {s} {a:.1%}" for s, a in svm.items()))
+    print(f"[demo] SVM accuracy on {args.test_shapes} held-out shapes: pretrained "
+          f"{summary['svm_acc_pretrained']:.1%}, random init {summary['svm_acc_random_init']:.1%}"
           f" ({summary['wall_seconds']:.0f} s in all)")
     print(f"[demo] summary: {out / 'summary.json'}; pictures: {out / 'pictures'}")
-    print(f"[demo] browse the runs: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+    print(f"[demo] browse the runs: mlflow ui --backend-store-uri {uri}\n"
+          f"[demo]   then open {runs_page(uri, run_id)}")
     return 0
+
+
+def runs_page(uri: str, run_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The experiment's runs table in the MLflow UI (MLflow 3 opens its GenAI view without `workflowType`)."""
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return f"{host}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+
+
+def monitor_curves(run_id: str, uri: str) -> dict:
+    """{protocol: {step: accuracy}} of the run's monitor, and the seconds its passes took in all."""
+    from launch.pictures.training import loss_history_from_mlflow
+
+    keys = [f"{MONITOR}/svm", f"{MONITOR}/knn", f"{MONITOR}/seconds"]
+    history = loss_history_from_mlflow(run_id, keys, tracking_uri=uri)
+    curves = {key.rsplit("/", 1)[1]: dict(history[key]) for key in keys[:2]}
+    return {**curves, "seconds": round(sum(v for _, v in history[keys[2]]), 1)}
 
 
 @dataclass
@@ -134,28 +163,27 @@ class Labelled:
 
 
 def load_labelled(shards: Path, seed: int) -> Labelled:
-    """Both splits with their labels, each cloud uniformly subsampled to PRESAMPLE points.
+    """Both splits with their labels, each cloud uniformly subsampled to PRESAMPLE points as it is read.
 
     The SVM input is then FPS'd from those points, as the pretraining crops were subsampled: exact FPS
     over all 16,384 stored points costs ~0.1-0.4 s per shape in torch on a CPU, too slow for the demo.
     """
     from launch.evaluation.data import LabelledDataConfig, load_shards
 
-    data = load_shards(LabelledDataConfig(kind="shards", path=str(shards)))
-    rng = np.random.default_rng(seed)
-
-    def presampled(s: LabelledSet) -> LabelledSet:
-        keep = np.stack([rng.choice(int(n), size=min(PRESAMPLE, int(n)), replace=False) for n in s.num_points])
-        points = np.take_along_axis(s.points, keep[..., None], axis=1)
-        return LabelledSet(s.name, points, np.minimum(s.num_points, PRESAMPLE), s.labels, s.class_names, s.keys)
-
+    data = load_shards(LabelledDataConfig(kind="shards", path=str(shards), max_points=PRESAMPLE, split_seed=seed))
     cfg = load_pretrain_config(PRETRAIN_CONFIG)
     spec = InputSpec(num_points=cfg.data.global_crops.points, num_patches=cfg.model.patchify.global_patches,
                      patch_size=cfg.model.patchify.patch_size)  # the pretraining global-crop geometry
-    return Labelled(presampled(data.train), presampled(data.test), data.info, spec)
+    return Labelled(data.train, data.test, data.info, spec)
 
 
-def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, RunResult]:
+@dataclass
+class Scored:
+    result: RunResult
+    run_id: str  # its evaluation run
+
+
+def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Scored]:
     """The SVM protocol for the pretrained teacher and for the same architecture randomly initialised,
     each logged as an evaluation run linked to the pretraining run."""
     from launch.evaluation.encoders import random_encoder
@@ -167,18 +195,19 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Run
     features = FeatureConfig(input=data.input)
     results = {}
     for name, enc in (("pretrained", encoder), ("random_init", random_encoder(model_cfg, seed))):
-        results[name] = run = svm_run(enc, data.train, data.test, "cpu", seed, features)
+        run = svm_run(enc, data.train, data.test, "cpu", seed, features)
         report = build_report("svm", 1, [run], data.train.class_names, data.info,
                               {"source": name, "export": str(export), **meta}, features.model_dump(mode="json"))
         write_report(report, export.parent.parent / f"eval-svm-{name}.json")
-        log_report(report, uri, experiment="asymdsd-demo", run_name=f"svm-{name}")
+        results[name] = Scored(run, log_report(report, uri, experiment="asymdsd-demo", run_name=f"svm-{name}"))
         print(f"[demo] SVM {name}: {run.accuracy:.1%} (mean class {run.mean_class_accuracy:.1%})", flush=True)
     return results
 
 
-def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, RunResult], run_id: str, uri: str,
+def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Scored], run_id: str, uri: str,
                   seed: int) -> None:
-    """Crops, masks and attention of two held-out shapes; loss curves; t-SNE and confusion of the SVM."""
+    """Crops, masks and attention of two held-out shapes and the training curves (on the pretraining run);
+    t-SNE and confusion of each SVM evaluation (on that evaluation's run)."""
     from launch.pictures.evaluation import confusion_figure, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures
@@ -194,15 +223,16 @@ def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Run
         for kind, fig in sample_figures(shape, encoder, cfg, spec, seed + i).items():
             save_figure(fig, out, f"shape{i}_{kind}", run_id, uri)
     history = loss_history_from_mlflow(run_id, tracking_uri=uri)
-    save_figure(loss_curves_figure(history, title="Pretraining curves (tiny, synthetic corpus)"), out,
+    save_figure(loss_curves_figure(history, title="Pretraining curves and monitor (tiny, synthetic corpus)"), out,
                 "loss_curves", run_id, uri)
-    for name, result in scores.items():
+    for name, scored in scores.items():
+        result = scored.result
         save_figure(embedding_figure(result.features["test"], data.test.labels, names,
                                      title=f"t-SNE of held-out features, {name.replace('_', ' ')}"),
-                    out, f"tsne_{name}", run_id, uri)
+                    out, f"tsne_{name}", scored.run_id, uri)
         save_figure(confusion_figure(result.y_true, result.y_pred, names,
                                      title=f"Linear SVM on {name.replace('_', ' ')} features"),
-                    out, f"confusion_{name}", run_id, uri)
+                    out, f"confusion_{name}", scored.run_id, uri)
 
 
 def steps_of(run_id: str, uri: str) -> int:

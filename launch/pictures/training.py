@@ -1,8 +1,9 @@
-"""Loss curves of a pretraining run, from its MLflow metric history."""
+"""Curves of a pretraining run from its MLflow metric history: losses, learning rate, monitor accuracies."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -12,19 +13,31 @@ from launch.pictures.panels import new_figure
 
 LR_KEY = "opt/lr"  # the learning rate, as the pretraining job logs it
 LOSS_PREFIX = "loss/"
+MONITOR = re.compile(r"monitor/[^/]+/(svm|knn)")  # a probe's accuracy curve (not its /best or /seconds)
+PROTOCOL_NAMES = {"svm": "linear SVM", "knn": "k-NN"}
 History = Mapping[str, Sequence[tuple[int, float]]]
 
 
-def loss_keys(available: Sequence[str]) -> list[str]:
-    """The run's `loss/*` keys, `loss/total` first, then the learning rate if it was logged."""
+def curve_keys(available: Sequence[str]) -> list[str]:
+    """The run's `loss/*` keys, `loss/total` first, the learning rate if it was logged, then the monitor accuracies."""
     losses = sorted(k for k in available if k.startswith(LOSS_PREFIX))
     losses.sort(key=lambda k: k != f"{LOSS_PREFIX}total")
-    return losses + ([LR_KEY] if LR_KEY in available else [])
+    monitors = sorted(k for k in available if MONITOR.fullmatch(k))
+    return losses + ([LR_KEY] if LR_KEY in available else []) + monitors
+
+
+def panel_title(key: str) -> str:
+    if key == LR_KEY:
+        return "learning rate"
+    if MONITOR.fullmatch(key):
+        _, name, protocol = key.split("/")
+        return f"{name}: {PROTOCOL_NAMES[protocol]} accuracy"
+    return key
 
 
 def loss_history_from_mlflow(run_id: str, keys: Sequence[str] | None = None,
                              tracking_uri: str | None = None) -> dict[str, list[tuple[int, float]]]:
-    """{key: [(step, value), ...] in step order} of an MLflow run (default keys: `loss_keys` of the run).
+    """{key: [(step, value), ...] in step order} of an MLflow run (default keys: `curve_keys` of the run).
 
     `tracking_uri` defaults to MLflow's own resolution ($MLFLOW_TRACKING_URI).
     """
@@ -37,7 +50,7 @@ def loss_history_from_mlflow(run_id: str, keys: Sequence[str] | None = None,
     except MlflowException as err:
         raise ValueError(f"MLflow run {run_id!r} not found at {client.tracking_uri}: {err.message}") from None
     logged = set(run.data.metrics)
-    wanted = list(keys) if keys is not None else loss_keys(sorted(logged))
+    wanted = list(keys) if keys is not None else curve_keys(sorted(logged))
     missing = [k for k in wanted if k not in logged]
     if missing or not wanted:
         raise ValueError(f"MLflow run {run_id!r} has no metric {missing or 'loss/*'}; it logged {sorted(logged)}")
@@ -64,7 +77,7 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 def loss_curves_figure(history: History, title: str | None = None) -> Figure:
     """One panel per metric (small multiples sharing the step axis): the raw values and, for long loss
     curves, a moving average over 1/20 of the run so the trend is visible through step noise (the
-    learning rate is a schedule, not noisy: it is drawn as logged).
+    learning rate is a schedule, not noisy: it is drawn as logged; monitor accuracies are drawn in percent).
     """
     series = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in history.items()}
     empty = [k for k, v in series.items() if len(v) == 0]
@@ -76,13 +89,18 @@ def loss_curves_figure(history: History, title: str | None = None) -> Figure:
     axes = fig.subplots(rows, cols, sharex=True, squeeze=False).ravel()
     for ax, (key, data) in zip(axes, series.items()):
         steps, values = data[:, 0], data[:, 1]
-        noisy = len(values) > 20 and key != LR_KEY
+        accuracy = MONITOR.fullmatch(key) is not None
+        if accuracy:
+            values = 100 * values
+        noisy = len(values) > 20 and key != LR_KEY and not accuracy
         ax.plot(steps, values, color="tab:blue", lw=0.8 if noisy else 1.5, alpha=0.45 if noisy else 1.0,
                 marker="o" if len(values) <= 20 else None, ms=3, label="logged")
         if noisy:
             ax.plot(steps, smooth(values, max(len(values) // 20, 2)), color="tab:blue", lw=1.8, label="moving average")
             ax.legend(fontsize=7, frameon=False)
-        ax.set_title("learning rate" if key == LR_KEY else key, fontsize=10)
+        ax.set_title(panel_title(key), fontsize=10)
+        if accuracy:
+            ax.set_ylabel("%")
         ax.grid(alpha=0.3)
         if key == LR_KEY:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))

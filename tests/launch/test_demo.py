@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from tests.launch.conftest import job_env, launch
 
-PICTURES = ["shape0_crops", "shape0_masks", "shape0_attention", "loss_curves", "tsne_pretrained",
-            "tsne_random_init", "confusion_pretrained", "confusion_random_init"]
+PRETRAIN_PICTURES = ["shape0_crops", "shape0_masks", "shape0_attention", "loss_curves"]
+EVAL_PICTURES = ["tsne", "confusion"]  # on each evaluation run
 
 
 @pytest.mark.slow
@@ -27,15 +27,28 @@ def test_demo_runs_end_to_end(tmp_path, local_ray):
     for key in ("svm_acc_pretrained", "svm_acc_random_init"):
         assert 0.0 <= summary[key] <= 1.0
     assert summary["wall_seconds"] > 0 and "mlflow ui --backend-store-uri" in result.output
+    assert "/runs?workflowType=machine_learning" in result.output  # MLflow 3's runs table, not its GenAI view
+    # 2 steps, probed every 2 epochs (4 steps): at the start and at the last step
+    assert sorted(summary["monitor"]["svm"]) == sorted(summary["monitor"]["knn"]) == ["0", "2"]
+    assert all(0.0 <= a <= 1.0 for a in summary["monitor"]["svm"].values())
 
-    for name in PICTURES:
-        assert (out / "pictures" / f"{name}.png").stat().st_size > 10_000, name
     client = MlflowClient(summary["mlflow_tracking_uri"])
     run = client.get_run(summary["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and sorted(run.data.params)  # the pretraining run
+    assert run.info.status == "FINISHED" and run.info.run_name == "demo" and sorted(run.data.params)
+    assert run.data.metrics["monitor/synthetic/svm"] == summary["monitor"]["svm"]["2"]
     logged = {f.path for f in client.list_artifacts(run.info.run_id, "pictures")}
-    assert {f"pictures/{name}.png" for name in PICTURES} <= logged
+    assert logged == {f"pictures/{name}.png" for name in PRETRAIN_PICTURES} | {"pictures/shape16_crops.png",
+        "pictures/shape16_masks.png", "pictures/shape16_attention.png"}
+    assert "encoder/signature.json" in {f.path for f in client.list_artifacts(run.info.run_id, "encoder")}
     evals = client.search_runs([run.info.experiment_id], f"tags.pretrain_run_id = '{run.info.run_id}'")
     assert sorted(r.info.run_name for r in evals) == ["svm-pretrained", "svm-random_init"]
     accuracy = {r.info.run_name: r.data.metrics["svm/accuracy_mean"] for r in evals}
     assert accuracy["svm-pretrained"] == summary["svm_acc_pretrained"]
+    for r in evals:
+        name = r.info.run_name.removeprefix("svm-")
+        pictures = {f.path for f in client.list_artifacts(r.info.run_id, "pictures")}
+        assert pictures == {f"pictures/{kind}_{name}.png" for kind in EVAL_PICTURES}, pictures
+        for kind in EVAL_PICTURES:
+            assert (out / "pictures" / f"{kind}_{name}.png").stat().st_size > 10_000
+    for name in PRETRAIN_PICTURES:
+        assert (out / "pictures" / f"{name}.png").stat().st_size > 10_000, name

@@ -72,6 +72,9 @@ def run_with_history(tracking_uri) -> tuple[str, str]:
                              "loss/koleo": -0.1 * step, "opt/lr": 1e-4 * step, "throughput/samples_per_s": 50.0},
                             step)
     tracker.log_metrics({"loss/total": 123.0}, 30)  # a resumed run logs its last step again
+    for step in (0, 10, 20, 30):
+        tracker.log_metrics({"monitor/shapes/svm": 0.5 + step / 100, "monitor/shapes/svm/best": 0.5 + step / 100,
+                             "monitor/shapes/knn": 0.4, "monitor/shapes/seconds": 3.0}, step)
     return tracking_uri, tracker.run_id
 
 
@@ -202,18 +205,22 @@ def test_confusion_figure_shows_row_fractions_counts_and_both_accuracies(tmp_pat
 def test_loss_history_from_mlflow_and_its_curves(tmp_path, run_with_history):
     uri, run_id = run_with_history
     history = loss_history_from_mlflow(run_id, tracking_uri=uri)
-    assert list(history) == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "opt/lr"]
+    assert list(history) == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "opt/lr", "monitor/shapes/knn",
+                             "monitor/shapes/svm"]
     assert [s for s, _ in history["loss/cls"]] == list(range(1, 31))
     assert history["loss/cls"][1] == (2, pytest.approx(2.5))
     assert history["loss/total"][-1] == (30, 123.0)  # the step logged twice keeps its last value
     fig = loss_curves_figure(history)
     shown = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title() for ax in shown] == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "learning rate"]
+    assert [ax.get_title() for ax in shown] == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "learning rate",
+                                                "shapes: k-NN accuracy", "shapes: linear SVM accuracy"]
     raw, average = shown[1].get_lines()  # 30 points: the raw curve and its moving average
     assert np.allclose(raw.get_ydata(), [5.0 / s for s in range(1, 31)])
     # a centred window of 30 // 20 = 2 values: (v[i - 1] + v[i]) / 2, the first value alone
     assert average.get_ydata()[[0, 9]] == pytest.approx([5.0, (5.0 / 9 + 5.0 / 10) / 2])
     assert len(shown[4].get_lines()) == 1  # the learning-rate schedule is drawn as logged, not smoothed
+    (svm,) = shown[6].get_lines()  # the probe's curve, in percent, at the steps it was taken
+    assert list(svm.get_xdata()) == [0, 10, 20, 30] and np.allclose(svm.get_ydata(), [50, 60, 70, 80])
     assert_png(save_figure(fig, tmp_path, "loss_curves"))
     only = loss_history_from_mlflow(run_id, ["loss/patch"], tracking_uri=uri)
     assert list(only) == ["loss/patch"]

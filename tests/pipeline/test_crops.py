@@ -55,8 +55,8 @@ def test_crop_points_are_distinct_points_of_the_cloud():
     cloud = surface_cloud(3000)
     rows = {tuple(p) for p in cloud.tolist()}
     g, loc = multi_crop(cloud, MultiCropConfig(augment=NO_AUGMENT), np.random.default_rng(1))
-    for crops in (g, loc):
-        for points, num in zip(crops.points, crops.num_points):
+    for batch in (g, loc):
+        for points, num in zip(batch.points, batch.num_points):
             valid = [tuple(p) for p in points[:num].tolist()]
             assert set(valid) <= rows
             assert len(set(valid)) == num  # subsampled without replacement
@@ -186,10 +186,10 @@ def test_uniform_subsets_sizes_and_ranges():
 def test_tiny_cloud_is_kept_whole_and_padded():
     cloud = surface_cloud(100)
     g, loc = multi_crop(cloud, MultiCropConfig(augment=NO_AUGMENT), np.random.default_rng(0))
-    for crops in (g, loc):
-        assert crops.num_points.tolist() == [100] * len(crops.num_points)
-        assert (crops.points[:, 100:] == 0).all()
-        for points in crops.points:
+    for batch in (g, loc):
+        assert batch.num_points.tolist() == [100] * len(batch.num_points)
+        assert (batch.points[:, 100:] == 0).all()
+        for points in batch.points:
             assert sorted(map(tuple, points[:100].tolist())) == sorted(map(tuple, cloud.tolist()))
 
 
