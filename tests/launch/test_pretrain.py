@@ -145,8 +145,13 @@ def test_kill_and_resume_latest_repeats_the_loss_sequence(pretrain_shards, tmp_p
 
 @pytest.mark.parametrize("how", ["torchrun", "deepspeed"])
 def test_two_ranks_equal_one_rank_with_gradient_accumulation(pretrain_shards, tmp_path, how):
-    """Same global batches: 2 ranks x 4 samples vs 1 rank x 2 micro-batches of 4 -> same weights."""
-    common = ["train.max_steps=3", "checkpoint.every_steps=3"]
+    """Same global batches: 2 ranks x 4 samples vs 1 rank x 2 micro-batches of 4 -> same weights.
+
+    The monitor's features are split over the ranks in seeded chunks: both probe to the same accuracies.
+    """
+    probe = (f"monitor.sets=[{{name: synthetic, dataset: {{kind: shards, path: {pretrain_shards}, test_fraction: 0.34, "
+             f"max_points: 512}}, input: {{num_points: 256, num_patches: 16, patch_size: 16}}}}]")
+    common = ["train.max_steps=3", "checkpoint.every_steps=3", probe]
     one = launch(python_pretrain(*small_run(pretrain_shards, tmp_path / "one", "train.micro_batch=4", *common)),
                  tmp_path)
     assert one.returncode == 0, one.output[-3000:]
@@ -167,6 +172,9 @@ def test_two_ranks_equal_one_rank_with_gradient_accumulation(pretrain_shards, tm
     l1, l2 = (history(client, run_id_of(r.output), "loss/total") for r in (one, two))
     assert all(l1[s][0] == pytest.approx(l2[s][0], rel=1e-5) for s in (1, 2, 3))
     assert client.get_run(run_id_of(two.output)).data.tags["world_size"] == "2"
+    for protocol in ("svm", "knn"):
+        p1, p2 = (history(client, run_id_of(r.output), f"monitor/synthetic/{protocol}") for r in (one, two))
+        assert sorted(p1) == [0, 3] and p1 == p2, (protocol, p1, p2)
 
 
 def test_two_nodes_without_ssh_on_loopback(pretrain_shards, tmp_path):
