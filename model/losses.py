@@ -30,6 +30,15 @@ def pairwise_cross_entropy(teacher: Tensor, student_logp: Tensor) -> Tensor:
     return -(teacher.sum(1) * student_logp.sum(1)).sum() / (b * i * j)
 
 
+def masked_target_rows(masked_idx: Tensor, masks_per_crop: int, num_patches: int) -> Tensor:
+    """Row of the flattened (crops * P, K) patch targets for every masked position, (R * Q,) view-major.
+
+    masked_idx (R, Q) holds the masked positions of R = crops * masks_per_crop masked views.
+    """
+    crop = torch.arange(masked_idx.shape[0], device=masked_idx.device) // masks_per_crop
+    return (crop[:, None] * num_patches + masked_idx).reshape(-1)
+
+
 def patch_loss(
     head: nn.Module,
     predictions: Tensor,
@@ -47,10 +56,8 @@ def patch_loss(
     neither the (R Q, K) student logits nor gathered copies of the targets are kept for backward.
     """
     rows, q, d = predictions.shape
-    num_patches, k = targets.shape[1], targets.shape[2]
-    crop = torch.arange(rows, device=masked_idx.device) // masks_per_crop
-    target_rows = (crop[:, None] * num_patches + masked_idx).reshape(-1)
-    flat_targets = targets.reshape(-1, k)
+    target_rows = masked_target_rows(masked_idx, masks_per_crop, targets.shape[1])
+    flat_targets = targets.reshape(-1, targets.shape[2])
     flat_pred = predictions.reshape(rows * q, d)
 
     def chunk_ce(pred: Tensor, idx: Tensor) -> Tensor:

@@ -100,6 +100,13 @@ def sum_over_ranks(counts: list[int], device: torch.device) -> list[int]:
     return t.tolist()
 
 
+def sum_tensor_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """`t` (on the process group's device) summed over ranks, in place, in one all-reduce; returns it."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
+
+
 def broadcast_object(obj, src: int = 0):
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return obj

@@ -63,6 +63,10 @@ class RunLog:
             return None
         return self.tracker.client.get_run(self.run_id).data.metrics.get(key)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.tracker is not None:
+            self.tracker.set_tags(tags)
+
     def log_encoder(self, export_dir: Path) -> None:
         if self.tracker is not None:
             self.tracker.log_dir(export_dir, "encoder")

@@ -25,6 +25,7 @@ from launch.training.errors import NonFiniteLossError
 from launch.training.optim import SkippableAdamW, StepValues
 from launch.training.precision import LossScaling
 from model.asymdsd import AsymDSD
+from model.target_stats import TargetStats, accumulate, teacher_target_stats
 from pipeline.loader import Batch
 
 
@@ -34,6 +35,7 @@ class StepOutcome:
     applied: bool
     grad_norm: float | None  # pre-clipping global norm, where it is known
     calibrating: bool = False  # an fp16 overflow while the loss scale could still back off
+    targets: dict[str, TargetStats] | None = None  # this rank's target statistics per head, when observed
 
 
 def micro_batch_seed(seed: int, epoch: int, position: int) -> int:
@@ -42,7 +44,11 @@ def micro_batch_seed(seed: int, epoch: int, position: int) -> int:
 
 
 class TrainStep:
-    """`step(batch, epoch, values)`: one optimizer step over a rank's share of a global batch."""
+    """`step(batch, epoch, values, observe)`: one optimizer step over a rank's share of a global batch.
+
+    With `observe`, the teacher's targets of every micro-batch are also summarised (`model.target_stats`)
+    into the outcome; that reads them and changes nothing else, so it is asked for on logged steps only.
+    """
 
     def __init__(self, model: AsymDSD, engine, optimizer: SkippableAdamW, loss_scaling: LossScaling | None,
                  seed: int, device: torch.device) -> None:
@@ -51,20 +57,25 @@ class TrainStep:
         self.grad_accum = engine.gradient_accumulation_steps()
         self.generator = torch.Generator(device)
 
-    def __call__(self, batch: Batch, epoch: int, values: StepValues) -> StepOutcome:
+    def __call__(self, batch: Batch, epoch: int, values: StepValues, observe: bool = False) -> StepOutcome:
         self.optimizer.set_hyperparameters(values.lr, values.weight_decay)
         if self.loss_scaling is not None:
             self.loss_scaling.begin_step()
         micro = batch.crops.chunks(self.grad_accum)
         size = batch.crops.batch_size // self.grad_accum
         sums: dict[str, torch.Tensor] = {}
+        targets: dict[str, TargetStats] | None = None
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         for m, crops in enumerate(micro):
             seed = micro_batch_seed(self.seed, epoch, int(batch.positions[m * size]))
             self.generator.manual_seed(seed)
             torch.manual_seed(seed)  # drop path and any other use of the global RNG
             views = self.model.prepare(crops.to(self.device, non_blocking=True), self.generator)
-            out = self.engine(views, self.model.teacher(views, values.distill))
+            teacher = self.model.teacher(views, values.distill)
+            if observe:
+                targets = accumulate(targets, teacher_target_stats(views, teacher))
+            out = self.engine(views, teacher)
+            del teacher  # not held through the next micro-batch's teacher forward
             finite &= torch.isfinite(out.total)
             if self.loss_scaling is not None:
                 self.loss_scaling.backward(out.total)
@@ -86,7 +97,7 @@ class TrainStep:
         if grad_norm is None and applied:
             grad_norm = self.engine.get_global_grad_norm()  # from ZeRO, which holds the gradients
         self.model.end_step(values.distill.momentum, applied)
-        return StepOutcome(sums, applied, None if grad_norm is None else float(grad_norm), calibrating)
+        return StepOutcome(sums, applied, None if grad_norm is None else float(grad_norm), calibrating, targets)
 
     def _check_gradients(self) -> tuple[bool, float | None]:
         """Without ZeRO, at the boundary: whether the reduced gradients are finite (unscaled if fp16), and their norm.

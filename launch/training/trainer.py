@@ -28,6 +28,7 @@ import torch
 
 from configuration import ConfigError
 from launch.training.checkpoint import Checkpointer, ClientState
+from launch.training.collapse import CollapseAlarm, target_metrics
 from launch.training.config import PretrainConfig, deepspeed_config
 from launch.training.distributed import DistEnv, mean_over_ranks, sum_over_ranks
 from launch.training.memory import check_micro_batch, free_bytes
@@ -117,6 +118,7 @@ class Pretrainer:
         self.train_step = TrainStep(self.model, self.engine, self.optimizer, loss_scaling, t.seed, env.device)
         self.skipped = SkippedSteps(t.max_nonfinite_steps)
         self.faults = DataFaults()
+        self.collapse = CollapseAlarm(cfg.monitor.collapse, cfg.model.head.num_prototypes)
         self.checkpointer = Checkpointer(cfg.checkpoint, cfg.checkpoint_dir(), self.engine, env)
 
         self.step, self.loader_state = 0, None
@@ -166,11 +168,11 @@ class Pretrainer:
             self.throughput.new_meter(meter)
             for batch in meter:
                 values = self.schedule.at(self.step)
-                outcome = self.train_step(batch, epoch, values)
+                outcome = self.train_step(batch, epoch, values, observe=self._logs(self.step + 1))
                 self.step += 1
                 self.faults.count(batch)
                 self._record_skip(outcome)
-                if self.step % cfg.train.log_every == 0 or self.step == self.last_step or self.skipped.exhausted:
+                if self._logs(self.step) or self.skipped.exhausted:
                     last_loss = self._log(outcome, values)
                 self.skipped.stop_if_exhausted(self.step)
                 if self.monitor.due(self.step):
@@ -182,6 +184,11 @@ class Pretrainer:
                     break
         return last_loss
 
+    def _logs(self, step: int) -> bool:
+        """Whether optimizer step `step` (counted from 1) is logged, known before it runs: the target
+        statistics are gathered on these steps only. A step that stops the job is logged too, without them."""
+        return step % self.cfg.train.log_every == 0 or step == self.last_step
+
     def _record_skip(self, outcome: StepOutcome) -> None:
         scaling = self.train_step.loss_scaling
         message = self.skipped.record(self.step, outcome, None if scaling is None else scaling.scale.scale)
@@ -190,7 +197,8 @@ class Pretrainer:
 
     def _log(self, outcome: StepOutcome, values: StepValues) -> float:
         losses = mean_over_ranks({f"loss/{k}": v for k, v in outcome.terms.items()}, self.env.device)
-        metrics = {**losses, **values.as_metrics(), **self.throughput.metrics(),
+        targets = {} if outcome.targets is None else target_metrics(outcome.targets, losses)
+        metrics = {**losses, **targets, **values.as_metrics(), **self.throughput.metrics(),
                    "train/epoch": self.step / self.steps_per_epoch,
                    "train/nonfinite_steps": float(self.skipped.total)}
         if outcome.grad_norm is not None and math.isfinite(outcome.grad_norm):
@@ -203,6 +211,7 @@ class Pretrainer:
                   f"epoch {self.step / self.steps_per_epoch:.2f} lr {values.lr:.3g} "
                   f"{metrics['throughput/samples_per_s']:.4g} shapes/s data-wait {metrics['data/wait_fraction']:.0%} "
                   f"{self._timing()}", flush=True)
+        self._watch_collapse(metrics)
         return metrics["loss/total"]
 
     def _timing(self) -> str:
@@ -235,6 +244,13 @@ class Pretrainer:
             scores = " ".join(f"{p} {a:.1%}" for p, a in result.accuracy.items())
             print(f"[pretrain] monitor {result.name} at step {result.step}: {scores} ({result.seconds:.1f} s)",
                   flush=True)
+
+    def _watch_collapse(self, metrics: dict[str, float]) -> None:
+        """On rank 0: one warning line per head whose targets look collapsed (`monitor.collapse`), and a run tag."""
+        if self.env.is_main and (alarms := self.collapse.update(self.step, metrics)):
+            for alarm in alarms:
+                print(f"[pretrain] warning: {alarm.message()}", flush=True)
+            self.run_log.set_tags(self.collapse.tags())
 
     # -- checkpoint state and the encoder export -------------------------------------------------------
 

@@ -11,6 +11,7 @@ import pytest
 from launch.evaluation.data import (
     LabelledDataConfig,
     DatasetError,
+    load_dataset,
     load_modelnet40_h5,
     load_scanobjectnn,
     load_shards,
@@ -32,6 +33,19 @@ def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
     assert set(data.train.keys).isdisjoint(data.test.keys)
     assert data.train.points.shape[1:] == (4096, 3) and "hold-out" in data.info["split"]
     assert data.info["manifest_digest"]
+
+
+@pytest.mark.slow
+def test_max_points_caps_every_cloud_with_a_seeded_subset_of_its_points(pretrain_shards):
+    whole = load_shards(LabelledDataConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34))
+    capped = [load_shards(LabelledDataConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34,
+                                             max_points=500)) for _ in range(2)]
+    assert capped[0].train.keys == whole.train.keys and capped[0].train.points.shape[1:] == (500, 3)
+    np.testing.assert_array_equal(capped[0].train.points, capped[1].train.points)  # the same subset every time
+    assert (capped[0].train.num_points == 500).all()
+    for full, sub in zip(whole.train.points[:3], capped[0].train.points[:3]):
+        assert {tuple(p) for p in sub.tolist()} <= {tuple(p) for p in full.tolist()}
+    assert not np.array_equal(capped[0].train.points[0], capped[0].train.points[1])
 
 
 @pytest.mark.slow
@@ -92,6 +106,9 @@ def test_modelnet40_h5_concatenates_files_in_index_order(tmp_path):
     expected = np.concatenate([parts["ply_data_train0.h5"][1], parts["ply_data_train1.h5"][1]])
     np.testing.assert_array_equal(data.train.labels, expected)
     np.testing.assert_array_equal(data.train.points[2], parts["ply_data_train1.h5"][0][0][:, [2, 0, 1]])
+    capped = load_dataset(LabelledDataConfig(kind="modelnet40_h5", path=str(root), max_points=256))
+    assert capped.train.points.shape == (5, 256, 3) and capped.test.points.shape == (4, 256, 3)
+    assert {tuple(p) for p in capped.test.points[3].tolist()} <= {tuple(p) for p in data.test.points[3].tolist()}
     (root / "shape_names.txt").write_text("only_one\n")
     with pytest.raises(DatasetError, match="labels outside 0..0"):
         load_modelnet40_h5(LabelledDataConfig(kind="modelnet40_h5", path=str(root)))

@@ -8,6 +8,7 @@ run, the checkpoints and the exported encoder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from safetensors.torch import load_file
 from launch.training.config import load_pretrain_config
 from launch.training.optim import Schedule
 from model.asymdsd import AsymDSD
+from model.config import mask_counts
 from model.export import load_encoder
 from tests.conftest import ROOT, s3_storage
 from tests.launch.conftest import (
@@ -171,6 +173,9 @@ def test_two_ranks_equal_one_rank_with_gradient_accumulation(pretrain_shards, tm
     client = MlflowClient(mlflow_uri(tmp_path))
     l1, l2 = (history(client, run_id_of(r.output), "loss/total") for r in (one, two))
     assert all(l1[s][0] == pytest.approx(l2[s][0], rel=1e-5) for s in (1, 2, 3))
+    for key in ("targets/cls/marginal_entropy", "targets/patch/marginal_entropy", "targets/patch/entropy"):
+        m1, m2 = (history(client, run_id_of(r.output), key) for r in (one, two))  # over the global batch
+        assert all(m1[s][0] == pytest.approx(m2[s][0], rel=1e-5) for s in (1, 2, 3)), key
     assert client.get_run(run_id_of(two.output)).data.tags["world_size"] == "2"
     for protocol in ("svm", "knn"):
         p1, p2 = (history(client, run_id_of(r.output), f"monitor/synthetic/{protocol}") for r in (one, two))
@@ -321,3 +326,43 @@ def test_compiled_training_follows_the_eager_run(pretrain_shards, tmp_path):
     eager, compiled = (load_file(str(tmp_path / n / "export" / "encoder.safetensors")) for n in ("eager", "compiled"))
     assert eager.keys() == compiled.keys()
     assert max((eager[k] - compiled[k]).abs().max().item() for k in eager) < 1e-5
+
+
+def test_observing_the_targets_changes_no_training_number(pretrain_shards, tmp_path):
+    """Three steps of two micro-batches with the target statistics gathered and three without: identical."""
+    facts = probe("observe", pretrain_shards, tmp_path, 0)
+    observed, plain = facts["observed"], facts["plain"]
+    assert facts["grad_accum"] == 2 and len(plain["losses"]) == 3
+    assert observed["losses"] == plain["losses"] and facts["same_weights"] is True
+    assert plain["rows"] == [None] * 3
+    cfg = load_pretrain_config(DEMO, [])
+    masked = cfg.model.patchify.global_patches - mask_counts(cfg.model.patchify.global_patches,
+                                                             cfg.model.masking).num_visible
+    crops = 8 * cfg.model.num_global_crops  # both micro-batches of the global batch of 8
+    assert observed["rows"] == [{"cls": crops, "patch": crops * cfg.model.masking.num_masks * masked}] * 3
+
+
+def test_target_decomposition_is_logged_at_logged_steps_and_the_alarm_tags_the_run(pretrain_shards, tmp_path):
+    """log_every=2 over 5 steps: targets/* at steps 2, 4 and 5. An alarm floor of ln K (every marginal entropy
+    is below it) with a patience of 2 fires at step 4, once per head, with one warning line each and a tag."""
+    result = launch(python_pretrain(*small_run(pretrain_shards, tmp_path / "run", "train.max_steps=5",
+                                               "train.log_every=2", "monitor.collapse.min_marginal_fraction=1.0",
+                                               "monitor.collapse.patience=2")), tmp_path)
+    assert result.returncode == 0, result.output[-3000:]
+    client = MlflowClient(mlflow_uri(tmp_path))
+    run = client.get_run(run_id_of(result.output))
+    for head in ("cls", "patch"):
+        values = {m: history(client, run.info.run_id, f"targets/{head}/{m}") for m in ("entropy", "marginal_entropy", "kl")}
+        loss = history(client, run.info.run_id, f"loss/{head}")
+        assert all(sorted(v) == [2, 4, 5] for v in values.values()) and sorted(loss) == [2, 4, 5], head
+        for step in (2, 4, 5):
+            (entropy,), (marginal,), (kl,) = (values[m][step] for m in ("entropy", "marginal_entropy", "kl"))
+            assert 0 < entropy < math.log(512) and 0 < marginal < math.log(512), (head, step, entropy, marginal)
+            assert kl == pytest.approx(loss[step][0] - entropy, rel=1e-6)
+    warnings = [line for line in result.output.splitlines() if line.startswith("[pretrain] warning:")]
+    assert [w.split(":")[1] for w in warnings] == [" cls targets look collapsed at step 4",
+                                                   " patch targets look collapsed at step 4"], warnings
+    assert all("since step 2" in w and "ln K = 6.24" in w for w in warnings), warnings
+    tag = run.data.tags["collapse_alarm"]
+    assert tag.startswith("cls: marginal entropy ") and "; patch: marginal entropy " in tag, tag
+    assert tag.count("< 1 ln K = 6.24 since step 2") == 2, tag

@@ -8,12 +8,15 @@ Run in its own process (it creates a process group): `python trainer_probe.py MO
   weights to an unscaled step.
 * `autocast`: one bf16 step, recording the dtypes that teacher and student matmuls really ran in
   (inside the engine's forward too) and the dtype of the weights.
+* `observe`: three steps of two micro-batches with the teacher's targets observed and three without,
+  from the same start on the same batches: their losses and weights, and the observed target rows.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -46,10 +49,14 @@ def trainer(shards: str, out: Path, stage: str, *overrides: str) -> Pretrainer:
     return Pretrainer(cfg, init_distributed("cpu"), preflight(cfg))
 
 
-def first_batch(trainer: Pretrainer):
+def batches(trainer: Pretrainer, n: int) -> list:
     loader, _ = make_loader(trainer.data.model_copy(update={"num_workers": 0}), trainer.patches, trainer.cfg.train.seed,
                             trainer.manifests, 0, trainer.cfg.train.global_batch, 0, 1)
-    return next(iter(loader))
+    return list(islice(loader, n))
+
+
+def first_batch(trainer: Pretrainer):
+    return batches(trainer, 1)[0]
 
 
 def optimizer_step(trainer: Pretrainer, batch, values) -> StepOutcome:
@@ -108,7 +115,21 @@ def autocast(shards: str, out: Path, stage: str) -> dict:
             "weight_dtypes": sorted({str(p.dtype) for p in bf16.engine.module.parameters()})}
 
 
+def observe(shards: str, out: Path, stage: str) -> dict:
+    runs = {name: trainer(shards, out / name, stage, "train.micro_batch=4") for name in ("observed", "plain")}
+    facts: dict = {"grad_accum": runs["observed"].train_step.grad_accum}
+    for name, run in runs.items():
+        losses, rows = [], []
+        for step, batch in enumerate(batches(run, 3)):
+            outcome = run.train_step(batch, 0, run.schedule.at(step), observe=name == "observed")
+            losses.append({k: v.item() for k, v in outcome.terms.items()})
+            rows.append(None if outcome.targets is None else {h: s.rows.item() for h, s in outcome.targets.items()})
+        facts[name] = {"losses": losses, "rows": rows}
+    facts["same_weights"] = unchanged(snapshot(runs["observed"]), snapshot(runs["plain"]))
+    return facts
+
+
 if __name__ == "__main__":
     mode, shards, out, stage = sys.argv[1:5]
-    facts = {"loss_scaling": loss_scaling, "autocast": autocast}[mode](shards, Path(out), stage)
+    facts = {"loss_scaling": loss_scaling, "autocast": autocast, "observe": observe}[mode](shards, Path(out), stage)
     print("FACTS " + json.dumps(facts), flush=True)
