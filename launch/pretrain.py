@@ -64,7 +64,10 @@ def pretrain(args: argparse.Namespace) -> int:
 
     env = init_distributed(cfg.train.device)
     result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
-    if env.is_main:
+    if env.is_main and result.preempted:
+        print(f"[pretrain] stopped early: {result.steps} steps, last logged loss {result.last_loss}, MLflow run "
+              f"{result.mlflow_run_id}; run the same command with --resume latest to continue", flush=True)
+    elif env.is_main:
         print(f"[pretrain] done: {result.steps} steps, final loss {result.last_loss}, {result.samples_skipped} "
               f"samples skipped, {result.read_retries} shard read retries, encoder export {result.export_dir}, "
               f"MLflow run {result.mlflow_run_id}", flush=True)

@@ -55,6 +55,10 @@ class RunLog:
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step)
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if self.tracker is not None:
+            self.tracker.set_tags(tags)
+
     def log_encoder(self, export_dir: Path) -> None:
         if self.tracker is not None:
             self.tracker.log_dir(export_dir, "encoder")
