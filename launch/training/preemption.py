@@ -21,7 +21,9 @@ Who sends the signal to the ranks:
   reaches all of them at once. With the agreement one signalled rank is enough, but the stop must fit in
   those 30 s.
 - Kubernetes sends SIGTERM to the container's PID 1 only. The `deepspeed` command as PID 1 has no
-  handler, so the kernel drops the signal and the pod is SIGKILLed at the end of its grace period.
+  handler, so the kernel drops the signal and the pod is SIGKILLed at the end of its grace period. The
+  JobSet in k8s/ therefore runs the launcher under `launch.forward_stop`, which hands the signal to the
+  ranks alone, and gives the pods a `terminationGracePeriodSeconds` above this grace period.
 
 DataLoader workers ignore these signals (`pipeline.loader`): launchers that signal whole process trees
 would otherwise kill them in the middle of a step.

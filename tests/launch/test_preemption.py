@@ -1,7 +1,8 @@
 """Preemption: a stop signal becomes a checkpoint at a step every rank agrees on, a clean exit and an exact resume.
 
 The quick tests send real signals to forked processes (the handlers never touch the test process): ranks
-agreeing over a real gloo group, and the watchdog. The slow one stops the real training command and resumes it.
+agreeing over a real gloo group, the watchdog, and the forwarding PID 1 of the Kubernetes pods on a
+stand-in process tree. The slow ones stop the real training command and resume it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from mlflow import MlflowClient
 
 from launch.training.preemption import STOP_TIMEOUT_EXIT
 from tests.conftest import ROOT, free_port
-from tests.launch.conftest import job_env, launch, python_pretrain, small_run
+from tests.launch.conftest import PRETRAIN, job_env, launch, launcher, python_pretrain, small_run
 from tests.launch.test_pretrain import history, mlflow_uri, run_id_of
 
 FORK = multiprocessing.get_context("fork")
@@ -107,6 +110,63 @@ def test_the_watchdog_waits_for_a_signal():
     assert child.exitcode == 0
 
 
+# -- the pods' PID 1 ---------------------------------------------------------------------------------
+
+FAKE_RANK = """
+import os, signal, subprocess, sys, time
+log, code, worker = sys.argv[1], int(sys.argv[2]), None
+def stop(signum, frame):
+    if worker is not None:
+        worker.kill()
+    open(log, "a").write(f"rank {os.environ['RANK']} got {signum}\\n")
+    sys.exit(code)
+signal.signal(signal.SIGTERM, stop)
+worker = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                           "signal.signal(signal.SIGTERM, lambda s, f: open(%r, 'a').write('worker got it\\\\n')); "
+                           "time.sleep(30)" % log])
+open(log, "a").write(f"rank {os.environ['RANK']} ready\\n")
+time.sleep(30)
+"""
+
+FAKE_LAUNCHER = """
+import os, signal, subprocess, sys, time
+log, code, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+signal.signal(signal.SIGTERM, lambda s, f: open(log, "a").write("launcher got it\\n"))
+ranks = []
+for rank in range(2):
+    time.sleep(rank * delay)
+    ranks.append(subprocess.Popen([sys.executable, "-c", %r, log, code], env={**os.environ, "RANK": str(rank)}))
+codes = [p.wait() for p in ranks]
+open(log, "a").write(f"rank 1 exit {codes[1]}\\n")
+sys.exit(max(codes))
+"""
+
+
+@pytest.mark.parametrize("rank_code, expected", [(0, 128 + signal.SIGTERM), (3, 3)])
+def test_pid1_hands_the_signal_to_the_ranks_only(tmp_path, rank_code, expected):
+    """Ranks get SIGTERM, also one that starts after it; the launcher and the ranks' own children do not.
+
+    Rank 1 starts 1.5 s after rank 0, after the signal: it stops in its handler, or, if the signal comes
+    before Python has installed it, dies of it (a rank that has not started training has nothing to save).
+    """
+    log = tmp_path / "log"
+    env = {k: v for k, v in os.environ.items() if k != "RANK"}
+    env["PYTHONPATH"] = str(ROOT)
+    pid1 = subprocess.Popen([sys.executable, "-m", "launch.forward_stop", sys.executable, "-c",
+                             FAKE_LAUNCHER % textwrap.dedent(FAKE_RANK), str(log), str(rank_code), "1.5"],
+                            cwd=ROOT, env=env)
+    deadline = time.monotonic() + 20
+    while "rank 0 ready" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and pid1.poll() is None
+        time.sleep(0.05)
+    pid1.send_signal(signal.SIGTERM)
+    assert pid1.wait(20) == expected
+    lines = set(log.read_text().splitlines())
+    assert {"rank 0 ready", "rank 0 got 15"} <= lines and not {"launcher got it", "worker got it"} & lines, lines
+    assert lines - {"rank 0 ready", "rank 0 got 15"} in ({"rank 1 exit -15"},
+                                                        {"rank 1 ready", "rank 1 got 15", f"rank 1 exit {rank_code}"})
+
+
 # -- the training command ----------------------------------------------------------------------------
 
 def start(cmd: list[str], tmp: Path) -> subprocess.Popen:
@@ -162,3 +222,32 @@ def test_sigterm_checkpoints_exits_0_and_the_resume_repeats_the_losses(pretrain_
     assert run_id_of(resumed.output) == run.info.run_id and client.get_run(run.info.run_id).info.status == "FINISHED"
     expected, got = history(client, run_id_of(whole.output), "loss/total"), history(client, run.info.run_id, "loss/total")
     assert got == {step: [values[0]] for step, values in expected.items()} and sorted(got) == list(range(1, 9))
+
+
+@pytest.mark.slow
+def test_kubernetes_form_a_signal_to_one_pod_stops_both_at_the_same_step(pretrain_shards, tmp_path):
+    """Two `deepspeed --no_ssh` nodes on loopback, each under the pods' PID 1; SIGTERM reaches node 0 only.
+
+    Node 1's rank learns of it through the agreement; both stop after the same step, node 0 exits 143 (its
+    Job must fail so that the JobSet restarts the group) and node 1 exits 0."""
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-0 slots=1\nnode-1 slots=1\n")
+    port = str(free_port())
+    args = small_run(pretrain_shards, tmp_path / "run", "train.max_steps=12", "checkpoint.every_steps=0")
+    nodes = [start([sys.executable, "-m", "launch.forward_stop", launcher("deepspeed"), "--no_ssh", "--hostfile",
+                    str(hostfile), "--node_rank", str(r), "--master_addr", "127.0.0.1", "--master_port", port,
+                    PRETRAIN, "--config", python_pretrain()[3], *args], tmp_path) for r in (0, 1)]
+    seen: list[str] = []
+    read_until(nodes[0], r"^\[pretrain\] step 2/12 ", seen)
+    nodes[0].send_signal(signal.SIGTERM)
+    outputs = ["".join(seen) + nodes[0].communicate(timeout=120)[0], nodes[1].communicate(timeout=120)[0]]
+    assert [n.returncode for n in nodes] == [128 + signal.SIGTERM, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "[pretrain] SIGTERM on rank 0: stopping after the step in progress" in outputs[0]
+    assert "SIGTERM" not in outputs[1]
+    stopped = stop_line(outputs[0])
+    assert 2 <= stopped < 12
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == f"step{stopped:08d}"
+    run = MlflowClient(mlflow_uri(tmp_path)).get_run(run_id_of(outputs[0]))
+    assert run.info.status == "KILLED" and run.data.tags["preempted_at_step"] == str(stopped)
+    assert sorted(history(MlflowClient(mlflow_uri(tmp_path)), run.info.run_id, "loss/total")) == list(
+        range(1, stopped + 1))
