@@ -64,8 +64,11 @@ def pretrain(args: argparse.Namespace) -> int:
 
     env = init_distributed(cfg.train.device)
     result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
-    if env.is_main:
-        loss = "-" if result.last_loss is None else f"{result.last_loss:.4g}"
+    loss = "-" if result.last_loss is None else f"{result.last_loss:.4g}"
+    if env.is_main and result.preempted:
+        print(f"[pretrain] stopped early: {result.steps} steps, last logged loss {loss}, MLflow run "
+              f"{result.mlflow_run_id}; run the same command with --resume latest to continue", flush=True)
+    elif env.is_main:
         print(f"[pretrain] done: {result.steps} steps, final loss {loss}, {result.samples_skipped} "
               f"samples skipped, {result.read_retries} shard read retries, encoder export {result.export_dir}, "
               f"MLflow run {result.mlflow_run_id}", flush=True)

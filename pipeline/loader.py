@@ -14,6 +14,7 @@ replaced by copies of other samples of that batch, so shapes stay fixed, and cou
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 
@@ -166,5 +167,13 @@ def make_loader(data: DataConfig, patches: PatchifyConfig | None, seed: int, man
     stream = MultiCropStream(data, patches, seed, manifests, order, rank, world, start_step)
     workers = data.num_workers
     loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                        persistent_workers=False, prefetch_factor=2 if workers else None)
+                        persistent_workers=False, prefetch_factor=2 if workers else None,
+                        worker_init_fn=ignore_stop_signals)
     return loader, order
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and SIGINT: the process that owns it decides when to stop (and it exits
+    when that process does), and launchers that signal a whole process tree must not kill it mid-step."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -73,6 +73,10 @@ class CheckpointConfig(StrictModel):
     every_steps: int = Field(1000, ge=0, description="0: never by steps")
     every_minutes: float = Field(30.0, ge=0, description="0: never by time")
     keep_last: int = Field(3, ge=1)
+    preemption_grace_s: float = Field(
+        120.0, gt=0, description="on SIGTERM/SIGINT every rank finishes its step, checkpoints and exits 0 within this "
+                                 "many seconds, or a watchdog ends it with exit code 124; Kubernetes' "
+                                 "terminationGracePeriodSeconds must be longer (launch/training/preemption.py)")
 
 
 class MlflowConfig(StrictModel):

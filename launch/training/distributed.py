@@ -80,6 +80,14 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return t.item() == 0.0
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds on at least one rank (one tiny all-reduce)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.item() > 0.0
+
+
 def mean_over_ranks(values: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
     """Average scalar tensors over ranks in one all-reduce (for logging)."""
     if not values:

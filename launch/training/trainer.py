@@ -15,6 +15,9 @@ Before the model is built, the micro-batch is checked against free memory (`laun
 the data, directories and checkpoint were checked before the process group started
 (`launch.training.preflight`). Samples skipped for unusable shards and shard read retries are counted
 over all ranks, kept in checkpoints, and reported with the result.
+
+SIGTERM or SIGINT (a preempted pod, Ctrl-C) stops every rank after the same step with a checkpoint there
+and a clean exit; the MLflow run is left KILLED until a resume continues it (`launch.training.preemption`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from launch.training.memory import check_micro_batch, free_bytes
 from launch.training.monitor import Monitor, ProbeResult, load_probe_set
 from launch.training.optim import Schedule, SkippableAdamW, StepValues
 from launch.training.precision import DynamicLossScale, LossScaling, autocast_dtype, resolve_precision
+from launch.training.preemption import MLFLOW_STATUS, Preemption
 from launch.training.preflight import Inputs
 from launch.training.run_log import RunLog
 from launch.training.step import SkippedSteps, StepOutcome, TrainStep
@@ -55,6 +59,7 @@ class RunResult:
     last_loss: float | None
     samples_skipped: int = 0  # over all ranks: samples replaced because their shard was unusable
     read_retries: int = 0  # over all ranks: shard reads retried after a transient error
+    preempted: bool = False  # stopped by a signal after `steps`, with a checkpoint there
 
 
 @dataclass
@@ -120,6 +125,7 @@ class Pretrainer:
         self.faults = DataFaults()
         self.collapse = CollapseAlarm(cfg.monitor.collapse, cfg.model.head.num_prototypes)
         self.checkpointer = Checkpointer(cfg.checkpoint, cfg.checkpoint_dir(), self.engine, env)
+        self.preemption = Preemption(cfg.checkpoint.preemption_grace_s, env)
 
         self.step, self.loader_state = 0, None
         restored = None if inputs.resume is None else self.checkpointer.load(*inputs.resume)
@@ -142,6 +148,10 @@ class Pretrainer:
             last_loss = self._train()
             self._log_probes(self.monitor.results(wait=True))
             skipped, retries = self.faults.totals(self.env.device)
+            if self.preemption.stopping:
+                self.run_log.set_tags({"preempted_at_step": str(self.step)})
+                status = MLFLOW_STATUS
+                return RunResult(self.step, self.run_log.run_id, None, last_loss, skipped, retries, preempted=True)
             if self.env.is_main:
                 export_dir = self._export(Path(self.cfg.output_dir) / "export")
                 self.run_log.log_encoder(export_dir)
@@ -178,10 +188,16 @@ class Pretrainer:
                 if self.monitor.due(self.step):
                     self._probe()
                 self._log_probes(self.monitor.results())
+                saved = None
                 if self.checkpointer.due(self.step, self.last_step):
-                    self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
+                    saved = self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
                 if self.step >= self.last_step:
                     break
+                if self.preemption.agreed():  # every rank after every step: a signal may reach only some ranks
+                    if saved is None:
+                        saved = self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
+                    self.preemption.report(self.step, saved)
+                    return last_loss
         return last_loss
 
     def _logs(self, step: int) -> bool:

@@ -29,6 +29,7 @@ from tests.k8s.manifests import (
 )
 
 COMPLETION_INDEX = "1"  # a non-zero rank: pod 0's values would hide a wrong master address
+FORWARD_STOP = ["python", "-m", "launch.forward_stop"]
 
 
 def parse(parser_call, argv: list[str], what: str):
@@ -147,8 +148,8 @@ def deepspeed_command(docs: list[Doc]):
     jobset, template, c = training_pod(docs)
     env = {**container_env(docs, c, pod_field_values(jobset)), "JOB_COMPLETION_INDEX": COMPLETION_INDEX}
     argv = kubelet_argv(c, env)
-    assert argv[0] == "deepspeed"
-    ds = parse(runner.parse_args, argv[1:], "deepspeed")
+    assert argv[:4] == [*FORWARD_STOP, "deepspeed"]  # PID 1 hands SIGTERM to the ranks (launch/forward_stop.py)
+    ds = parse(runner.parse_args, argv[4:], "deepspeed")
     job = parse(build_parser().parse_args, ds.user_args, "launch/pretrain.py")
     return jobset, template, c, env, ds, job
 
@@ -188,6 +189,20 @@ def test_pretraining_config_and_overrides_validate_for_the_group_size(rendered_o
     processes = int(env["GPUS_PER_NODE"]) * (1 + cfg.data.num_workers)
     scratch = next(v for v in training_pod(rendered_overlays[overlay])[1]["spec"]["volumes"] if v["name"] == "tmp")
     assert processes * cfg.data.read.cache_bytes <= quantity_bytes(scratch["emptyDir"]["sizeLimit"])
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_pods_outlast_the_preemption_grace_of_every_shipped_config(rendered_overlays, overlay):
+    """SIGKILL must come after a preempted job has checkpointed and exited: the pod's grace period covers every
+    shipped config's checkpoint.preemption_grace_s (the default where unset) plus a margin for the launchers."""
+    from launch.training.config import load_pretrain_config
+
+    _, template, c, _, _, _ = deepspeed_command(rendered_overlays[overlay])
+    assert in_repo(c["workingDir"], FORWARD_STOP[2].replace(".", "/") + ".py").is_file()
+    configs = sorted((ROOT / "configs" / "pretrain").glob("*.yaml"))
+    assert len(configs) >= 3
+    grace = max(load_pretrain_config(path).checkpoint.preemption_grace_s for path in configs)
+    assert template["spec"]["terminationGracePeriodSeconds"] >= grace + 30
 
 
 def quantity_bytes(q: str) -> int:
