@@ -8,7 +8,7 @@ and k-NN every 2 epochs, the linear-SVM protocol scores the exported teacher enc
 architecture with random initialisation, and the pictures are drawn. All of it is logged to one local
 MLflow store (pictures on the run they describe); `summary.json` collects the numbers.
 
-    python -m launch.demo                       # defaults: 2,000 + 500 shapes, 8 epochs (about 10 min on 2 cores)
+    python -m launch.demo                       # defaults: 2,000 + 500 shapes, 8 epochs (about 15 min on 2 cores)
     python -m launch.demo --shapes 96 --test-shapes 48 --epochs 1 --out /tmp/demo   # a smoke run
 """
 

@@ -60,11 +60,11 @@ def pretrain(args: argparse.Namespace) -> int:
         return 0
     inputs = preflight(cfg, args.resume)
     from launch.training.distributed import init_distributed
-    from launch.training.trainer import Pretrainer
+    from launch.training.trainer import Pretrainer, significant
 
     env = init_distributed(cfg.train.device)
     result = Pretrainer(cfg, env, inputs).run()  # what depends on the world size is checked in there
-    loss = "-" if result.last_loss is None else f"{result.last_loss:.4g}"
+    loss = "-" if result.last_loss is None else significant(result.last_loss)
     if env.is_main and result.preempted:
         print(f"[pretrain] stopped early: {result.steps} steps, last logged loss {loss}, MLflow run "
               f"{result.mlflow_run_id}; run the same command with --resume latest to continue", flush=True)

@@ -12,6 +12,7 @@ result carries the step whose weights it describes and is logged at that step, h
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -84,8 +85,21 @@ class Monitor:
             return False
         if step == 0:
             return self.cfg.at_start
-        if step == self.last_step:
-            return True
+        return step == self.last_step or self._on_cadence(step)
+
+    def passes_after(self, step: int) -> int:
+        """How many probes are still due after optimizer step `step` (the ETA counts them)."""
+        if not self.sets or step >= self.last_step:
+            return 0
+        a, b = self.cfg.every_steps, self.epoch_interval
+
+        def multiples(n: int) -> int:
+            return self.last_step // n - step // n if n else 0
+
+        count = multiples(a) + multiples(b) - (multiples(math.lcm(a, b)) if a and b else 0)
+        return count + (not self._on_cadence(self.last_step))
+
+    def _on_cadence(self, step: int) -> bool:
         return bool((self.cfg.every_steps and step % self.cfg.every_steps == 0)
                     or (self.epoch_interval and step % self.epoch_interval == 0))
 

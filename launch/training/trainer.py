@@ -141,6 +141,7 @@ class Pretrainer:
         flops = training_flops(cfg.model, t.global_batch // env.world_size // self.train_step.grad_accum).per_shape
         self.throughput = Throughput(t.global_batch, env.world_size, peak, flops)
         self.started = (time.monotonic(), self.step)  # for the console's elapsed time and ETA
+        self.probe_seconds = (0.0, 0.0)  # this launch's feature passes: in all, and the last one
 
     def run(self) -> RunResult:
         status, last_loss, export_dir = "FAILED", None, None
@@ -185,19 +186,20 @@ class Pretrainer:
                 if self._logs(self.step) or self.skipped.exhausted:
                     last_loss = self._log(outcome, values)
                 self.skipped.stop_if_exhausted(self.step)
-                if self.monitor.due(self.step):
-                    self._probe()
-                self._log_probes(self.monitor.results())
                 saved = None
                 if self.checkpointer.due(self.step, self.last_step):
                     saved = self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
-                if self.step >= self.last_step:
-                    break
-                if self.preemption.agreed():  # every rank after every step: a signal may reach only some ranks
+                # every rank after every step but the last: a signal may reach only some ranks
+                if self.step < self.last_step and self.preemption.agreed():
                     if saved is None:
                         saved = self.checkpointer.save(self._client_state(order.state(batch.step + 1)), self._export)
                     self.preemption.report(self.step, saved)
                     return last_loss
+                if self.monitor.due(self.step):  # after the stop check: a stop never waits for a probe
+                    self._probe()
+                self._log_probes(self.monitor.results())
+                if self.step >= self.last_step:
+                    break
         return last_loss
 
     def _logs(self, step: int) -> bool:
@@ -231,10 +233,12 @@ class Pretrainer:
         return metrics["loss/total"]
 
     def _timing(self) -> str:
-        """Time since this launch started, and the time left at this launch's pace."""
+        """Time since this launch started, and the time left: the remaining steps at this launch's pace
+        (probes left out) plus the remaining probes at the last one's cost."""
         since, first = self.started
         elapsed = time.monotonic() - since
-        eta = elapsed / max(self.step - first, 1) * (self.last_step - self.step)
+        pace = (elapsed - self.probe_seconds[0]) / max(self.step - first, 1)
+        eta = pace * (self.last_step - self.step) + self.probe_seconds[1] * self.monitor.passes_after(self.step)
         return f"{duration(elapsed)} elapsed, ETA {duration(eta)}"
 
     # -- downstream probes ----------------------------------------------------------------------------
@@ -246,6 +250,7 @@ class Pretrainer:
         """The teacher's features for every monitor set (all ranks); the time is kept out of the throughput."""
         seconds = self.monitor.probe(self.model.teacher.encoder, self.step, autocast_dtype(self.precision))
         self.throughput.exclude(seconds)
+        self.probe_seconds = (self.probe_seconds[0] + seconds, seconds)
 
     def _log_probes(self, results: list[ProbeResult]) -> None:
         """Log scored probes at the step they describe, with the best value so far (rank 0 only)."""
@@ -298,9 +303,14 @@ class Pretrainer:
 
 
 def console_losses(losses: dict[str, float]) -> str:
-    """`loss 6.131 (cls 5.234 patch 7.012)`: the total and its terms at 4 significant digits."""
-    terms = " ".join(f"{k.removeprefix('loss/')} {v:.4g}" for k, v in losses.items() if k != "loss/total")
-    return f"loss {losses['loss/total']:.4g}" + (f" ({terms})" if terms else "")
+    """`loss 6.130 (cls 5.234 patch 7.012)`: the total and its terms at 4 significant digits."""
+    terms = " ".join(f"{k.removeprefix('loss/')} {significant(v)}" for k, v in losses.items() if k != "loss/total")
+    return f"loss {significant(losses['loss/total'])}" + (f" ({terms})" if terms else "")
+
+
+def significant(value: float, digits: int = 4) -> str:
+    """`value` to `digits` significant digits, trailing zeros kept (6.130, 0.02208, 1.000e-05, nan)."""
+    return f"{value:#.{digits}g}".rstrip(".")
 
 
 def duration(seconds: float) -> str:

@@ -46,6 +46,11 @@ def test_probes_run_at_start_on_the_cadence_and_at_the_last_step():
     assert [s for s in range(13) if by_steps.due(s)] == [4, 8, 12]
     nothing = Monitor(MonitorConfig(), [], env(), 5, 12, 0)
     assert not any(nothing.due(s) for s in range(13))
+    both = Monitor(MonitorConfig(every_epochs=1, every_steps=4), sets, env(), steps_per_epoch=6, last_step=25, seed=0)
+    for monitor in (by_epochs, by_steps, both, nothing):  # the ETA's count of what is left
+        last = monitor.last_step
+        assert [monitor.passes_after(s) for s in range(last + 1)] == [
+            sum(monitor.due(t) for t in range(s + 1, last + 1)) for s in range(last + 1)]
 
 
 def test_features_do_not_depend_on_how_many_ranks_extract_them():
