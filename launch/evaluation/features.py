@@ -1,8 +1,9 @@
 """From point clouds to encoder features: subsample, augment, patchify, encode, pool.
 
 The same path serves the frozen-feature protocols (SVM, kNN) and the trained heads (probes,
-fine-tuning): `encode_pooled` is differentiable, `extract_features` is its batched no-grad use.
-Subsampling and patch centres are random (random FPS start), as in the reference's evaluation
+fine-tuning): `encode_pooled` is differentiable, `extract_features` is its batched no-grad use. The
+model-level steps are `model.features`'s, which `model.pretrained`'s `embed` uses too. Subsampling and
+patch centres are random (random FPS start), as in the reference's evaluation
 (`deterministic_val_data: false`); a seeded generator makes a run repeatable.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
@@ -20,18 +20,7 @@ from torch import Tensor
 from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
 from model.encoder import PointEncoder
-from model.patchify import farthest_point_sample, patchify
-
-Pooling = Literal["cls", "mean", "max"]
-
-
-class InputSpec(StrictModel):
-    """How a cloud becomes encoder input: points kept, how they are chosen, patches and their size."""
-
-    num_points: int = Field(1024, ge=1)
-    subsample: Literal["fps", "random"] = "fps"
-    num_patches: int = Field(64, ge=1)
-    patch_size: int = Field(32, ge=1)
+from model.features import InputSpec, Pooling, encode, pool, subsample
 
 
 class InputOverrides(StrictModel):
@@ -79,48 +68,6 @@ def augment(points: Tensor, aug: Augmentation, generator: torch.Generator) -> Te
     return points
 
 
-def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
-              ) -> tuple[Tensor, Tensor]:
-    """(B, n, 3) clouds of at most `spec.num_points` points each, and their valid counts.
-
-    Clouds that already have no more points than asked are kept whole (ScanObjectNN at 2,048).
-    """
-    n = spec.num_points
-    if points.shape[1] <= n:
-        return points, num_points
-    if spec.subsample == "fps":
-        idx = farthest_point_sample(points, num_points, n, generator)
-    else:
-        keys = torch.rand(points.shape[:2], generator=generator, device=points.device)
-        keys = keys.masked_fill(torch.arange(points.shape[1], device=points.device) >= num_points[:, None], 2.0)
-        idx = keys.argsort(dim=1)[:, :n]
-    kept = num_points.clamp(max=n)
-    idx = torch.where(torch.arange(n, device=points.device) < kept[:, None], idx, 0)
-    out = points.gather(1, idx[..., None].expand(-1, -1, 3))
-    out = out * (torch.arange(n, device=points.device) < kept[:, None])[..., None]
-    return out, kept
-
-
-def pool(tokens: Tensor, has_cls: bool, pooling: Sequence[Pooling]) -> Tensor:
-    """Concatenate the requested poolings of (B, [1 +] P, D) encoder outputs.
-
-    As in the reference, when the CLS token exists but is not a feature of its own, it takes part in
-    the mean and max pooling.
-    """
-    patches = tokens[:, 1:] if has_cls and "cls" in pooling else tokens
-    parts = []
-    for kind in pooling:
-        if kind == "cls":
-            if not has_cls:
-                raise ValueError("pooling 'cls' needs an encoder with a CLS token (this one has none)")
-            parts.append(tokens[:, 0])
-        elif kind == "mean":
-            parts.append(patches.mean(dim=1))
-        else:
-            parts.append(patches.amax(dim=1))
-    return torch.cat(parts, dim=-1)
-
-
 def encode_pooled(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,
                   pooling: Sequence[Pooling], generator: torch.Generator,
                   aug: Augmentation | None = None) -> Tensor:
@@ -128,8 +75,8 @@ def encode_pooled(encoder: PointEncoder, points: Tensor, num_points: Tensor, spe
     points, num_points = subsample(points, num_points, spec, generator)
     if aug is not None and aug.active:
         points = augment(points, aug, generator)
-    patches = patchify(points, num_points, spec.num_patches, spec.patch_size, generator=generator)
-    return pool(encoder(patches), encoder.has_cls, pooling).float()
+    tokens, _ = encode(encoder, points, num_points, spec, generator)
+    return pool(tokens, encoder.has_cls, pooling).float()
 
 
 def batches(data: LabelledSet, batch_size: int, device: torch.device, order: np.ndarray | None = None):

@@ -27,6 +27,7 @@ from launch.evaluation.features import Augmentation, InputSpec, Pooling, extract
 from launch.evaluation.train import NeuralConfig, Phase, predictions, train_classifier
 from model.config import ModelConfig
 from model.encoder import PointEncoder
+from model.features import model_input
 
 ProtocolName = Literal["svm", "knn", "linear", "mlp", "finetune", "fewshot"]
 PROTOCOLS: tuple[str, ...] = ("svm", "knn", "linear", "mlp", "finetune", "fewshot")
@@ -62,9 +63,7 @@ def default_input(model_cfg: ModelConfig, dataset_kind: str) -> InputSpec:
     ScanObjectNN keeps its 2,048 points, everything else is FPS'd to 1,024; patches scale with the
     points from the model's pretraining count (64 per 1,024 for S/B, so 128 for ScanObjectNN).
     """
-    num_points = 2048 if dataset_kind == "scanobjectnn" else 1024
-    patches = max(1, model_cfg.patchify.global_patches * num_points // 1024)
-    return InputSpec(num_points=num_points, num_patches=patches, patch_size=model_cfg.patchify.patch_size)
+    return model_input(model_cfg, 2048 if dataset_kind == "scanobjectnn" else 1024)
 
 
 def _features(encoder, train, test, cfg: FeatureConfig, device, seed) -> tuple[np.ndarray, np.ndarray]:

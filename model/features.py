@@ -1,0 +1,90 @@
+"""From raw point clouds to pooled encoder features: subsample, patchify, encode, pool.
+
+These are the steps every feature consumer shares: the evaluation protocols (`launch.evaluation.features`)
+and `model.pretrained`'s `embed` call the same functions, so their features are the same numbers.
+Subsampling and patch centres are random (a random FPS start); a seeded generator makes them repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from configuration import StrictModel
+from model.config import ModelConfig
+from model.encoder import PointEncoder
+from model.patchify import Patches, farthest_point_sample, patchify
+
+Pooling = Literal["cls", "mean", "max"]
+
+
+class InputSpec(StrictModel):
+    """How a cloud becomes encoder input: points kept, how they are chosen, patches and their size."""
+
+    num_points: int = Field(1024, ge=1)
+    subsample: Literal["fps", "random"] = "fps"
+    num_patches: int = Field(64, ge=1)
+    patch_size: int = Field(32, ge=1)
+
+
+def model_input(cfg: ModelConfig, num_points: int = 1024) -> InputSpec:
+    """FPS to `num_points`, in the model's patch geometry: patches scale with the points from the
+    pretraining count of `global_patches` per 1,024 points, each of the model's patch size."""
+    patches = max(1, cfg.patchify.global_patches * num_points // 1024)
+    return InputSpec(num_points=num_points, num_patches=patches, patch_size=cfg.patchify.patch_size)
+
+
+def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
+              ) -> tuple[Tensor, Tensor]:
+    """(B, n, 3) clouds of at most `spec.num_points` points each, and their valid counts.
+
+    Clouds that already have no more points than asked are kept whole (ScanObjectNN at 2,048).
+    """
+    n = spec.num_points
+    if points.shape[1] <= n:
+        return points, num_points
+    if spec.subsample == "fps":
+        idx = farthest_point_sample(points, num_points, n, generator)
+    else:
+        keys = torch.rand(points.shape[:2], generator=generator, device=points.device)
+        keys = keys.masked_fill(torch.arange(points.shape[1], device=points.device) >= num_points[:, None], 2.0)
+        idx = keys.argsort(dim=1)[:, :n]
+    kept = num_points.clamp(max=n)
+    idx = torch.where(torch.arange(n, device=points.device) < kept[:, None], idx, 0)
+    out = points.gather(1, idx[..., None].expand(-1, -1, 3))
+    out = out * (torch.arange(n, device=points.device) < kept[:, None])[..., None]
+    return out, kept
+
+
+def encode(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,
+           generator: torch.Generator) -> tuple[Tensor, Patches]:
+    """Encoder outputs (B, [1 +] P, D) of subsampled clouds and their patches; gradients flow if enabled.
+
+    `patchify` centres and scales each cloud into the unit sphere, as the pretraining crops are.
+    """
+    patches = patchify(points, num_points, spec.num_patches, spec.patch_size, generator=generator)
+    return encoder(patches), patches
+
+
+def pool(tokens: Tensor, has_cls: bool, pooling: Sequence[Pooling]) -> Tensor:
+    """Concatenate the requested poolings of (B, [1 +] P, D) encoder outputs.
+
+    As in the reference, when the CLS token exists but is not a feature of its own, it takes part in
+    the mean and max pooling.
+    """
+    patches = tokens[:, 1:] if has_cls and "cls" in pooling else tokens
+    parts = []
+    for kind in pooling:
+        if kind == "cls":
+            if not has_cls:
+                raise ValueError("pooling 'cls' needs an encoder with a CLS token (this one has none)")
+            parts.append(tokens[:, 0])
+        elif kind == "mean":
+            parts.append(patches.mean(dim=1))
+        else:
+            parts.append(patches.amax(dim=1))
+    return torch.cat(parts, dim=-1)
