@@ -77,10 +77,6 @@ class PretrainedEncoder(nn.Module):
         self.pooling = tuple(pooling or (("cls", "mean") if encoder.has_cls else ("mean", "max")))
         self.eval()
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
-
     @overload
     def embed(self, points: Clouds, *, return_tokens: Literal[False] = ..., seed: int = ...) -> Tensor: ...
 
@@ -127,21 +123,21 @@ def download(uri: str, dst: str, tracking_uri: str | None = None) -> Path:
 def from_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu", *,
                     tracking_uri: str | None = None, num_points: int = 1024) -> PretrainedEncoder:
     """A ready encoder in eval mode from an export directory (`model.export`), an MLflow artifact URI of
-    one (`runs:/<run_id>/encoder`; needs the `train` extra's MLflow), or a published AsymDSD Lightning
+    one (`runs:/<run_id>/encoder` from `tracking_uri`, by default MLflow's own; needs the `train` extra's
+    MLflow), or a published AsymDSD Lightning
     checkpoint (`.ckpt`, its teacher). `embed` then FPS's clouds to `num_points`, in the model's patch
-    geometry (`model.features.model_input`).
+    geometry (`model.features.model_input`). `metadata` is the export's or checkpoint's provenance plus
+    `loaded_from`, the `path` given.
     """
     source = str(path)
     if source.startswith(MLFLOW_SCHEMES):
         with tempfile.TemporaryDirectory() as tmp:
             encoder, cfg, meta = load_encoder(download(source, tmp, tracking_uri), device)
-        meta = {"source": "mlflow", "uri": source, **meta}
     elif Path(source).is_dir():
         encoder, cfg, meta = load_encoder(source, device)
-        meta = {"source": "export", "path": source, **meta}
     elif Path(source).is_file():
         encoder, cfg, meta = load_official_encoder(source, device=device)
     else:
         raise FileNotFoundError(f"{source} is neither an export directory, a checkpoint file, nor an MLflow "
                                 f"artifact URI ({', '.join(s + '...' for s in MLFLOW_SCHEMES)})")
-    return PretrainedEncoder(encoder, cfg, meta, model_input(cfg, num_points))
+    return PretrainedEncoder(encoder, cfg, {**meta, "loaded_from": source}, model_input(cfg, num_points))

@@ -45,6 +45,6 @@ def test_from_an_mlflow_runs_uri(tmp_path):
     run_id = client.create_run(experiment).info.run_id
     client.log_artifacts(run_id, str(export), "encoder")
     loaded = from_pretrained(f"runs:/{run_id}/encoder", tracking_uri=uri)
-    assert loaded.metadata == {"source": "mlflow", "uri": f"runs:/{run_id}/encoder", "step": 40}
+    assert loaded.metadata == {"step": 40, "loaded_from": f"runs:/{run_id}/encoder"}
     points = shape_cloud(0, np.random.default_rng(0), 1200)
     torch.testing.assert_close(loaded.embed(points), PretrainedEncoder(encoder, cfg).embed(points), rtol=0, atol=0)

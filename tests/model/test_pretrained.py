@@ -1,18 +1,24 @@
 """`from_pretrained` and `embed`: every input form, fewer points than asked, repeatable features, the
-per-patch outputs, and loading from an export directory or an official checkpoint."""
+per-patch outputs, and loading from an export directory or an official checkpoint with only the `model`
+extra installed."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from model.config import ModelConfig
 from model.export import build_encoder, export_encoder
 from model.features import InputSpec, model_input
 from model.official import official_state_dict
 from model.pretrained import Embedding, PretrainedEncoder, from_pretrained
+from tests.conftest import ROOT
+from tests.test_extras import blocked_outside
 
 SMALL = InputSpec(num_points=128, num_patches=16, patch_size=16)
 
@@ -85,7 +91,7 @@ def test_bad_shapes_are_refused(wrapped):
 def test_from_an_export_directory(tmp_path, tiny_model_config, wrapped):
     export = export_encoder(wrapped.encoder, tiny_model_config, tmp_path / "export", {"step": 7})
     loaded = from_pretrained(export)
-    assert not loaded.training and loaded.metadata["step"] == 7 and loaded.metadata["source"] == "export"
+    assert not loaded.training and loaded.metadata == {"step": 7, "loaded_from": str(export)}
     assert loaded.spec == model_input(tiny_model_config) and loaded.pooling == ("cls", "mean")
     loaded.spec = SMALL
     points = clouds(300, 200)
@@ -93,20 +99,40 @@ def test_from_an_export_directory(tmp_path, tiny_model_config, wrapped):
     assert from_pretrained(str(export), num_points=2048).spec.num_patches == 2 * tiny_model_config.patchify.global_patches
 
 
-def test_from_an_official_lightning_checkpoint(tmp_path, tiny_model_config):
-    """Their checkpoints fix no head count: it is width / 64, so this encoder is 128 wide with 2 heads."""
+def official_checkpoint(path: Path, tiny_model_config: ModelConfig) -> PretrainedEncoder:
+    """A random encoder saved in the authors' Lightning layout at `path`, wrapped with the small input.
+
+    Their checkpoints fix no head count: it is width / 64, so this encoder is 128 wide with 2 heads.
+    """
     cfg = tiny_model_config.model_copy(
         update={"encoder": tiny_model_config.encoder.model_copy(update={"dim": 128, "num_heads": 2})})
     torch.manual_seed(0)
     wrapped = PretrainedEncoder(build_encoder(cfg), cfg, spec=SMALL)
     theirs = official_state_dict(wrapped.encoder, cfg)
     state = {f"{branch}.point_encoder.{k}": v for branch in ("teacher", "student") for k, v in theirs.items()}
-    torch.save({"state_dict": state, "epoch": 299, "global_step": 98100}, tmp_path / "asymdsd.ckpt")
+    torch.save({"state_dict": state, "epoch": 299, "global_step": 98100}, path)
+    return wrapped
+
+
+def test_from_an_official_lightning_checkpoint(tmp_path, tiny_model_config):
+    wrapped = official_checkpoint(tmp_path / "asymdsd.ckpt", tiny_model_config)
     loaded = from_pretrained(tmp_path / "asymdsd.ckpt")
     assert loaded.metadata["source"] == "official_checkpoint" and loaded.metadata["branch"] == "teacher"
     loaded.spec = SMALL
     points = clouds(300, 200)
     torch.testing.assert_close(loaded.embed(points), wrapped.embed(points))
+
+
+def test_exports_and_checkpoints_load_with_only_the_model_extra(tmp_path, tiny_model_config):
+    export = export_encoder(build_encoder(tiny_model_config), tiny_model_config, tmp_path / "export")
+    official_checkpoint(tmp_path / "asymdsd.ckpt", tiny_model_config)
+    program = (f"import sys\nfor name in {blocked_outside('model')!r}:\n    sys.modules[name] = None\n"
+               "import torch\nfrom model import from_pretrained\n"
+               f"for path in {[str(export), str(tmp_path / 'asymdsd.ckpt')]!r}:\n"
+               "    print(tuple(from_pretrained(path).embed(torch.rand(50, 3)).shape))\n")
+    proc = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:2] == ["(1, 192)", "(1, 256)"]
 
 
 def test_an_mlflow_uri_without_mlflow_names_the_extra_to_install(monkeypatch):
