@@ -64,7 +64,8 @@ class PretrainedEncoder(nn.Module):
 
     A wrapper rather than a `PointEncoder` method: `PointEncoder.embed` is already the tokenizer step of
     the training forward, and the bare module knows neither its model config's patch geometry nor where
-    its weights came from. Calling the wrapper is `embed`.
+    its weights came from. Calling the wrapper is `embed`. `pooling` defaults to CLS + mean, the SVM
+    protocol's, or to mean + max (the few-shot protocol's) for an encoder without a CLS token.
     """
 
     def __init__(self, encoder: PointEncoder, config: ModelConfig, metadata: dict[str, Any] | None = None,

@@ -82,6 +82,15 @@ def test_return_tokens_gives_per_patch_outputs_and_centres_among_the_input_point
         assert gaps.max() < 1e-5  # each centre is one of the cloud's own points, in its coordinates
 
 
+def test_an_encoder_without_cls_token_pools_mean_and_max(tiny_model_config):
+    cfg = ModelConfig.model_validate({**tiny_model_config.model_dump(), "mode": "mask",
+                                      "encoder": {**tiny_model_config.encoder.model_dump(), "cls_token": False}})
+    wrapped = PretrainedEncoder(build_encoder(cfg), cfg, spec=SMALL)
+    out = wrapped.embed(clouds(200)[0], return_tokens=True)
+    assert wrapped.pooling == ("mean", "max") and out.features.shape == (1, 2 * cfg.encoder.dim)
+    assert out.tokens.shape == (1, SMALL.num_patches, cfg.encoder.dim)
+
+
 def test_bad_shapes_are_refused(wrapped):
     for bad in (np.zeros((5, 2)), np.zeros((2, 3, 4, 3)), [], [np.zeros((0, 3))]):
         with pytest.raises(ValueError):
