@@ -35,8 +35,8 @@ def write_points(folder: Path, points: np.ndarray, chunk_rows: int, codec) -> No
         (folder / f"{i}.0").write_bytes(codec.encode(block.tobytes()))
 
 
-def write_lvis_store(root: Path, shot: int = 2, per_class: int = 3, fold: int = 0, test_group: str = "lvis_test"
-                     ) -> dict[str, np.ndarray]:
+def write_lvis_store(root: Path, shot: int = 2, per_class: int = 3, fold: int = 0, test_group: str = "lvis_test",
+                     points: int = 7) -> dict[str, np.ndarray]:
     """A tiny `Objaverse.zarr` as `ObjaverseV2Builder.build` lays it out: items under `1_0/<chunk>/<uid>/points`,
     split groups whose `.zattrs` map item paths to labels. Returns every item's points."""
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def write_lvis_store(root: Path, shot: int = 2, per_class: int = 3, fold: int = 
     for label, _ in enumerate(CLASSES):
         for j in range(per_class):
             path = f"1_0/{label:03d}/uid{label}{j}"
-            cloud = rng.normal(size=(7 + j, 3)).astype(np.float32)
+            cloud = rng.normal(size=(points + j, 3)).astype(np.float32)
             cloud[:, 2] += 10 * label  # an up axis the test can recognise
             write_points(root / path / "points", cloud, chunk_rows=4, codec=Blosc() if j % 2 else Zlib())
             (train if j < shot else test)[path] = label
