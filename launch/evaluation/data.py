@@ -296,9 +296,9 @@ def _lvis_split(container, path: str, root: str, group: str, label_key: str, num
     member = f"{root}{group}/.zattrs"
     try:
         attrs = read_json(container, member)
+    except FileNotFoundError:
+        return None
     except ZarrError as err:
-        if str(err).endswith(": missing"):
-            return None
         raise DatasetError(f"{path}:{err}") from None
     paths, labels = attrs.get("paths"), attrs.get(label_key)
     if not isinstance(paths, list) or not isinstance(labels, dict):
@@ -319,7 +319,9 @@ def _lvis_clouds(container, path: str, root: str, items: list[str], cfg: Labelle
     for item in items:
         member = f"{root}{item}/points/.zarray"
         try:
-            metas.append(ArrayMeta.parse(member, read_json(container, member)))
+            metas.append(ArrayMeta.parse(member, read_json(container, member), container.max_bytes))
+        except FileNotFoundError:
+            raise DatasetError(f"{path}:{member}: missing (item {item} of a split group)") from None
         except ZarrError as err:
             raise DatasetError(f"{path}:{err}") from None
         if len(metas[-1].shape) != 2 or metas[-1].shape[1] < 3:
@@ -350,9 +352,12 @@ def load_objaverse_lvis(cfg: LabelledDataConfig) -> TrainTest:
     with open_container(cfg.path, cfg.storage_options) as container:
         root = _zarr_root(container, cfg.path)
         try:
-            names = read_json(container, f"{root}.zattrs").get("label_names", {}).get(label_key)
+            label_names = read_json(container, f"{root}.zattrs").get("label_names")
+        except FileNotFoundError:
+            label_names = None
         except ZarrError as err:
             raise DatasetError(f"{cfg.path}:{err}") from None
+        names = label_names.get(label_key) if isinstance(label_names, dict) else None
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise DatasetError(f"{cfg.path}:{root}.zattrs: no label_names[{label_key!r}] list of category names "
                                f"(was the store built with lvis_few_shot={cfg.lvis_shot}?)")

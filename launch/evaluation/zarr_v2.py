@@ -3,7 +3,8 @@
 The official AsymDSD code writes its prepared datasets as zarr v2 groups (`zarr==2.18`): per array a
 `.zarray` JSON, per group `.zattrs`, and one file per chunk, compressed by a numcodecs codec. Only
 plain numeric arrays with a compressor from `CODECS` and no filters are read: numcodecs also has a
-pickle codec and object dtypes, and neither may run on data from elsewhere.
+pickle codec and object dtypes, and neither may run on data from elsewhere. An array, and each chunk
+decompressed, is bounded by `max_bytes` (the containers' read limit) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sharding.containers import Container
+from sharding.limits import Limits
+from sharding.records import ShapeError
 
 CODECS = frozenset({"blosc", "zstd", "lz4", "zlib", "gzip", "bz2", "lzma"})
 
@@ -26,11 +29,11 @@ class ZarrError(ValueError):
 
 
 def read_json(container: Container, member: str) -> dict:
-    """A `.zattrs` / `.zarray` / `.zgroup` document as a dict."""
+    """A `.zattrs` / `.zarray` / `.zgroup` document as a dict (FileNotFoundError when there is none)."""
     try:
         doc = json.loads(container.read(member))
-    except FileNotFoundError:
-        raise ZarrError(f"{member}: missing") from None
+    except ShapeError as err:
+        raise ZarrError(f"{member}: {err}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ZarrError(f"{member}: not JSON ({err})") from None
     if not isinstance(doc, dict):
@@ -51,7 +54,7 @@ class ArrayMeta:
     separator: str
 
     @classmethod
-    def parse(cls, member: str, doc: dict) -> ArrayMeta:
+    def parse(cls, member: str, doc: dict, max_bytes: int = Limits.max_bytes) -> ArrayMeta:
         try:
             if doc.get("zarr_format") != 2:
                 raise ValueError(f"zarr_format {doc.get('zarr_format')!r}, expected 2")
@@ -61,6 +64,9 @@ class ArrayMeta:
                 raise ValueError(f"dtype {doc['dtype']!r} is not a plain numeric type")
             if len(chunks) != len(shape) or min(chunks, default=1) < 1 or min(shape, default=0) < 0:
                 raise ValueError(f"chunks {chunks} do not fit shape {shape}")
+            for what, dims in (("shape", shape), ("chunks", chunks)):
+                if math.prod(dims) * dtype.itemsize > max_bytes:
+                    raise ValueError(f"{what} {dims} of {dtype} is over max_bytes {max_bytes}")
             if doc.get("filters"):
                 raise ValueError(f"filters {doc['filters']} are not read (only a compressor)")
             compressor = doc.get("compressor")
@@ -88,18 +94,19 @@ class ArrayMeta:
 
 
 def _decode_chunk(meta: ArrayMeta, member: str, data: bytes) -> np.ndarray:
-    expected = math.prod(meta.chunks) * meta.dtype.itemsize
-    if meta.compressor is not None:
-        import numcodecs  # the train extra; only stores with compressed chunks need it
+    out = np.empty(meta.chunks, dtype=meta.dtype, order=meta.order)
+    if meta.compressor is None:
+        if len(data) != out.nbytes:
+            raise ZarrError(f"{member}: {len(data)} bytes, expected {out.nbytes} for a {meta.chunks} {meta.dtype} chunk")
+        return np.frombuffer(data, dtype=meta.dtype).reshape(meta.chunks, order=meta.order)
+    import numcodecs  # the train extra; only stores with compressed chunks need it
 
-        try:
-            data = numcodecs.get_codec(dict(meta.compressor)).decode(data)
-        except Exception as err:  # each codec raises its own types on corrupt input
-            raise ZarrError(f"{member}: cannot be decompressed with {meta.compressor.get('id')} ({err})") from None
-    raw = memoryview(data).cast("B")
-    if raw.nbytes != expected:
-        raise ZarrError(f"{member}: {raw.nbytes} bytes, expected {expected} for a {meta.chunks} {meta.dtype} chunk")
-    return np.frombuffer(raw, dtype=meta.dtype).reshape(meta.chunks, order=meta.order)
+    try:  # into `out`: a codec refuses a chunk whose decompressed size is not the chunk's
+        numcodecs.get_codec(dict(meta.compressor)).decode(data, out=out)
+    except Exception as err:  # each codec raises its own types on corrupt input
+        raise ZarrError(f"{member}: cannot be decompressed with {meta.compressor.get('id')} into a {meta.chunks} "
+                        f"{meta.dtype} chunk ({err})") from None
+    return out
 
 
 def read_arrays(container: Container, metas: Iterable[ArrayMeta]) -> Iterator[tuple[ArrayMeta, np.ndarray]]:

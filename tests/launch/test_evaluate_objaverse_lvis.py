@@ -124,3 +124,16 @@ def test_an_uncompressed_fortran_order_array(tmp_path):
         meta = ArrayMeta.parse("a/.zarray", json.loads(c.read("a/.zarray")))
         [(_, out)] = list(read_arrays(c, [meta]))
     np.testing.assert_array_equal(out, points)
+
+
+def test_chunks_of_the_wrong_size_and_oversized_arrays_are_refused(tmp_path):
+    root = tmp_path / "Objaverse.zarr"
+    write_lvis_store(root)
+    chunk = root / "1_0/002/uid20/points/0.0"
+    chunk.write_bytes(Zlib().encode(np.zeros(5, np.float32).tobytes()))  # 20 bytes, the chunk holds 48
+    with pytest.raises(DatasetError, match=r"uid20/points/0\.0: cannot be decompressed with zlib"):
+        load_dataset(_cfg(root))
+    doc = {"zarr_format": 2, "shape": [1 << 40, 3], "chunks": [4, 3], "dtype": "<f4", "compressor": None,
+           "filters": None, "order": "C"}
+    with pytest.raises(ValueError, match="over max_bytes"):
+        ArrayMeta.parse("a/.zarray", doc)
