@@ -35,7 +35,7 @@ from launch.evaluation.restricted_pickle import loads_arrays
 from launch.evaluation.zarr_v2 import ArrayMeta, ZarrError, read_arrays, read_json
 from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
-from sharding.containers import is_archive, open_container
+from sharding.containers import Container, is_archive, open_container
 from sharding.layouts import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, Z_UP_FROM_Y_UP
 
 DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5", "objaverse_lvis"]
@@ -275,7 +275,7 @@ def load_modelnet40_h5(cfg: LabelledDataConfig) -> TrainTest:
 # -- Objaverse-LVIS, as the official code prepares it --------------------------------------------------
 
 
-def _zarr_root(container, path: str) -> str:
+def _zarr_root(container: Container, path: str) -> str:
     """The store's root inside the container: the top, or the one folder an archive holds it in."""
     try:
         container.read(".zgroup")
@@ -290,7 +290,7 @@ def _zarr_root(container, path: str) -> str:
     return roots[0] + "/"
 
 
-def _lvis_split(container, path: str, root: str, group: str, label_key: str, num_classes: int
+def _lvis_split(container: Container, path: str, root: str, group: str, label_key: str, num_classes: int
                 ) -> tuple[list[str], list[int]] | None:
     """(item paths, labels) of one split group, or None when the group does not exist."""
     member = f"{root}{group}/.zattrs"
@@ -312,7 +312,7 @@ def _lvis_split(container, path: str, root: str, group: str, label_key: str, num
     return paths, out
 
 
-def _lvis_clouds(container, path: str, root: str, items: list[str], cfg: LabelledDataConfig, offset: int
+def _lvis_clouds(container: Container, path: str, root: str, items: list[str], cfg: LabelledDataConfig, offset: int
                  ) -> list[np.ndarray]:
     """Each item's `points` array, capped at `cfg.max_points` as it is read."""
     metas = []
@@ -328,7 +328,7 @@ def _lvis_clouds(container, path: str, root: str, items: list[str], cfg: Labelle
             raise DatasetError(f"{path}:{member}: shape {metas[-1].shape}, expected (N, >=3) points")
     clouds = []
     try:
-        for meta, points in read_arrays(container, metas):
+        for _, points in read_arrays(container, metas):
             cloud = np.asarray(points[:, :3], dtype=np.float32)
             clouds.append(cap_points(cloud, cfg.max_points, cfg.split_seed + offset + len(clouds)))
     except ZarrError as err:
@@ -346,7 +346,8 @@ def load_objaverse_lvis(cfg: LabelledDataConfig) -> TrainTest:
     `.zattrs` holds `paths` and `lvis_s{K}` (path -> label), the root's `label_names["lvis_s{K}"]` the
     category names, and each shape is the float32 array `<path>/points` (Cap3D's clouds, Z-up, kept as
     read). The official evaluation script names the test group `lvis_val_s{K}f{f}`, which the builder
-    does not write; that name is read when `lvis_test_...` is absent.
+    does not write; that name is read when `lvis_test_...` is absent. The test side holds tens of
+    thousands of dense clouds: `max_points` keeps memory in bounds.
     """
     label_key, fold = f"lvis_s{cfg.lvis_shot}", f"s{cfg.lvis_shot}f{cfg.lvis_fold}"
     with open_container(cfg.path, cfg.storage_options) as container:
