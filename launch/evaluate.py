@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from configuration.cli import add_print_config, print_config, run_cli
-from launch.evaluation.data import DatasetError, dataset_spec
+from launch.evaluation.data import DATASET_KINDS, DatasetError, dataset_spec
 from launch.evaluation.protocols import PROTOCOLS
 from launch.evaluation.restricted_pickle import RefusedPickle
 from launch.evaluation.run import load_eval_config, run_evaluation
@@ -71,8 +71,10 @@ FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--random-init", "random_init", "re-initialise the weights: the no-pretraining baseline", const=True),
     ),
     "data": (
-        Flag("--dataset", "dataset", "KIND:PATH, KIND one of shards, scanobjectnn, modelnet40_h5", parse=dataset_spec),
+        Flag("--dataset", "dataset", f"KIND:PATH, KIND one of {DATASET_KINDS}", parse=dataset_spec),
         Flag("--variant", "dataset.variant", "ScanObjectNN variant", choices=("obj_bg", "obj_only", "pb_t50_rs")),
+        Flag("--lvis-shot", "dataset.lvis_shot", "Objaverse-LVIS K-shot split (default 10)", type=int),
+        Flag("--lvis-fold", "dataset.lvis_fold", "Objaverse-LVIS split seed (default 0)", type=int),
         Flag("--label-key", "dataset.label_key", "shard metadata key of the class (default label)"),
         Flag("--test-fraction", "dataset.test_fraction", "hold-out share for shards without a test split (default 0.3)",
              type=float),

@@ -107,6 +107,15 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
 
+    def log_series(self, points: list[tuple[str, float, int]]) -> None:
+        """Many (key, value, step) points in a few batched calls: a metric's whole history at once."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v, step in points]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
     def log_text(self, text: str, artifact_path: str) -> None:
         self.client.log_text(self.run_id, redact_urls(text), artifact_path)
 

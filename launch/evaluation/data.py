@@ -9,11 +9,14 @@ ScanObjectNN PB_T50_RS 14k) with Z-up coordinates, as in pretraining:
 * `scanobjectnn:PATH`: the ScanObjectNN `h5_files.zip` (or the extracted tree), one variant.
 * `modelnet40_h5:PATH`: `modelnet40_ply_hdf5_2048` (directory or zip): `ply_data_{train,test}N.h5`
   plus `shape_names.txt`.
+* `objaverse_lvis:PATH`: the official code's prepared Objaverse (`Objaverse.zarr`, directory or zip),
+  one fold of its LVIS K-shot split (`load_objaverse_lvis`).
 * Few-shot folds (`fewshot_fold`): the Point-BERT `ModelNetFewshot` pickles, read by
   `restricted_pickle.loads_arrays`, which builds numpy arrays and nothing else.
 
 The h5 releases are Y-up and are turned Z-up with the permutation the sharder uses; the few-shot
-pickles get the reference's y/z swap.
+pickles get the reference's y/z swap. Objaverse (Cap3D's point clouds) is Z-up as published and is
+read as it is, as the official code does.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from pydantic import Field
 
 from configuration import StrictModel
 from launch.evaluation.restricted_pickle import loads_arrays
+from launch.evaluation.zarr_v2 import ArrayMeta, ZarrError, read_arrays, read_json
 from pipeline.manifest import load_manifest
 from pipeline.shards import ShardStore
-from sharding.containers import open_container
+from sharding.containers import Container, is_archive, open_container
 from sharding.layouts import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, Z_UP_FROM_Y_UP
 
-DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5"]
+DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5", "objaverse_lvis"]
+DATASET_KINDS = "shards, scanobjectnn, modelnet40_h5, objaverse_lvis"
 FEWSHOT_SWAP_YZ = (0, 2, 1)  # the reference's axis order for the few-shot pickles
 
 
@@ -87,6 +92,8 @@ class LabelledDataConfig(StrictModel):
     label_key: str = Field("label", description="metadata key holding the class (kind shards only)")
     test_fraction: float = Field(0.3, gt=0, lt=1, description="hold-out share when shards have no test split")
     split_seed: int = 0
+    lvis_shot: int = Field(10, ge=1, description="Objaverse-LVIS: K of the official K-shot split (built: 10)")
+    lvis_fold: int = Field(0, ge=0, description="Objaverse-LVIS: the split's seed (built: 0..9)")
     max_points: int | None = Field(
         None, ge=1, description="keep a seeded uniform subsample of at most this many points per cloud, as it is "
                                 "read: bounds memory, and makes FPS over dense shard clouds affordable")
@@ -97,7 +104,7 @@ def dataset_spec(spec: str) -> dict[str, str]:
     """`KIND:PATH` -> {"kind", "path"} (validated as a LabelledDataConfig with the rest of the job config)."""
     kind, sep, path = spec.partition(":")
     if not sep or not path:
-        raise DatasetError(f"--dataset must be KIND:PATH with KIND one of shards, scanobjectnn, modelnet40_h5; "
+        raise DatasetError(f"--dataset must be KIND:PATH with KIND one of {DATASET_KINDS}; "
                            f"got {spec!r}")
     return {"kind": kind, "path": path}
 
@@ -265,13 +272,126 @@ def load_modelnet40_h5(cfg: LabelledDataConfig) -> TrainTest:
     return TrainTest(sets["train"], sets["test"], {"kind": "modelnet40_h5", "path": cfg.path})
 
 
-LOADERS = {"shards": load_shards, "scanobjectnn": load_scanobjectnn, "modelnet40_h5": load_modelnet40_h5}
+# -- Objaverse-LVIS, as the official code prepares it --------------------------------------------------
+
+
+def _zarr_root(container: Container, path: str) -> str:
+    """The store's root inside the container: the top, or the one folder an archive holds it in."""
+    try:
+        container.read(".zgroup")
+        return ""
+    except FileNotFoundError:
+        pass
+    if not is_archive(path):
+        raise DatasetError(f"{path}: no .zgroup: not a zarr store (the official Objaverse.zarr)")
+    roots = [m[: -len("/.zgroup")] for m in container.members() if m.count("/") == 1 and m.endswith("/.zgroup")]
+    if len(roots) != 1:
+        raise DatasetError(f"{path}: expected one zarr store (.zgroup) at the top or in one folder, found {len(roots)}")
+    return roots[0] + "/"
+
+
+def _lvis_split(container: Container, path: str, root: str, group: str, label_key: str, num_classes: int
+                ) -> tuple[list[str], list[int]] | None:
+    """(item paths, labels) of one split group, or None when the group does not exist."""
+    member = f"{root}{group}/.zattrs"
+    try:
+        attrs = read_json(container, member)
+    except FileNotFoundError:
+        return None
+    except ZarrError as err:
+        raise DatasetError(f"{path}:{err}") from None
+    paths, labels = attrs.get("paths"), attrs.get(label_key)
+    if not isinstance(paths, list) or not isinstance(labels, dict):
+        raise DatasetError(f"{path}:{member}: expected 'paths' (a list) and {label_key!r} (path -> label)")
+    out = []
+    for item in paths:
+        label = labels.get(item) if isinstance(item, str) else None
+        if not isinstance(label, int) or not 0 <= label < num_classes:
+            raise DatasetError(f"{path}:{member}: {item!r} has label {label!r}, not one of 0..{num_classes - 1}")
+        out.append(label)
+    return paths, out
+
+
+def _lvis_clouds(container: Container, path: str, root: str, items: list[str], cfg: LabelledDataConfig, offset: int
+                 ) -> list[np.ndarray]:
+    """Each item's `points` array, capped at `cfg.max_points` as it is read."""
+    metas = []
+    for item in items:
+        member = f"{root}{item}/points/.zarray"
+        try:
+            metas.append(ArrayMeta.parse(member, read_json(container, member), container.max_bytes))
+        except FileNotFoundError:
+            raise DatasetError(f"{path}:{member}: missing (item {item} of a split group)") from None
+        except ZarrError as err:
+            raise DatasetError(f"{path}:{err}") from None
+        if len(metas[-1].shape) != 2 or metas[-1].shape[1] < 3:
+            raise DatasetError(f"{path}:{member}: shape {metas[-1].shape}, expected (N, >=3) points")
+    clouds = []
+    try:
+        for _, points in read_arrays(container, metas):
+            cloud = np.asarray(points[:, :3], dtype=np.float32)
+            clouds.append(cap_points(cloud, cfg.max_points, cfg.split_seed + offset + len(clouds)))
+    except ZarrError as err:
+        raise DatasetError(f"{path}:{err}") from None
+    return clouds
+
+
+def load_objaverse_lvis(cfg: LabelledDataConfig) -> TrainTest:
+    """Objaverse-LVIS from the official code's `Objaverse.zarr` (zarr v2; directory or zip, read in place).
+
+    LVIS has no official train/test split; the official code (remcofl/AsymDSD,
+    `asymdsd/data/datasets_/Objaverse_v2/objaverse_.py`) keeps the LVIS categories with at least K
+    shapes and, per seed f, shuffles each category's shapes with `random.Random(f)` and puts K of them in
+    group `lvis_train_s{K}f{f}` and the rest in `lvis_test_s{K}f{f}` (K = 10, f = 0..9). Each group's
+    `.zattrs` holds `paths` and `lvis_s{K}` (path -> label), the root's `label_names["lvis_s{K}"]` the
+    category names, and each shape is the float32 array `<path>/points` (Cap3D's clouds, Z-up, kept as
+    read). The official evaluation script names the test group `lvis_val_s{K}f{f}`, which the builder
+    does not write; that name is read when `lvis_test_...` is absent. The test side holds tens of
+    thousands of dense clouds: `max_points` keeps memory in bounds.
+    """
+    label_key, fold = f"lvis_s{cfg.lvis_shot}", f"s{cfg.lvis_shot}f{cfg.lvis_fold}"
+    with open_container(cfg.path, cfg.storage_options) as container:
+        root = _zarr_root(container, cfg.path)
+        try:
+            label_names = read_json(container, f"{root}.zattrs").get("label_names")
+        except FileNotFoundError:
+            label_names = None
+        except ZarrError as err:
+            raise DatasetError(f"{cfg.path}:{err}") from None
+        names = label_names.get(label_key) if isinstance(label_names, dict) else None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise DatasetError(f"{cfg.path}:{root}.zattrs: no label_names[{label_key!r}] list of category names "
+                               f"(was the store built with lvis_few_shot={cfg.lvis_shot}?)")
+        class_names = tuple(names)
+        splits, groups = {}, {}
+        for split, candidates in (("train", ("lvis_train",)), ("test", ("lvis_test", "lvis_val"))):
+            for prefix in candidates:
+                found = _lvis_split(container, cfg.path, root, f"{prefix}_{fold}", label_key, len(class_names))
+                if found is not None:
+                    splits[split], groups[split] = found, f"{prefix}_{fold}"
+                    break
+            else:
+                raise DatasetError(f"{cfg.path}: no group {candidates[0]}_{fold} (its .zattrs) in the store")
+        sets = {}
+        for split, (items, labels) in splits.items():
+            offset = len(splits["train"][0]) if split == "test" else 0
+            points, counts = _pad(_lvis_clouds(container, cfg.path, root, items, cfg, offset))
+            sets[split] = LabelledSet(f"objaverse_lvis/{split}", points, counts, np.array(labels, dtype=np.int64),
+                                      class_names, tuple(items))
+    info = {"kind": "objaverse_lvis", "path": cfg.path, "train_group": groups["train"], "test_group": groups["test"],
+            "split": f"official LVIS {cfg.lvis_shot}-shot split, seed {cfg.lvis_fold}"}
+    return TrainTest(sets["train"], sets["test"], info)
+
+
+LOADERS = {"shards": load_shards, "scanobjectnn": load_scanobjectnn, "modelnet40_h5": load_modelnet40_h5,
+           "objaverse_lvis": load_objaverse_lvis}
+CAPPED_AS_READ = ("shards", "objaverse_lvis")
 
 
 def load_dataset(cfg: LabelledDataConfig) -> TrainTest:
-    """The train and test sets of `cfg`, every cloud capped at `cfg.max_points` (shards are capped as read)."""
+    """The train and test sets of `cfg`, every cloud capped at `cfg.max_points` (some kinds as they are read)."""
     data = LOADERS[cfg.kind](cfg)
-    if cfg.kind == "shards":
+    if cfg.kind in CAPPED_AS_READ:
         return data
     return TrainTest(_cap_set(data.train, cfg.max_points, cfg.split_seed),
                      _cap_set(data.test, cfg.max_points, cfg.split_seed + len(data.train)), data.info)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
+from tqdm import tqdm
 
 from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
@@ -95,14 +96,20 @@ def feature_dim(encoder: PointEncoder, pooling: Sequence[Pooling]) -> int:
 @torch.no_grad()
 def extract_features(encoder: PointEncoder, data: LabelledSet, spec: InputSpec, pooling: Sequence[Pooling],
                      device: torch.device | str, seed: int, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
-    """Frozen features (S, F) as float32, L2-normalised per sample when `normalize` (the SVM protocol)."""
+    """Frozen features (S, F) as float32, L2-normalised per sample when `normalize` (the SVM protocol).
+
+    A progress bar shows on a terminal when there is more than one batch (the training monitor's
+    one-batch calls stay quiet).
+    """
     device = torch.device(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     was_training = encoder.training
     encoder.eval()
     out = []
     try:
-        for points, counts, _ in batches(data, batch_size, device):
+        for points, counts, _ in tqdm(batches(data, batch_size, device), desc=f"features {data.name}", unit="batch",
+                                      total=math.ceil(len(data) / batch_size), leave=False,
+                                      disable=None if len(data) > batch_size else True):
             feats = encode_pooled(encoder, points, counts, spec, pooling, generator)
             out.append(torch.nn.functional.normalize(feats, dim=-1) if normalize else feats)
     finally:

@@ -125,12 +125,13 @@ TWO_STAGE = [
 FEWSHOT = Phase(epochs=150, frozen_encoder=False, start_lr=1e-7, peak_lr=1e-3, end_lr=1e-6, warmup_epochs=10)
 SCANOBJECTNN_AUG = Augmentation(rotate_z=True, scale=(0.9, 1.1))
 MODELNET_AUG = Augmentation(scale=(0.6, 1.4))
+LVIS_AUG = Augmentation(rotate_z=True)  # the official configs/data/ObjaVerse_LVIS-S.yaml
 
 
 def neural_recipe(protocol: str, model_cfg: ModelConfig, dataset_kind: str) -> NeuralConfig:
     """The reference's recipe for a trained-head protocol on a dataset kind (our shards follow ModelNet40)."""
     spec = default_input(model_cfg, dataset_kind)
-    aug = SCANOBJECTNN_AUG if dataset_kind == "scanobjectnn" else MODELNET_AUG
+    aug = {"scanobjectnn": SCANOBJECTNN_AUG, "objaverse_lvis": LVIS_AUG}.get(dataset_kind, MODELNET_AUG)
     if protocol in ("linear", "mlp"):
         return NeuralConfig(head=protocol, phases=[FROZEN_PROBE], input=spec, train_aug=aug)
     if protocol == "finetune":

@@ -2,7 +2,8 @@
 
 Numbers are reported as mean +- sample standard deviation over the runs (seeds, and folds for
 few-shot), never as the best run; test-time voting is part of the protocol's name in both the report
-and the metric names, so voted and unvoted numbers cannot be mistaken for each other.
+and the metric names, so voted and unvoted numbers cannot be mistaken for each other. The trained heads'
+per-epoch history (training loss, and test accuracy where tested) is logged with the epoch as step.
 """
 
 from __future__ import annotations
@@ -74,9 +75,24 @@ def _parent_tags(tracker_uri: str, pretrain_run_id: str | None) -> dict[str, str
     return tags
 
 
+EPOCH_METRICS = {"loss": "train_loss", "accuracy": "test_accuracy"}  # history key -> metric name
+
+
+def epoch_series(label: str, runs: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
+    """(key, value, epoch) points of every run's history, keyed `<label>[/fold<f>]/seed<s>/<metric>`."""
+    points = []
+    for run in runs:
+        prefix = f"{label}/" + (f"fold{run['fold']}/" if run.get("fold") is not None else "") + f"seed{run['seed']}"
+        for record in run.get("history", []):
+            points.extend((f"{prefix}/{name}", record[key], int(record["epoch"]))
+                          for key, name in EPOCH_METRICS.items() if key in record)
+    return points
+
+
 def log_report(report: dict[str, Any], uri: str, experiment: str = DEFAULT_EXPERIMENT,
                run_name: str | None = None) -> str:
-    """One MLflow run with the config as params, per-run and summary metrics, and the report as an artifact."""
+    """One MLflow run with the config as params, per-run, per-epoch and summary metrics, and the report as
+    an artifact."""
     label = report["protocol"]
     tags = {"evaluation.protocol": label, "evaluation.dataset": str(report["dataset"].get("kind")),
             **_parent_tags(uri, report["encoder"].get("mlflow_run_id"))}
@@ -90,6 +106,7 @@ def log_report(report: dict[str, Any], uri: str, experiment: str = DEFAULT_EXPER
         summary.update({f"{label}/mean_class_accuracy_{k}": v for k, v in report["mean_class_accuracy"].items()
                         if k != "n"})
         tracker.log_metrics(summary, step=len(report["runs"]))
+        tracker.log_series(epoch_series(label, report["runs"]))
         tracker.log_dict(report, f"evaluation/{label}.json")
         tracker.finish("FINISHED")
     except BaseException:

@@ -5,7 +5,9 @@ and a list of phases. A phase has its epoch count, whether the encoder is frozen
 shape; the reference's ModelNet40 two-stage recipe is two phases (frozen head-only, then full
 fine-tuning), everything else is one. The optimizer is AdamW over every parameter with weight decay
 0.05 (norm scales and biases included, as in the reference), the loss cross-entropy with label
-smoothing 0.2, and the learning rate is set every step from the phase's schedule.
+smoothing 0.2, and the learning rate is set every step from the phase's schedule. Each epoch's mean
+training loss (and test accuracy, on the epochs `eval_every` tests) goes into the outcome's history,
+which the report logs per epoch; a progress bar over the epochs shows on a terminal only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
+from tqdm import tqdm
 
 from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
@@ -90,7 +93,7 @@ class Predictions:
 class TrainOutcome:
     final: Predictions
     model: PointClassifier  # the trained encoder + head, in eval mode
-    history: list[dict] = field(default_factory=list)  # {"epoch", "accuracy"} when eval_every > 0
+    history: list[dict] = field(default_factory=list)  # per epoch {"epoch", "loss"[, "accuracy"]}
 
 
 def predictions(y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
@@ -153,25 +156,34 @@ def train_classifier(encoder: PointEncoder, model_cfg: ModelConfig, train: Label
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(_epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)
     history, epoch = [], 0
-    for phase in cfg.phases:
-        model.set_frozen_encoder(phase.frozen_encoder)
-        step = 0
-        for _ in range(phase.epochs):
-            model.train()
-            for points, counts, labels in batches(train, cfg.batch_size, device,
-                                                  _epoch_order(len(train), cfg.batch_size, rng)):
-                for group in optimizer.param_groups:
-                    group["lr"] = phase.lr(step, steps_per_epoch)
-                with _autocast(device, cfg.bf16):
-                    loss = loss_fn(model(points, counts, generator, cfg.train_aug).float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-            epoch += 1
-            if cfg.eval_every and epoch % cfg.eval_every == 0 and epoch < cfg.epochs:
-                history.append({"epoch": epoch, "accuracy": evaluate(model, test, cfg, device, seed).accuracy})
+    with tqdm(total=cfg.epochs, desc=f"{cfg.head} head, seed {seed}", unit="epoch", disable=None,
+              leave=False) as bar:
+        for phase in cfg.phases:
+            model.set_frozen_encoder(phase.frozen_encoder)
+            step = 0
+            for _ in range(phase.epochs):
+                model.train()
+                loss_sum, seen = torch.zeros((), device=device), 0
+                for points, counts, labels in batches(train, cfg.batch_size, device,
+                                                      _epoch_order(len(train), cfg.batch_size, rng)):
+                    for group in optimizer.param_groups:
+                        group["lr"] = phase.lr(step, steps_per_epoch)
+                    with _autocast(device, cfg.bf16):
+                        loss = loss_fn(model(points, counts, generator, cfg.train_aug).float(), labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.detach() * len(labels)
+                    seen += len(labels)
+                    step += 1
+                epoch += 1
+                record = {"epoch": epoch, "loss": loss_sum.item() / max(seen, 1)}
+                if cfg.eval_every and epoch % cfg.eval_every == 0 and epoch < cfg.epochs:
+                    record["accuracy"] = evaluate(model, test, cfg, device, seed).accuracy
+                history.append(record)
+                bar.set_postfix({k: v for k, v in record.items() if k != "epoch"}, refresh=False)
+                bar.update()
     final = evaluate(model, test, cfg, device, seed)
     if cfg.eval_every:
-        history.append({"epoch": epoch, "accuracy": final.accuracy})
+        history[-1]["accuracy"] = final.accuracy
     return TrainOutcome(final, model.eval(), history)

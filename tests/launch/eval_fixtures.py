@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
 CLASSES = ("sphere", "plane", "line")
 SMALL_INPUT = InputSpec(num_points=256, num_patches=16, patch_size=16)
-NOT_IN_TRAIN_EXTRA = ("trimesh", "ray", "scipy", "webdataset", "tqdm")
+NOT_IN_TRAIN_EXTRA = ("trimesh", "ray", "scipy", "webdataset")
 
 
 def shape_cloud(kind: int, rng: np.random.Generator, n: int = 256) -> np.ndarray:

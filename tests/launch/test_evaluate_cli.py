@@ -131,7 +131,7 @@ def test_print_config_shows_the_yaml_with_the_flags_applied_and_runs_nothing(tmp
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["dataset"] == {"kind": "scanobjectnn", "path": "h5_files.zip", "variant": "obj_bg",
                                   "label_key": "on", "test_fraction": 0.3, "split_seed": 0, "max_points": 1024,
-                                  "storage_options": {}}
+                                  "lvis_shot": 10, "lvis_fold": 0, "storage_options": {}}
     assert printed["epochs"] == 5 and printed["fewshot"]["folds"] == [0, 3] and printed["seeds"] == 1
     assert printed["mlflow"]["enabled"] is False and printed["report"] == str(report)
     assert not report.exists()
