@@ -4,7 +4,7 @@ Every stage is the code path a cluster run takes, only smaller: `sharding.shard_
 instance writes the labelled synthetic corpus (a pretraining/SVM-train corpus and a held-out test
 corpus with another seed), `launch/pretrain.py` trains the `tiny` model through the DeepSpeed engine
 (a subprocess, exactly as a user would start it) while its monitor probes the teacher with a linear SVM
-and k-NN every 2 epochs, the linear-SVM protocol scores the exported teacher encoder against the same
+and k-NN every 4 epochs, the linear-SVM protocol scores the exported teacher encoder against the same
 architecture with random initialisation, and the pictures are drawn. All of it is logged to one local
 MLflow store (pictures on the run they describe); `summary.json` collects the numbers.
 

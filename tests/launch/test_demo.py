@@ -28,7 +28,7 @@ def test_demo_runs_end_to_end(tmp_path, local_ray):
         assert 0.0 <= summary[key] <= 1.0
     assert summary["wall_seconds"] > 0 and "mlflow ui --backend-store-uri" in result.output
     assert "/runs?workflowType=machine_learning" in result.output  # MLflow 3's runs table, not its GenAI view
-    # 2 steps, probed every 2 epochs (4 steps): at the start and at the last step
+    # 2 steps, probed every 4 epochs (8 steps): at the start and at the last step
     assert sorted(summary["monitor"]["svm"]) == sorted(summary["monitor"]["knn"]) == ["0", "2"]
     assert all(0.0 <= a <= 1.0 for a in summary["monitor"]["svm"].values())
 
