@@ -206,9 +206,10 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Sco
 
 def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Scored], run_id: str, uri: str,
                   seed: int) -> None:
-    """Crops, masks and attention of two held-out shapes and the training curves (on the pretraining run);
-    t-SNE and confusion of each SVM evaluation (on that evaluation's run)."""
-    from launch.pictures.evaluation import confusion_figure, embedding_figure
+    """Crops, masks and attention of two held-out shapes, the training curves, and the t-SNE maps of the
+    pretrained and randomly initialised encoders side by side with their SVM accuracies (on the pretraining
+    run); t-SNE and confusion of each SVM evaluation (on that evaluation's run)."""
+    from launch.pictures.evaluation import comparison_figure, confusion_figure, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures
     from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
@@ -233,6 +234,11 @@ def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Sco
         save_figure(confusion_figure(result.y_true, result.y_pred, names,
                                      title=f"Linear SVM on {name.replace('_', ' ')} features"),
                     out, f"confusion_{name}", scored.run_id, uri)
+    shown = {name.replace("_", " "): scored.result for name, scored in scores.items()}
+    save_figure(comparison_figure({name: result.features["test"] for name, result in shown.items()},
+                                  data.test.labels, names, {name: result.accuracy for name, result in shown.items()},
+                                  title="t-SNE of held-out features: pretrained encoder against its random init"),
+                out, "tsne_comparison", run_id, uri)
 
 
 def steps_of(run_id: str, uri: str) -> int:

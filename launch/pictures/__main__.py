@@ -4,10 +4,12 @@
         --out pictures/ [--run-id RUN]
     python -m launch.pictures --encoder DIR --shards data/shards/synthetic --samples 5 --out pictures/
     python -m launch.pictures --run-id RUN --out pictures/          # loss curves only
+    python -m launch.pictures --run-id RUN --out pictures/ --format png pdf svg   # vector files too
 
 Per shape: `sample<i>_crops.png`, `sample<i>_masks.png` (models that mask), `sample<i>_attention.png`
 (encoders with a CLS token). With `--run-id`, `loss_curves.png` from the run's `loss/*` and learning-rate
-history, and every picture is also logged to that run under `pictures/`.
+history, and every picture is also logged to that run under `pictures/`. `--format` adds PDF and/or SVG
+files of each picture (each one logged too).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from pathlib import Path
 
 from configuration.extras import install_hint
-from launch.pictures.output import save_figure
+from launch.pictures.output import FORMATS, save_figure
 from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
 
 
@@ -35,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--local-points", type=int, help="points per local crop (default: 16 per patch)")
     parser.add_argument("--block", type=int, default=-1, help="encoder block of the attention map (default: last)")
     parser.add_argument("--seed", type=int, default=0, help="crop / mask / subsample seed; shape i uses seed + i")
-    parser.add_argument("--out", required=True, help="directory for the PNG files")
+    parser.add_argument("--out", required=True, help="directory for the picture files")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["png"], dest="formats",
+                        help="file formats of every picture (default: png)")
     parser.add_argument("--run-id", help="MLflow run: draw its loss curves and log every picture to it")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
@@ -51,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def draw_shapes(args: argparse.Namespace) -> list[str]:
+def draw_shapes(args: argparse.Namespace) -> list[Path]:
     from launch.pictures.sample import crop_spec, sample_figures
     from launch.pictures.shapes import shard_shape, synthetic_shape
     from model.export import load_encoder
@@ -65,7 +70,8 @@ def draw_shapes(args: argparse.Namespace) -> list[str]:
         else:
             shape = shard_shape(args.shards, index, args.split)
         for kind, fig in sample_figures(shape, encoder, cfg, spec, args.seed + index, args.block).items():
-            written.append(str(save_figure(fig, args.out, f"sample{index}_{kind}", args.run_id, args.tracking_uri)))
+            written += save_figure(fig, args.out, f"sample{index}_{kind}", args.run_id, args.tracking_uri,
+                                   args.formats)
     return written
 
 
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     written = draw_shapes(args) if args.encoder is not None else []
     if history is not None:
         fig = loss_curves_figure(history, title=f"Pretraining curves of run {args.run_id}")
-        written.append(str(save_figure(fig, args.out, "loss_curves", args.run_id, args.tracking_uri)))
+        written += save_figure(fig, args.out, "loss_curves", args.run_id, args.tracking_uri, args.formats)
     for path in written:
         print(f"[pictures] wrote {path}")
     return 0

@@ -107,13 +107,36 @@ def nearest_center(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return d.argmin(axis=1)
 
 
+ROBUST_PERCENTILES = (2.0, 98.0)  # a few outlying points do not squeeze every other colour together
+
+
+def robust_limits(values: np.ndarray) -> tuple[float, float]:
+    """(vmin, vmax) of a colour scale: the 2nd and 98th percentiles of the values shown.
+
+    Values that are all (nearly) equal get a range of 1 around them, so a flat map is drawn mid-scale
+    rather than at an arbitrary end.
+    """
+    lo, hi = (float(v) for v in np.percentile(values, ROBUST_PERCENTILES))
+    if hi - lo < 1e-6:
+        return lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def _extend(values: np.ndarray, norm: Normalize) -> str:
+    """Which ends of the colourbar to draw as arrows: those beyond which some shown values were clipped."""
+    below, above = bool((values < norm.vmin).any()), bool((values > norm.vmax).any())
+    return {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[below, above]
+
+
 def attention_figure(points, centers, attention, title: str | None = None) -> Figure:
     """CLS-to-patch attention over a shape: the mean over heads, then each head, on one colour scale.
 
     points (N, 3) are the shape's points, centers (P, 3) its patch centres, attention (heads, P) or (P,)
     the CLS token's attention to each patch (a row of `PointEncoder.cls_attention`). Every point takes
     the value of its nearest centre. Values are shown as attention x P, so 1 is uniform attention and
-    the scale reads the same for any number of patches.
+    the scale reads the same for any number of patches. The colour range is `robust_limits` of the
+    points' values over all panels: it spans what this shape's attention does, whether that is a few
+    sharp peaks or small departures from uniform.
     """
     points = as_array(points, "points", 2, np.float32)
     centers = as_array(centers, "centers", 2, np.float32)
@@ -127,7 +150,8 @@ def attention_figure(points, centers, attention, title: str | None = None) -> Fi
     if len(relative) > 1:
         maps += [(f"head {h + 1}", row) for h, row in enumerate(relative)]
     owner = nearest_center(points, centers)
-    norm = Normalize(vmin=0.0, vmax=max(float(max(v.max() for _, v in maps)), 1.0))
+    shown = np.concatenate([values[owner] for _, values in maps])
+    norm = Normalize(*robust_limits(shown))
     fig = new_figure(PANEL_INCHES * len(maps) + 0.8, PANEL_INCHES + 0.6)
     axes = []
     for i, (label, values) in enumerate(maps):
@@ -135,6 +159,7 @@ def attention_figure(points, centers, attention, title: str | None = None) -> Fi
         mappable = scatter3d(ax, points, c=values[owner], cmap=ATTENTION_CMAP, norm=norm, depthshade=False)
         equal_cube(ax, points)
         axes.append(ax)
-    fig.colorbar(mappable, ax=axes, shrink=0.7, label="CLS attention x patches (1 = uniform)")
+    fig.colorbar(mappable, ax=axes, shrink=0.7, extend=_extend(shown, norm),
+                 label="CLS attention x patches (1 = uniform)")
     fig.suptitle(title or f"Teacher CLS-to-patch attention ({p} patches)")
     return fig

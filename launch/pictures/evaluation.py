@@ -1,16 +1,20 @@
-"""Pictures of evaluation results: a 2-D map of the features coloured by class, and a confusion matrix."""
+"""Pictures of evaluation results: 2-D maps of the features by class (one encoder, or several side by side),
+and a confusion matrix."""
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from launch.pictures.panels import as_array, category_colors, new_figure
+from launch.pictures.panels import as_array, class_styles, new_figure
 
 EMBEDDING_METHODS = ("tsne", "umap")
+METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}  # as a reader knows them, for titles and axis labels
 SERIAL_TSNE_SAMPLES = 1000
 ANNOTATE_MAX_CLASSES = 20  # above this the counts in the cells become unreadable
 
@@ -52,33 +56,76 @@ def embed_2d(features, method: str = "tsne", seed: int = 0) -> np.ndarray:
     raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
 
 
+def _class_handles(labels: np.ndarray, class_names: Sequence[str]) -> list[Line2D]:
+    """Legend entries of the classes present in `labels`, in `class_styles`' colour and marker."""
+    styles = class_styles(len(class_names))
+    return [Line2D([], [], ls="", marker=styles[k][1], color=styles[k][0], label=class_names[k])
+            for k in np.unique(labels)]
+
+
+def _scatter_classes(ax: Axes, xy: np.ndarray, labels: np.ndarray, class_names: Sequence[str], method: str) -> None:
+    """One scatter per present class, in its own (colour, marker), on a tick-free 2-D map."""
+    styles = class_styles(len(class_names))
+    for k in np.unique(labels):
+        members = labels == k
+        color, marker = styles[k]
+        ax.scatter(xy[members, 0], xy[members, 1], s=14, color=color, marker=marker, label=class_names[k],
+                   linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{METHOD_NAMES[method]} 1")
+    ax.set_ylabel(f"{METHOD_NAMES[method]} 2")
+
+
+def _legend_columns(class_names: Sequence[str]) -> int:
+    return 2 if len(class_names) > 20 else 1
+
+
 def embedding_figure(features, labels, class_names: Sequence[str], method: str = "tsne", seed: int = 0,
                      title: str | None = None) -> Figure:
-    """Evaluation features (n, D) in 2-D, one colour per class (labels index `class_names`).
+    """Evaluation features (n, D) in 2-D, one (colour, marker) per class (labels index `class_names`).
 
     Classes that form separate islands are what a linear probe can separate; a class smeared over
-    others is where it will confuse them.
+    others is where it will confuse them. The legend sits outside the plot, so it never hides points.
     """
     features = as_array(features, "features", 2, np.float32)
     labels = _labels(labels, len(features), class_names, "labels")
     xy = embed_2d(features, method, seed)
-    colors = category_colors(len(class_names))
-    many = len(class_names) > 20
-    fig = new_figure(8.5 if many else 7.5, 6.0)
+    fig = new_figure(8.5 if len(class_names) > 20 else 7.5, 6.0)
     ax = fig.add_subplot()
-    for k, name in enumerate(class_names):
-        members = labels == k
-        if members.any():
-            marker = "osD^v"[(k // 20) % 5] if many else "o"
-            ax.scatter(xy[members, 0], xy[members, 1], s=14, color=colors[k], marker=marker, label=name,
-                       linewidths=0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_xlabel(f"{method.upper()} 1")
-    ax.set_ylabel(f"{method.upper()} 2")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              ncols=2 if many else 1, markerscale=1.5, frameon=False, title="class")
-    ax.set_title(title or f"{method.upper()} of {len(features)} evaluation features, coloured by class")
+    _scatter_classes(ax, xy, labels, class_names, method)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, ncols=_legend_columns(class_names),
+              markerscale=1.5, frameon=False, title="class")
+    ax.set_title(title or f"{METHOD_NAMES[method]} of {len(features)} evaluation features, coloured by class")
+    return fig
+
+
+def comparison_figure(features: Mapping[str, object], labels, class_names: Sequence[str],
+                      accuracies: Mapping[str, float], protocol: str = "SVM", method: str = "tsne", seed: int = 0,
+                      title: str | None = None) -> Figure:
+    """The same labelled shapes embedded by several encoders, one 2-D map each, side by side.
+
+    `features` maps an encoder's name (e.g. "pretrained", "random init") to its (n, D) features of the
+    shapes `labels` describes; each panel's title gives that encoder's `protocol` accuracy from
+    `accuracies`, so a picture of the maps also states what they score. One legend serves every panel.
+    """
+    if not features or set(features) != set(accuracies):
+        raise ValueError(f"features {sorted(features)} and accuracies {sorted(accuracies)} must name the same, "
+                         "non-empty set of encoders")
+    arrays = {name: as_array(f, f"features[{name!r}]", 2, np.float32) for name, f in features.items()}
+    count = len(next(iter(arrays.values())))
+    labels = _labels(labels, count, class_names, "labels")
+    for name, array in arrays.items():
+        if len(array) != count:
+            raise ValueError(f"features[{name!r}] has {len(array)} rows, expected {count} (one per label)")
+    fig = new_figure(5.0 * len(arrays) + (3.0 if len(class_names) > 20 else 1.8), 5.2)
+    axes = fig.subplots(1, len(arrays), squeeze=False)[0]
+    for ax, (name, array) in zip(axes, arrays.items()):
+        _scatter_classes(ax, embed_2d(array, method, seed), labels, class_names, method)
+        ax.set_title(f"{name}: {protocol} {accuracies[name]:.1%}")
+    fig.legend(handles=_class_handles(labels, class_names), loc="outside right upper", fontsize=8,
+               ncols=_legend_columns(class_names), markerscale=1.5, frameon=False, title="class")
+    fig.suptitle(title or f"{METHOD_NAMES[method]} of {count} evaluation features, coloured by class")
     return fig
 
 

@@ -1,4 +1,4 @@
-"""Shared look of the pictures: one figure type without pyplot, 3-D point panels, class colours.
+"""Shared look of the pictures: one figure type without pyplot, 3-D point panels, class colours and markers.
 
 Figures are built as `matplotlib.figure.Figure` objects, never through `pyplot`: no global figure
 registry to leak memory in a long evaluation, no interactive backend to pick, and PNGs render with Agg
@@ -71,6 +71,24 @@ def category_colors(count: int) -> np.ndarray:
         palette = np.concatenate([colormaps[name](np.arange(20))[:, :3] for name in ("tab20", "tab20b", "tab20c")])
     rgb = palette[np.arange(count) % len(palette)]
     return np.concatenate([rgb, np.ones((count, 1))], axis=1)
+
+
+# Filled shapes that stay recognisable at scatter size; an odd count, so no two classes share a style (below).
+CLASS_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def class_styles(count: int) -> list[tuple[tuple[float, float, float], str]]:
+    """(RGB colour, marker) of each of `count` classes in a scatter, all pairs distinct up to 140 classes.
+
+    Up to 10 classes: tab10, all circles. Past that, the 20 colours of tab20 with its 10 dark shades
+    first, and a new marker every 10 classes: a dark colour and its light twin never share a marker, and
+    a colour comes back (every 20 classes) with another marker, so 16-40 classes stay told apart.
+    """
+    if count <= 10:
+        return [(tuple(colormaps["tab10"].colors[k]), CLASS_MARKERS[0]) for k in range(count)]
+    tab20 = colormaps["tab20"].colors
+    dark_first = [tab20[i] for i in range(0, 20, 2)] + [tab20[i] for i in range(1, 20, 2)]
+    return [(tuple(dark_first[k % 20]), CLASS_MARKERS[(k // 10) % len(CLASS_MARKERS)]) for k in range(count)]
 
 
 def as_array(value, name: str, ndim: int | tuple[int, ...], dtype=None) -> np.ndarray:

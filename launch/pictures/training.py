@@ -105,7 +105,7 @@ def loss_curves_figure(history: History, title: str | None = None) -> Figure:
         if key == LR_KEY:
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     for ax in axes[len(series):]:
-        ax.set_visible(False)
+        ax.remove()  # a grid cell without a metric: no empty frame in the picture
     for ax in axes[max(len(series) - cols, 0):len(series)]:
         ax.set_xlabel("step")
         ax.tick_params(labelbottom=True)

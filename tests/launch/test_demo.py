@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from tests.launch.conftest import job_env, launch
 
-PRETRAIN_PICTURES = ["shape0_crops", "shape0_masks", "shape0_attention", "loss_curves"]
+PRETRAIN_PICTURES = ["shape0_crops", "shape0_masks", "shape0_attention", "loss_curves", "tsne_comparison"]
 EVAL_PICTURES = ["tsne", "confusion"]  # on each evaluation run
 
 

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from launch.pictures import (
     attention_figure,
+    comparison_figure,
     confusion_figure,
     crops_figure,
     embed_2d,
@@ -23,7 +24,9 @@ from launch.pictures import (
     save_figure,
 )
 from launch.pictures.__main__ import main as pictures_main
-from launch.pictures.panels import MASKED_COLOR
+from launch.pictures.__main__ import parse_args as pictures_args
+from launch.pictures.clouds import robust_limits
+from launch.pictures.panels import MASKED_COLOR, class_styles
 from launch.pictures.shapes import shard_shape, synthetic_shape
 from launch.tracking import Tracker
 from model.config import load_model_config
@@ -47,6 +50,11 @@ def points_in(ax) -> int:
 
 def cloud_axes(fig) -> list:
     return [ax for ax in fig.axes if ax.name == "3d"]
+
+
+def assert_no_empty_axes(fig) -> None:
+    """Every axes of the figure is shown and draws something: no blank grid cell in a report."""
+    assert fig.axes and all(ax.get_visible() and ax.has_data() for ax in fig.axes)
 
 
 def assert_png(path, min_bytes: int = 20_000) -> np.ndarray:
@@ -92,7 +100,8 @@ def test_crops_figure_draws_every_crop_without_its_padding(tmp_path):
                                                               "local crop 1", "local crop 2", "local crop 3",
                                                               "local crop 4"]
     assert all(ax.get_xlim()[1] < 2 and ax.get_zlim()[1] < 2 for ax in axes)
-    assert_png(save_figure(fig, tmp_path, "crops"))
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "crops"))
 
 
 def test_crops_figure_rejects_counts_beyond_the_crop():
@@ -117,7 +126,8 @@ def test_masks_figure_shows_each_mask_of_the_models_inverse_block_masking(tmp_pa
         visible = (patches.centers[0][~mask, None] + patches.neighborhoods[0][~mask]).reshape(-1, 3)
         assert np.allclose(shown.get_offsets(), visible[:, :2].numpy())
         assert len(hidden.get_offsets()) == counts.num_masked * k
-    assert_png(save_figure(fig, tmp_path, "masks"))
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "masks"))
     for ax in axes:  # colours are final once drawn (matplotlib 3-D sorts them by depth then)
         hidden, shown = ax.collections
         assert np.allclose(hidden.get_facecolor()[:, :3], float(MASKED_COLOR))
@@ -145,10 +155,30 @@ def test_attention_figure_colours_each_point_by_its_nearest_patch(tmp_path):
     assert np.allclose(mean.collections[0].get_array(), np.where(owner == 2, 2.5, 0.5))
     colorbars = [ax for ax in fig.axes if ax.name != "3d"]
     assert len(colorbars) == 1 and "1 = uniform" in colorbars[0].get_ylabel()
-    assert_png(save_figure(fig, tmp_path, "attention"))
+    assert mean.collections[0].get_clim() == (0.0, 4.0)  # the values shown: 0 .. 4
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "attention"))
     assert len(cloud_axes(attention_figure(points, centers, attention[1]))) == 1  # a single map: no per-head panels
     with pytest.raises(ValueError, match="one value per patch"):
         attention_figure(points, centers, np.ones((2, 5)))
+
+
+def test_attention_colour_range_follows_the_shown_values():
+    centers = sphere(16, 6)
+    points = np.repeat(centers, 20, axis=0) + 0.01 * sphere(320, 7)
+    near_uniform = (1.0 + 0.1 * np.random.default_rng(8).uniform(-1, 1, (2, 16))) / 16  # x P: 0.9 .. 1.1
+    fig = attention_figure(points, centers, near_uniform)
+    lo, hi = fig.axes[0].collections[0].get_clim()
+    assert 0.9 <= lo < hi <= 1.1  # small departures from uniform fill the scale, not a sliver of 0 .. max
+    shown = np.concatenate([np.ma.getdata(ax.collections[0].get_array()) for ax in fig.axes if ax.name == "3d"])
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(shown, [2, 98])))
+    assert all(ax.collections[0].get_clim() == (lo, hi) for ax in fig.axes if ax.name == "3d")  # one scale
+    peaked = np.full(16, 0.1 / 15)
+    peaked[3] = 0.9  # one patch takes 90%: 14.4 x uniform on 20 of 320 points
+    fig = attention_figure(points, centers, peaked)
+    assert fig.axes[0].collections[0].get_clim() == pytest.approx(robust_limits(np.repeat(peaked * 16, 20)))
+    assert robust_limits(np.ones(10)) == (0.5, 1.5)  # a flat map: a range around its value
+    assert_no_empty_axes(fig)
 
 
 def clusters(per_class: int = 30, dims: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +199,54 @@ def test_embedding_keeps_classes_apart_and_the_figure_names_them(tmp_path):
     (ax,) = fig.axes
     assert [t.get_text() for t in ax.get_legend().get_texts()] == names
     assert [len(c.get_offsets()) for c in ax.collections] == [30, 30, 30]
-    assert_png(save_figure(fig, tmp_path, "embedding"))
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "embedding"))
+
+
+def test_class_styles_tell_40_classes_apart_by_colour_and_marker():
+    styles = class_styles(40)
+    assert len(set(styles)) == 40
+    assert len({marker for _, marker in class_styles(10)}) == 1  # few classes: colour alone, all circles
+    colors = [color for color, _ in styles]
+    for k in range(40):  # a colour shared by two classes (tab20 has 20) never comes with the same marker
+        assert all(styles[j][1] != styles[k][1] for j in range(40) if j != k and colors[j] == colors[k])
+
+
+def test_embedding_figure_draws_each_class_in_its_style_with_the_legend_outside():
+    rng = np.random.default_rng(0)
+    labels = np.arange(120) % 40
+    features = rng.standard_normal((120, 8)).astype(np.float32) + labels[:, None]
+    fig = embedding_figure(features, labels, [f"class {k}" for k in range(40)])
+    (ax,) = fig.axes
+    styles = class_styles(40)
+    assert [tuple(c.get_facecolor()[0, :3]) for c in ax.collections] == [color for color, _ in styles]
+    fig.canvas.draw()
+    legend, plot = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= plot.x1  # right of the plot area, over no point
+    assert_no_empty_axes(fig)
+
+
+def test_comparison_figure_puts_encoders_side_by_side_with_their_accuracies(tmp_path):
+    features, labels = clusters()
+    noise = np.random.default_rng(1).standard_normal(features.shape).astype(np.float32)
+    names = ["chair", "mug", "torus"]
+    fig = comparison_figure({"pretrained": features, "random init": noise}, labels, names,
+                            {"pretrained": 0.9, "random init": 0.56})
+    assert [ax.get_title() for ax in fig.axes] == ["pretrained: SVM 90.0%", "random init: SVM 56.0%"]
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends  # one colour legend for both panels
+    assert [t.get_text() for t in legend.get_texts()] == names
+    left, right = fig.axes
+    assert [len(c.get_offsets()) for c in left.collections] == [len(c.get_offsets()) for c in right.collections]
+    assert [tuple(c.get_facecolor()[0]) for c in left.collections] == [
+        tuple(c.get_facecolor()[0]) for c in right.collections]  # a class looks the same in both panels
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "comparison"))
+    with pytest.raises(ValueError, match="must name the same"):
+        comparison_figure({"pretrained": features}, labels, names, {"random init": 0.5})
+    with pytest.raises(ValueError, match=r"features\['random init'\] has 89 rows, expected 90"):
+        comparison_figure({"pretrained": features, "random init": noise[1:]}, labels, names,
+                          {"pretrained": 0.9, "random init": 0.5})
 
 
 def test_embedding_figure_rejects_labels_outside_the_class_names():
@@ -196,7 +273,8 @@ def test_confusion_figure_shows_row_fractions_counts_and_both_accuracies(tmp_pat
     # OA 6/8; mean class accuracy over the classes present: (3/4 + 1/2 + 1) / 3
     assert "overall accuracy 75.0%" in ax.get_title() and "mean class accuracy 75.0%" in ax.get_title()
     assert [t.get_text() for t in ax.get_yticklabels()] == ["chair", "mug", "torus", "bowl"]
-    assert_png(save_figure(fig, tmp_path, "confusion"))
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "confusion"))
     with pytest.raises(ValueError, match="y_pred has 7 entries, expected 8"):
         confusion_figure(y_true, y_pred[:7], ["chair", "mug", "torus"])
 
@@ -211,7 +289,7 @@ def test_loss_history_from_mlflow_and_its_curves(tmp_path, run_with_history):
     assert history["loss/cls"][1] == (2, pytest.approx(2.5))
     assert history["loss/total"][-1] == (30, 123.0)  # the step logged twice keeps its last value
     fig = loss_curves_figure(history)
-    shown = [ax for ax in fig.axes if ax.get_visible()]
+    shown = fig.axes  # 7 metrics in a 3 x 3 grid: the two spare cells are removed, not left blank
     assert [ax.get_title() for ax in shown] == ["loss/total", "loss/cls", "loss/koleo", "loss/patch", "learning rate",
                                                 "shapes: k-NN accuracy", "shapes: linear SVM accuracy"]
     raw, average = shown[1].get_lines()  # 30 points: the raw curve and its moving average
@@ -221,7 +299,8 @@ def test_loss_history_from_mlflow_and_its_curves(tmp_path, run_with_history):
     assert len(shown[4].get_lines()) == 1  # the learning-rate schedule is drawn as logged, not smoothed
     (svm,) = shown[6].get_lines()  # the probe's curve, in percent, at the steps it was taken
     assert list(svm.get_xdata()) == [0, 10, 20, 30] and np.allclose(svm.get_ydata(), [50, 60, 70, 80])
-    assert_png(save_figure(fig, tmp_path, "loss_curves"))
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "loss_curves"))
     only = loss_history_from_mlflow(run_id, ["loss/patch"], tracking_uri=uri)
     assert list(only) == ["loss/patch"]
     with pytest.raises(ValueError, match=r"no metric \['loss/contrast'\]"):
@@ -233,10 +312,14 @@ def test_loss_history_from_mlflow_and_its_curves(tmp_path, run_with_history):
 @pytest.mark.slow
 def test_save_figure_logs_the_png_to_the_run(tmp_path, run_with_history):
     uri, run_id = run_with_history
-    path = save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path / "out", "confusion", run_id, uri)
+    (path,) = save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path / "out", "confusion", run_id, uri)
     assert path == tmp_path / "out" / "confusion.png"
     (artifact,) = MlflowClient(uri).list_artifacts(run_id, "pictures")
     assert artifact.path == "pictures/confusion.png" and artifact.file_size == path.stat().st_size
+    paths = save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path / "out", "report", run_id, uri,
+                        formats=("pdf", "svg"))
+    logged = {a.path: a.file_size for a in MlflowClient(uri).list_artifacts(run_id, "pictures")}
+    assert {f"pictures/{p.name}": p.stat().st_size for p in paths}.items() <= logged.items()  # every file written
     with pytest.raises(ValueError, match="plain file stem"):
         save_figure(confusion_figure([0, 1], [0, 1], ["a", "b"]), tmp_path, "../escape")
 
@@ -274,6 +357,28 @@ def test_cli_draws_a_sample_of_a_sharded_dataset(tmp_path, pretrain_shards, enco
                           "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["sample20_attention.png", "sample20_crops.png",
                                                      "sample20_masks.png"]
+
+
+def test_save_figure_writes_pdf_and_svg_for_reports(tmp_path):
+    fig = confusion_figure([0, 1, 1], [0, 1, 0], ["a", "b"])
+    paths = save_figure(fig, tmp_path, "confusion", formats=("png", "pdf", "svg"))
+    assert [p.name for p in paths] == ["confusion.png", "confusion.pdf", "confusion.svg"]
+    assert paths[0].read_bytes().startswith(b"\x89PNG")
+    assert paths[1].read_bytes().startswith(b"%PDF")
+    assert paths[2].read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+    with pytest.raises(ValueError, match="formats must be"):
+        save_figure(fig, tmp_path, "confusion", formats=("jpg",))
+    with pytest.raises(ValueError, match="plain file stem"):
+        save_figure(fig, tmp_path, "a/b", formats=("pdf",))
+
+
+def test_cli_format_flag(tmp_path, capsys):
+    assert pictures_args(["--run-id", "r", "--out", str(tmp_path)]).formats == ["png"]
+    assert pictures_args(["--run-id", "r", "--out", str(tmp_path), "--format", "png", "pdf", "svg"]).formats == [
+        "png", "pdf", "svg"]
+    with pytest.raises(SystemExit):
+        pictures_args(["--run-id", "r", "--out", str(tmp_path), "--format", "jpg"])
+    assert "invalid choice: 'jpg'" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_shape_source_without_an_encoder(tmp_path, capsys):
