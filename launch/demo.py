@@ -209,7 +209,7 @@ def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Sco
     """Crops, masks and attention of two held-out shapes, the training curves, and the t-SNE maps of the
     pretrained and randomly initialised encoders side by side with their SVM accuracies (on the pretraining
     run); t-SNE and confusion of each SVM evaluation (on that evaluation's run)."""
-    from launch.pictures.evaluation import comparison_figure, confusion_figure, embedding_figure
+    from launch.pictures.evaluation import comparison_figure, confusion_figure, embed_2d, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures
     from launch.pictures.training import loss_curves_figure, loss_history_from_mlflow
@@ -226,17 +226,18 @@ def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Sco
     history = loss_history_from_mlflow(run_id, tracking_uri=uri)
     save_figure(loss_curves_figure(history, title="Pretraining curves and monitor (tiny, synthetic corpus)"), out,
                 "loss_curves", run_id, uri)
+    maps = {name: embed_2d(scored.result.features["test"]) for name, scored in scores.items()}  # t-SNE once each
     for name, scored in scores.items():
         result = scored.result
-        save_figure(embedding_figure(result.features["test"], data.test.labels, names,
+        save_figure(embedding_figure(maps[name], data.test.labels, names, embedded=True,
                                      title=f"t-SNE of held-out features, {name.replace('_', ' ')}"),
                     out, f"tsne_{name}", scored.run_id, uri)
         save_figure(confusion_figure(result.y_true, result.y_pred, names,
                                      title=f"Linear SVM on {name.replace('_', ' ')} features"),
                     out, f"confusion_{name}", scored.run_id, uri)
-    shown = {name.replace("_", " "): scored.result for name, scored in scores.items()}
-    save_figure(comparison_figure({name: result.features["test"] for name, result in shown.items()},
-                                  data.test.labels, names, {name: result.accuracy for name, result in shown.items()},
+    save_figure(comparison_figure({name.replace("_", " "): maps[name] for name in scores}, data.test.labels, names,
+                                  {name.replace("_", " "): scored.result.accuracy for name, scored in scores.items()},
+                                  embedded=True,
                                   title="t-SNE of held-out features: pretrained encoder against its random init"),
                 out, "tsne_comparison", run_id, uri)
 

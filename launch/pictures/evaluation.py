@@ -82,15 +82,17 @@ def _legend_columns(class_names: Sequence[str]) -> int:
 
 
 def embedding_figure(features, labels, class_names: Sequence[str], method: str = "tsne", seed: int = 0,
-                     title: str | None = None) -> Figure:
+                     title: str | None = None, embedded: bool = False) -> Figure:
     """Evaluation features (n, D) in 2-D, one (colour, marker) per class (labels index `class_names`).
+
+    With `embedded`, `features` are already `embed_2d`'s (n, 2) map, so one map can serve several figures.
 
     Classes that form separate islands are what a linear probe can separate; a class smeared over
     others is where it will confuse them. The legend sits outside the plot, so it never hides points.
     """
     features = as_array(features, "features", 2, np.float32)
     labels = _labels(labels, len(features), class_names, "labels")
-    xy = embed_2d(features, method, seed)
+    xy = features if embedded else embed_2d(features, method, seed)
     fig = new_figure(8.5 if len(class_names) > 20 else 7.5, 6.0)
     ax = fig.add_subplot()
     _scatter_classes(ax, xy, labels, class_names, method)
@@ -102,12 +104,13 @@ def embedding_figure(features, labels, class_names: Sequence[str], method: str =
 
 def comparison_figure(features: Mapping[str, object], labels, class_names: Sequence[str],
                       accuracies: Mapping[str, float], protocol: str = "SVM", method: str = "tsne", seed: int = 0,
-                      title: str | None = None) -> Figure:
+                      title: str | None = None, embedded: bool = False) -> Figure:
     """The same labelled shapes embedded by several encoders, one 2-D map each, side by side.
 
     `features` maps an encoder's name (e.g. "pretrained", "random init") to its (n, D) features of the
     shapes `labels` describes; each panel's title gives that encoder's `protocol` accuracy from
     `accuracies`, so a picture of the maps also states what they score. One legend serves every panel.
+    With `embedded`, the features are already `embed_2d`'s (n, 2) maps.
     """
     if not features or set(features) != set(accuracies):
         raise ValueError(f"features {sorted(features)} and accuracies {sorted(accuracies)} must name the same, "
@@ -121,7 +124,7 @@ def comparison_figure(features: Mapping[str, object], labels, class_names: Seque
     fig = new_figure(5.0 * len(arrays) + (3.0 if len(class_names) > 20 else 1.8), 5.2)
     axes = fig.subplots(1, len(arrays), squeeze=False)[0]
     for ax, (name, array) in zip(axes, arrays.items()):
-        _scatter_classes(ax, embed_2d(array, method, seed), labels, class_names, method)
+        _scatter_classes(ax, array if embedded else embed_2d(array, method, seed), labels, class_names, method)
         ax.set_title(f"{name}: {protocol} {accuracies[name]:.1%}")
     fig.legend(handles=_class_handles(labels, class_names), loc="outside right upper", fontsize=8,
                ncols=_legend_columns(class_names), markerscale=1.5, frameon=False, title="class")
