@@ -3,8 +3,9 @@
 A file becomes visible under its final name only when complete: it is first written under
 `_tmp/<name>.<token>`, then renamed (local filesystems: an atomic `os.replace`) or copied and the
 temporary deleted (object stores have no rename; a server-side copy makes the object appear whole).
-The driver's plan file is staged in `_tmp/plan/` too, or, for a remote output, in a local folder named
-by the output URL's hash: either way the next run on the same output removes what a killed run left.
+Files being built on local disk (the plan, a shard's tar) live in `local_scratch()`: the output's own
+`_tmp/` when it is local (publishing is then a rename), else a local folder named by the output URL's hash.
+Either way the next run on the same output removes what a killed run left.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Output:
     def publish_file(self, local_path: str, name: str) -> None:
         """Move a finished local file to `name` atomically."""
         tmp, final = self._staging(name)
+        if self.local and Path(local_path).parent == self.local_scratch():
+            os.replace(local_path, final)  # already beside the output: no copy
+            return
         self.fs.put_file(local_path, tmp)
         self._commit(tmp, final)
 
@@ -76,20 +80,30 @@ class Output:
     def publish_json(self, obj: Any, name: str) -> None:
         self.publish_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), name)
 
-    def plan_dir(self) -> Path:
-        """An empty local folder for the plan file: `_tmp/plan` of a local output, else one in the system
-        temporary folder named by the output URL, so that it too is found and emptied by the next run."""
+    def local_scratch(self) -> Path:
+        """The local folder for files being built: `_tmp/` of a local output, else a folder in the system
+        temporary folder named by the output URL, so that the next run on the same output finds it."""
         if self.local:
-            folder = Path(self.path("_tmp/plan"))
-        else:
-            digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-            folder = Path(tempfile.gettempdir()) / f"shard-plan-{digest}"
+            return Path(self.path("_tmp"))
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"shard-output-{digest}"
+
+    def scratch_file(self, name: str) -> Path:
+        """A fresh local path in `local_scratch()` for a file that will be published as `name`."""
+        folder = self.local_scratch()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{posixpath.basename(name)}.{uuid.uuid4().hex}"
+
+    def plan_dir(self) -> Path:
+        """An empty local folder for the plan file, inside `local_scratch()`."""
+        folder = self.local_scratch() / "plan"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
 
     def clear_tmp(self) -> None:
-        """Remove temporaries left by an interrupted run."""
+        """Remove temporaries left by an interrupted run, remote and local."""
         tmp = self.path("_tmp")
         if self.fs.exists(tmp):
             self.fs.rm(tmp, recursive=True)
+        shutil.rmtree(self.local_scratch(), ignore_errors=True)

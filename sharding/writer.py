@@ -12,7 +12,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -140,8 +139,8 @@ def build_shard(shard: str, refs: list[InputRef], job: ShardJob) -> dict:
     for ref in refs:
         counts[ref.source]["inputs"] += 1
         counts[ref.source]["samples" if ref.key in samples else "failed"] += 1
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, shard)
+    path = out.scratch_file(shard)
+    try:
         with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:  # PAX: keys longer than 100 chars
             for ref in refs:  # plan order; both members of a sample adjacent, as WebDataset needs
                 if ref.key in samples:
@@ -153,7 +152,9 @@ def build_shard(shard: str, refs: list[InputRef], job: ShardJob) -> dict:
             for block in iter(lambda: f.read(1 << 20), b""):
                 sha.update(block)
         filesize = os.path.getsize(path)
-        out.publish_file(path, shard)
+        out.publish_file(str(path), shard)
+    finally:
+        path.unlink(missing_ok=True)
     record = {
         "shard": shard,
         "nsamples": len(samples),

@@ -46,10 +46,20 @@ def test_the_plan_of_a_remote_output_is_staged_locally_and_cleared_by_the_next_r
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     out = Output("memory://bucket/shards")
     staging = out.plan_dir()
-    assert staging.parent == tmp_path and staging.is_dir()
+    assert staging.parent.parent == tmp_path and staging.is_dir()
     (staging / "refs.jsonl").write_text("left by a killed run\n")
     assert Output("memory://bucket/shards").plan_dir() == staging and files_under(staging) == []
     assert Output("memory://bucket/other").plan_dir() != staging
+
+
+def test_a_half_written_shard_of_a_remote_output_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    out = Output("memory://bucket/half")
+    half = out.scratch_file("train-000002.tar")
+    half.write_bytes(b"a tar cut short by SIGKILL")
+    assert half.parent.parent == tmp_path and half.parent == Output("memory://bucket/half").local_scratch()
+    Output("memory://bucket/half").clear_tmp()
+    assert files_under(tmp_path) == []
 
 
 def test_the_plan_of_a_local_output_is_in_its_staging_area(tmp_path):
