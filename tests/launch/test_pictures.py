@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_rgba
 from matplotlib.image import imread
 from mlflow import MlflowClient
 
@@ -21,12 +23,14 @@ from launch.pictures import (
     loss_curves_figure,
     loss_history_from_mlflow,
     masks_figure,
+    part_segmentation_figure,
     save_figure,
 )
 from launch.pictures.__main__ import main as pictures_main
 from launch.pictures.__main__ import parse_args as pictures_args
 from launch.pictures.clouds import robust_limits
 from launch.pictures.panels import MASKED_COLOR, class_styles
+from launch.pictures.segmentation import ERROR_COLOR
 from launch.pictures.shapes import shard_shape, synthetic_shape
 from launch.tracking import Tracker
 from model.config import load_model_config
@@ -277,6 +281,101 @@ def test_confusion_figure_shows_row_fractions_counts_and_both_accuracies(tmp_pat
     assert_png(*save_figure(fig, tmp_path, "confusion"))
     with pytest.raises(ValueError, match="y_pred has 7 entries, expected 8"):
         confusion_figure(y_true, y_pred[:7], ["chair", "mug", "torus"])
+
+
+PARTS = ["mug body", "mug handle", "chair seat", "chair back", "chair leg", "lamp base"]
+
+
+def point_colors(ax) -> np.ndarray:
+    """(n, 4) colours of the points of a panel's one scatter, in the order they were given.
+
+    The 3-D collection's own `get_facecolor` reorders them by depth (and, before a draw, drops the last).
+    """
+    (scatter,) = ax.collections
+    return PathCollection.get_facecolor(scatter)
+
+
+def two_segmented_shapes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A padded (2, 600, 3) batch: a 'mug' of 600 points (parts 0, 1) and a 'chair' of 400 (parts 2, 3, 4).
+
+    Padding sits far away with id -1: drawn, it would add points and blow up the axis limits. The
+    prediction swaps a few points of each shape to a neighbouring part.
+    """
+    points = np.full((2, 600, 3), 99.0, np.float32)
+    points[0], points[1, :400] = sphere(600, 0), 0.5 * sphere(400, 1)
+    truth = np.full((2, 600), -1)
+    truth[0] = (points[0, :, 2] > 0.5).astype(int)
+    truth[1, :400] = 2 + np.digitize(points[1, :400, 2], [-0.1, 0.2])
+    pred = truth.copy()
+    pred[0, :30] = 1 - truth[0, :30]
+    pred[1, :20] = np.where(truth[1, :20] == 4, 3, 4)
+    return points, truth, pred
+
+
+def test_part_segmentation_figure_puts_prediction_beside_truth(tmp_path):
+    points, truth, pred = two_segmented_shapes()
+    fig = part_segmentation_figure(points, truth, pred, PARTS, titles=["mug: IoU 0.90", "chair: IoU 0.85"])
+    axes = cloud_axes(fig)
+    assert len(axes) == len(fig.axes) == 6  # ground truth, prediction, errors per shape
+    assert [points_in(ax) for ax in axes] == [600] * 3 + [400] * 3  # no padding drawn
+    assert [ax.get_title() for ax in axes] == [
+        "ground truth", "prediction\nmug: IoU 0.90", "errors: 30 of 600 points (5.0%)",
+        "ground truth", "prediction\nchair: IoU 0.85", "errors: 20 of 400 points (5.0%)"]
+    for row in (axes[:3], axes[3:]):  # one view and one scale per shape
+        limits = [(ax.get_xlim(), ax.get_ylim(), ax.get_zlim(), ax.elev, ax.azim) for ax in row]
+        assert all(lim == limits[0] for lim in limits)
+    assert axes[0].get_xlim()[1] < 2 and axes[3].get_xlim()[1] < 1  # each shape fills its own cube
+    color_of = {}
+    for row, (t, p) in enumerate(zip(truth, pred)):
+        valid = t >= 0
+        for ax, ids in zip(axes[3 * row:3 * row + 2], (t[valid], p[valid])):
+            assert len(point_colors(ax)) == len(ids)
+            for k, color in zip(ids, map(tuple, point_colors(ax))):
+                assert color_of.setdefault(k, color) == color  # a part has one colour in every panel
+        errors = point_colors(axes[3 * row + 2])
+        wrong = np.all(np.isclose(errors, to_rgba(ERROR_COLOR)), axis=1)
+        assert np.array_equal(wrong, t[valid] != p[valid])
+        assert np.allclose(errors[~wrong], to_rgba(MASKED_COLOR))
+    assert sorted(color_of) == [0, 1, 2, 3, 4] and len(set(color_of.values())) == 5  # told apart
+    parts, right_wrong = fig.legends
+    assert [t.get_text() for t in parts.get_texts()] == PARTS[:5]  # "lamp base" is in no shape
+    assert [tuple(h.get_color()) for h in parts.legend_handles] == [color_of[k] for k in range(5)]
+    assert [t.get_text() for t in right_wrong.get_texts()] == ["right part", "wrong part"]
+    assert_no_empty_axes(fig)
+    assert_png(*save_figure(fig, tmp_path, "parts"))
+
+
+def test_part_segmentation_figure_takes_clouds_of_any_size_and_thins_the_large_ones():
+    rng = np.random.default_rng(0)
+    clouds = [sphere(5000, 2), sphere(300, 3)]
+    truth = [rng.integers(0, 2, 5000), rng.integers(2, 4, 300)]
+    fig = part_segmentation_figure(clouds, truth, truth, PARTS, max_points=1000)
+    axes = cloud_axes(fig)
+    assert [points_in(ax) for ax in axes] == [1000] * 3 + [300] * 3
+    first = [ax.collections[0]._offsets3d for ax in axes[:3]]  # the same points in each panel of a row
+    assert all(np.array_equal(np.stack(o), np.stack(first[0])) for o in first)
+    assert axes[1].get_title() == "prediction\n100.0% of points right"
+    assert "2 shapes" in fig.get_suptitle()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda p, t, q: (p, t[:1], q), r"truth has 1 shapes, expected 2"),
+    (lambda p, t, q: (p, t, q[:, :599]), r"pred\[0\] has 599 entries, expected 600"),
+    (lambda p, t, q: (p, np.where(t == 4, 6, t), q), r"truth\[1\] must index part_names \(0\.\.5"),
+    (lambda p, t, q: (p, t, np.where(q == 1, 9, q)), r"pred\[0\] must index part_names"),
+    (lambda p, t, q: (p, t, np.where(t < 0, 0, q)), r"pred\[1\] must mark the same points as padding"),
+    (lambda p, t, q: (p, np.full_like(t, -1), np.full_like(q, -1)), r"truth\[0\] marks every point as padding"),
+    (lambda p, t, q: (p[0], t, q), r"points must have 3 dimensions"),
+    (lambda p, t, q: (p[..., :2], t, q), r"points\[0\] must be \(N, 3\)"),
+])
+def test_part_segmentation_figure_rejects_inconsistent_inputs_naming_the_argument(change, message):
+    with pytest.raises(ValueError, match=message):
+        part_segmentation_figure(*change(*two_segmented_shapes()), PARTS)
+
+
+def test_part_segmentation_figure_needs_a_title_per_shape():
+    with pytest.raises(ValueError, match="titles has 1 entries, expected 2"):
+        part_segmentation_figure(*two_segmented_shapes(), PARTS, titles=["mug"])
 
 
 @pytest.mark.slow
