@@ -80,6 +80,7 @@ class TrainTest:
     train: LabelledSet
     test: LabelledSet
     info: dict  # provenance for the report: kind, path, split rule, manifest digest, ...
+    val: LabelledSet | None = None  # an official validation split, where the source has one (ShapeNetPart)
 
 
 class LabelledDataConfig(StrictModel):
