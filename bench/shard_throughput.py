@@ -108,7 +108,7 @@ def decode_ours(name: str, data: bytes) -> Loaded:
 
 
 def sample_ours(loaded: Loaded, key: str) -> np.ndarray:
-    return make_points(loaded, key, SPEC)
+    return make_points(loaded, key, SPEC).points
 
 
 def decode_baseline(name: str, data: bytes) -> trimesh.Trimesh:

@@ -4,8 +4,9 @@ A local shard is read in place; a remote one (s3://...) is downloaded once into 
 directory (bounded, least recently used evicted first), with retries and exponential backoff on
 transient errors. Each shard is checked before its first use in a process: size and sha256 against
 the manifest, then its tar structure while the member index is built (every sample must hold
-`points.npy` and `json`, adjacent). A shard that fails any of this raises `ShardError`, which names
-the shard and the reason; the loader's fault policy decides whether to skip it or stop.
+`points.npy` and `json`, adjacent, and may hold `parts.npy`, per-point part labels). A shard that
+fails any of this raises `ShardError`, which names the shard and the reason; the loader's fault
+policy decides whether to skip it or stop.
 
 One fsspec filesystem (hence one S3 client) is created per process and storage options, and reused.
 The files of the most recently used shards stay open (the loader reads a few shards at a time, and an
@@ -56,6 +57,7 @@ class Sample:
     key: str
     points: np.ndarray  # (N, 3) as stored (float32 or float16)
     meta: dict
+    parts: np.ndarray | None = None  # (N,) integer part of each point, indexing meta["part_names"]
 
 
 @lru_cache(maxsize=None)
@@ -130,7 +132,22 @@ class ShardStore:
             points = decode_npy(data)
         except ValueError as err:
             raise ShardError(shard.url, f"sample {key}: points.npy: {err}") from None
-        return Sample(key, points, meta)
+        parts = None
+        if "parts.npy" in members:
+            parts = self._parts(shard, key, _read(f, *members["parts.npy"]), len(points))
+        return Sample(key, points, meta, parts)
+
+    @staticmethod
+    def _parts(shard: ShardInfo, key: str, data: bytearray, num_points: int) -> np.ndarray:
+        """A sample's per-point parts: one integer per point, or ShardError naming the sample."""
+        try:
+            parts = decode_npy(data)
+        except ValueError as err:
+            raise ShardError(shard.url, f"sample {key}: parts.npy: {err}") from None
+        if parts.ndim != 1 or parts.dtype.kind not in "iu" or len(parts) != num_points:
+            raise ShardError(shard.url, f"sample {key}: parts.npy is {parts.dtype} {parts.shape}, "
+                                        f"expected integers ({num_points},)")
+        return parts
 
     # -- shard files ------------------------------------------------------------------------------
 

@@ -50,8 +50,15 @@ class InputRef:
 
 @dataclass
 class MeshData:
+    """A triangle mesh; generated meshes also say which semantic part each face belongs to.
+
+    File readers leave the parts unset: only sources that know them (the synthetic one) fill them in.
+    """
+
     vertices: np.ndarray  # (V, 3) float64
     faces: np.ndarray  # (F, 3) int64
+    face_parts: np.ndarray | None = None  # (F,) integers, each face's index into part_names
+    part_names: tuple[str, ...] = ()
 
 
 @dataclass

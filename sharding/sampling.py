@@ -5,6 +5,9 @@ written here in plain numpy on 1-D coordinate arrays, since it is the hot path o
 clouds with more points than `num_points` are randomly subsampled without replacement; smaller ones
 are kept whole.
 
+A mesh whose faces carry semantic parts (`MeshData.face_parts`) gives each point the part of the face
+it was drawn on, from the same draws: labelling changes no point.
+
 Every random draw comes from `np.random.default_rng(seed_from_key(key))`, so re-running a shard
 gives bit-identical points no matter which worker or process samples it. Bad inputs are never
 repaired silently: they raise `ShapeError` with the stage that rejected them.
@@ -58,8 +61,20 @@ def _doubled_face_areas(coords: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return np.sqrt(x * x + y * y + z * z)
 
 
-def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` points drawn uniformly from the surface area of a mesh with in-range face indices, (n, 3) float64.
+@dataclass(frozen=True)
+class Cloud:
+    """A stored point cloud, with each point's part where the mesh it was sampled from has parts."""
+
+    points: np.ndarray  # (n, 3) in the spec's dtype
+    parts: np.ndarray | None = None  # (n,) uint8 index into part_names
+    part_names: tuple[str, ...] = ()
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` points drawn uniformly from the surface area of a mesh with in-range face indices.
+
+    Returns the (n, 3) float64 points and the (n,) index of the face each point lies on.
 
     A face is chosen with probability proportional to its area (inverse CDF: uniform draws searched in
     the float64 cumulative sum of areas, exact enough for meshes of millions of faces), then a uniform
@@ -86,7 +101,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     points = np.empty((n, 3))
     for k, x in enumerate(coords):
         points[:, k] = wa * x.take(a) + wb * x.take(b) + wc * x.take(c)
-    return points
+    return points, chosen
 
 
 def _check_mesh(mesh: MeshData, spec: SampleSpec) -> None:
@@ -108,6 +123,19 @@ def _check_mesh(mesh: MeshData, spec: SampleSpec) -> None:
     if faces.min() < 0 or faces.max() >= len(vertices):
         bad = np.count_nonzero((faces < 0) | (faces >= len(vertices)))
         raise ShapeError("validate", f"{bad} face indices out of range [0, {len(vertices)})")
+    if mesh.face_parts is not None:
+        _check_parts(mesh.face_parts, len(faces), mesh.part_names)
+
+
+def _check_parts(face_parts: np.ndarray, num_faces: int, names: tuple[str, ...]) -> None:
+    """One part per face, each naming one of at most 256 parts (stored per point as uint8)."""
+    if face_parts.shape != (num_faces,) or face_parts.dtype.kind not in "iu":
+        raise ShapeError("validate", f"face parts must be ({num_faces},) integers, "
+                                     f"got {face_parts.dtype} {face_parts.shape}")
+    if not 0 < len(names) <= 256:
+        raise ShapeError("validate", f"{len(names)} part names, must be 1 to 256")
+    if face_parts.min() < 0 or face_parts.max() >= len(names):
+        raise ShapeError("validate", f"face parts out of range [0, {len(names)})")
 
 
 def _subsample_points(cloud: PointData, key: str, spec: SampleSpec) -> np.ndarray:
@@ -133,17 +161,21 @@ def _encode(points: np.ndarray, dtype: str) -> np.ndarray:
     return out
 
 
-def make_points(loaded: Loaded, key: str, spec: SampleSpec) -> np.ndarray:
+def make_points(loaded: Loaded, key: str, spec: SampleSpec) -> Cloud:
     """The stored point cloud of one input: (n, 3) finite `spec.dtype`, Z-up, deterministic in `key`.
 
     n is `spec.num_points` for meshes and min(N, num_points) for a cloud of N points; fewer than
-    min(min_points, num_points) points is a "filter" failure.
+    min(min_points, num_points) points is a "filter" failure. Meshes with face parts give per-point
+    parts too; other inputs give `parts=None`.
     """
     geometry = loaded.geometry
+    parts, names = None, ()
     if isinstance(geometry, MeshData):
         _check_mesh(geometry, spec)
         rng = np.random.default_rng(seed_from_key(key))
-        points = sample_surface(geometry.vertices, geometry.faces, spec.num_points, rng)
+        points, chosen = sample_surface(geometry.vertices, geometry.faces, spec.num_points, rng)
+        if geometry.face_parts is not None:
+            parts, names = geometry.face_parts.take(chosen).astype(np.uint8), tuple(geometry.part_names)
     elif isinstance(geometry, PointData):
         points = _subsample_points(geometry, key, spec)
     else:
@@ -153,4 +185,4 @@ def make_points(loaded: Loaded, key: str, spec: SampleSpec) -> np.ndarray:
         raise ShapeError("filter", f"{len(points)} points < min_points {least}")
     if loaded.y_up:
         points = points[:, Z_UP_FROM_Y_UP]
-    return _encode(points, spec.dtype)
+    return Cloud(_encode(points, spec.dtype), parts, names)

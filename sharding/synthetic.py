@@ -7,6 +7,11 @@ look-alike groups that share a coarse silhouette and differ in finer structure (
 by legs and back; a mug and a can by a handle; a torus and a ring by cross-section; a cone and a pyramid
 by base polygon; a lamp and a mushroom by shade and stem): a pretrained encoder then has something to
 learn that random features do not already separate.
+
+Every face also carries a semantic part of its family (PART_NAMES: a table's top, legs and apron, a
+cone's base and side...), so the sampled points come with per-point part labels for part segmentation.
+Builders name the part of each primitive they make, or of each face where one primitive holds several
+parts; the labels never take a random draw, so a shape's geometry does not depend on them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from trimesh.transformations import rotation_matrix
 
 from sharding.records import MeshData
 
-Parts = list[trimesh.Trimesh]
+Meshes = list[trimesh.Trimesh]
+# A primitive and its part: one name for all its faces, or an (F,) array of names, one per face.
+Piece = tuple[trimesh.Trimesh, str | np.ndarray]
+Pieces = list[Piece]
 Rng = np.random.Generator
 Z_AXIS = (0.0, 0.0, 1.0)
 # Boxes, cones and pyramids have a handful of faces; subdividing them to at least this many lets the
@@ -85,10 +93,24 @@ def _arc(t: np.ndarray, start: Sequence[float], end: Sequence[float], power: flo
     return np.column_stack([r, z])
 
 
-def _loop(rng: Rng, points: Sequence[Sequence[float]], z: float, radius: float, sections: int) -> Parts:
+def _loop(rng: Rng, points: Sequence[Sequence[float]], z: float, radius: float, sections: int) -> Meshes:
     """Rails joining consecutive (x, y) points at height z in a closed loop (aprons, rungs)."""
     n = len(points)
     return [_rod(rng, (*points[i], z), (*points[(i + 1) % n], z), radius, sections) for i in range(n)]
+
+
+def _named(meshes: Meshes, part: str) -> Pieces:
+    return [(mesh, part) for mesh in meshes]
+
+
+def _face_coords(mesh: trimesh.Trimesh, axis: int) -> np.ndarray:
+    """(F, 3) coordinate `axis` of each face's three corners."""
+    return mesh.vertices[:, axis][mesh.faces]
+
+
+def _split(mesh: trimesh.Trimesh, mask: np.ndarray, part: str, rest: str) -> Piece:
+    """One primitive holding two parts: faces in `mask` are `part`, the others `rest`."""
+    return mesh, np.where(mask, part, rest)
 
 
 def _leg_sections(rng: Rng) -> int:
@@ -96,7 +118,7 @@ def _leg_sections(rng: Rng) -> int:
     return 4 if rng.random() < 0.5 else _sections(rng, 6, 14)
 
 
-def _table(rng: Rng) -> Parts:
+def _table(rng: Rng) -> Pieces:
     """Wide, low top on four (nearly) vertical legs, sometimes with an apron."""
     w = rng.uniform(0.8, 1.2)
     d = w * rng.uniform(0.45, 0.95)
@@ -114,13 +136,14 @@ def _table(rng: Rng) -> Parts:
         signs = ((1, 1), (-1, 1), (-1, -1), (1, -1))
         corners = [(sx * (w / 2 - inset), sy * (d / 2 - inset)) for sx, sy in signs]
     splay = rng.uniform(1.0, 1.08)
-    parts = [top] + [_rod(rng, (x * splay, y * splay, 0), (x, y, h - t), leg_r, leg_sec) for x, y in corners]
+    legs = [_rod(rng, (x * splay, y * splay, 0), (x, y, h - t), leg_r, leg_sec) for x, y in corners]
+    parts = [(top, "top"), *_named(legs, "leg")]
     if rng.random() < 0.5:
-        parts += _loop(rng, corners, h - t - rng.uniform(0.03, 0.06), leg_r * 0.7, 4)
+        parts += _named(_loop(rng, corners, h - t - rng.uniform(0.03, 0.06), leg_r * 0.7, 4), "apron")
     return parts
 
 
-def _stool(rng: Rng) -> Parts:
+def _stool(rng: Rng) -> Pieces:
     """Small seat, tall splayed legs (three or four), often a rung."""
     r, h, t = rng.uniform(0.15, 0.26), rng.uniform(0.45, 0.8), rng.uniform(0.03, 0.06)
     n = int(rng.integers(3, 5))
@@ -133,24 +156,25 @@ def _stool(rng: Rng) -> Parts:
     leg_r, leg_sec = rng.uniform(0.015, 0.03), _leg_sections(rng)
     tops = np.column_stack([r_top * np.cos(angles), r_top * np.sin(angles)])
     bottoms = np.column_stack([r_bottom * np.cos(angles), r_bottom * np.sin(angles)])
-    parts = [seat] + [_rod(rng, (*b, 0), (*a, h - t), leg_r, leg_sec) for a, b in zip(tops, bottoms)]
+    legs = [_rod(rng, (*b, 0), (*a, h - t), leg_r, leg_sec) for a, b in zip(tops, bottoms)]
+    parts = [(seat, "seat"), *_named(legs, "leg")]
     if rng.random() < 0.6:
         f = rng.uniform(0.25, 0.45)
-        parts += _loop(rng, bottoms + f * (tops - bottoms), f * (h - t), leg_r * 0.7, leg_sec)
+        parts += _named(_loop(rng, bottoms + f * (tops - bottoms), f * (h - t), leg_r * 0.7, leg_sec), "rung")
     return parts
 
 
-def _chair(rng: Rng) -> Parts:
+def _chair(rng: Rng) -> Pieces:
     """A seat on four legs plus a back (panel, slats or rails), sometimes arms."""
     s, h_seat, t = rng.uniform(0.4, 0.55), rng.uniform(0.38, 0.5), rng.uniform(0.03, 0.06)
     depth, h_back = s * rng.uniform(0.85, 1.1), rng.uniform(0.35, 0.65)
     leg_r, leg_sec = rng.uniform(0.015, 0.03), _leg_sections(rng)
     inset = rng.uniform(0.02, 0.05)
     x, y = s / 2 - inset, depth / 2 - inset
-    parts = [_box(rng, (s, depth, t), (0, 0, h_seat - t / 2))]
-    parts += [_rod(rng, (sx * x, sy * y, 0), (sx * x, sy * y, h_seat - t), leg_r, leg_sec)
+    parts = [(_box(rng, (s, depth, t), (0, 0, h_seat - t / 2)), "seat")]
+    parts += [(_rod(rng, (sx * x, sy * y, 0), (sx * x, sy * y, h_seat - t), leg_r, leg_sec), "leg")
               for sx in (-1, 1) for sy in (-1, 1)]
-    back: Parts = []
+    back: Meshes = []
     z0, z1, yb = h_seat, h_seat + h_back, -depth / 2 + 0.02
     style = rng.integers(3)
     if style == 0:
@@ -166,31 +190,34 @@ def _chair(rng: Rng) -> Parts:
             zs = np.linspace(z0, z1, k + 2)[1:-1]
             back += [_rod(rng, (-x, yb, pz), (x, yb, pz), leg_r * 0.6, 6) for pz in zs]
     lean = rotation_matrix(rng.uniform(0, np.radians(15)), (1, 0, 0), (0, yb, z0))
-    parts += [b.apply_transform(lean) for b in back]
+    parts += _named([b.apply_transform(lean) for b in back], "back")
     if rng.random() < 0.3:
         z_arm = h_seat + rng.uniform(0.18, 0.28)
         for sx in (-1, 1):
-            parts.append(_rod(rng, (sx * x, yb, z_arm), (sx * x, y, z_arm), leg_r, 4))
-            parts.append(_rod(rng, (sx * x, y, h_seat), (sx * x, y, z_arm), leg_r * 0.8, leg_sec))
+            parts.append((_rod(rng, (sx * x, yb, z_arm), (sx * x, y, z_arm), leg_r, 4), "arm"))
+            parts.append((_rod(rng, (sx * x, y, h_seat), (sx * x, y, z_arm), leg_r * 0.8, leg_sec), "arm"))
     return parts
 
 
-def _shelf(rng: Rng) -> Parts:
+def _shelf(rng: Rng) -> Pieces:
     """Two side panels, top, bottom and one to four shelves, often a back panel."""
     w, d, h = rng.uniform(0.5, 1.0), rng.uniform(0.2, 0.4), rng.uniform(0.8, 1.6)
     t = rng.uniform(0.015, 0.035)
-    parts = [_box(rng, (t, d, h), (sx * (w / 2 - t / 2), 0, h / 2)) for sx in (-1, 1)]
+    parts = [(_box(rng, (t, d, h), (sx * (w / 2 - t / 2), 0, h / 2)), "side") for sx in (-1, 1)]
     n = int(rng.integers(1, 5))
     levels = np.linspace(t / 2, h - t / 2, n + 2)
     levels[1:-1] += rng.uniform(-0.3, 0.3, n) * (h / (n + 1)) / 2
-    parts += [_box(rng, (w - 2 * t, d * rng.uniform(0.9, 1.0), t), (0, 0, z)) for z in levels]
+    parts += [(_box(rng, (w - 2 * t, d * rng.uniform(0.9, 1.0), t), (0, 0, z)), "board") for z in levels]
     if rng.random() < 0.6:
-        parts.append(_box(rng, (w, t, h), (0, -d / 2 + t / 2, h / 2)))
+        parts.append((_box(rng, (w, t, h), (0, -d / 2 + t / 2, h / 2)), "back"))
     return parts
 
 
-def _cup_body(rng: Rng, r: float, h: float) -> Parts:
-    """Shared by mug and can: a solid or open-topped, slightly tapered cylinder, maybe with a lip."""
+def _cup_body(rng: Rng, r: float, h: float) -> Pieces:
+    """Shared by mug and can: a solid or open-topped, slightly tapered cylinder, maybe with a lip.
+
+    The lip is part of the body: it is a thin rim, not something a point cloud shows apart.
+    """
     sections = _sections(rng, 16, 48)
     r_top = r * rng.uniform(0.9, 1.12)
     if rng.random() < 0.65:
@@ -198,10 +225,10 @@ def _cup_body(rng: Rng, r: float, h: float) -> Parts:
         profile = [(0, 0), (r, 0), (r_top, h), (r_top - wall, h), (r - wall, wall), (0, wall)]
     else:
         profile = [(0, 0), (r, 0), (r_top, h), (0, h)]
-    parts = [_lathe(rng, profile, sections)]
+    parts = [(_lathe(rng, profile, sections), "body")]
     if rng.random() < 0.3:
-        parts.append(trimesh.creation.torus(r_top, rng.uniform(0.01, 0.025), sections, 8,
-                                            transform=_matrix((0, 0, h))))
+        parts.append((trimesh.creation.torus(r_top, rng.uniform(0.01, 0.025), sections, 8,
+                                             transform=_matrix((0, 0, h))), "body"))
     return parts
 
 
@@ -210,7 +237,7 @@ def _cup_size(rng: Rng) -> tuple[float, float]:
     return r, r * rng.uniform(1.4, 2.8)
 
 
-def _mug(rng: Rng) -> Parts:
+def _mug(rng: Rng) -> Pieces:
     """A can-like body plus a handle: half a torus standing on the side of the body."""
     r, h = _cup_size(rng)
     parts = _cup_body(rng, r, h)
@@ -222,29 +249,34 @@ def _mug(rng: Rng) -> Parts:
     stretch = (1.0, rng.uniform(0.6, 1.3), 1.0)  # how far the handle reaches out
     handle.apply_transform(_matrix((r * rng.uniform(0.95, 1.05) - a, 0, h * rng.uniform(0.42, 0.58)),
                                    stretch, upright))
-    return parts + [handle]
+    return parts + [(handle, "handle")]
 
 
-def _can(rng: Rng) -> Parts:
+def _can(rng: Rng) -> Pieces:
     """The mug's body without a handle."""
     return _cup_body(rng, *_cup_size(rng))
 
 
-def _bottle(rng: Rng) -> Parts:
-    """A cylinder body narrowing through a shoulder into a neck, often capped."""
+def _bottle(rng: Rng) -> Pieces:
+    """A cylinder body narrowing through a shoulder into a neck, often capped.
+
+    The body ends where the shoulder meets the neck: faces wholly above that height are the neck.
+    """
     r, hb = rng.uniform(0.15, 0.3), rng.uniform(0.4, 0.9)
     rn, h_sh, h_neck = r * rng.uniform(0.25, 0.45), rng.uniform(0.08, 0.25), rng.uniform(0.1, 0.3)
     shoulder = _arc(np.linspace(0, 1, 8), (r, hb), (rn, hb + h_sh), rng.uniform(0.7, 1.5))
     top = hb + h_sh + h_neck
     profile = np.vstack([[(0, 0), (r, 0)], shoulder, [(rn, top), (0, top)]])
     sections = _sections(rng, 16, 40)
-    parts = [_lathe(rng, profile, sections, amount=0.04)]
+    bottle = _lathe(rng, profile, sections, amount=0.04)
+    parts = [_split(bottle, _face_coords(bottle, 2).min(axis=1) >= shoulder[-1, 1] - 1e-9, "neck", "body")]
     if rng.random() < 0.6:
-        parts.append(_disc(rng, rn * rng.uniform(1.05, 1.3), rng.uniform(0.03, 0.07), top - 0.01, sections))
+        cap = _disc(rng, rn * rng.uniform(1.05, 1.3), rng.uniform(0.03, 0.07), top - 0.01, sections)
+        parts.append((cap, "cap"))
     return parts
 
 
-def _bowl(rng: Rng) -> Parts:
+def _bowl(rng: Rng) -> Pieces:
     """An open, wide, curved shell, sometimes on a foot ring."""
     big, h = rng.uniform(0.35, 0.55), rng.uniform(0.15, 0.35)
     foot, wall = big * rng.uniform(0.3, 0.55), rng.uniform(0.015, 0.035)
@@ -254,54 +286,65 @@ def _bowl(rng: Rng) -> Parts:
     inner = np.column_stack([outer[:, 0] - wall, np.minimum(outer[:, 1] + wall, h)])[::-1]
     profile = np.vstack([[(0, 0)], outer, inner, [(0, wall)]])
     sections = _sections(rng, 20, 48)
-    parts = [_lathe(rng, profile, sections)]
+    parts = [(_lathe(rng, profile, sections), "body")]
     if rng.random() < 0.5:
         height = rng.uniform(0.02, 0.05)
-        parts.append(trimesh.creation.annulus(foot * 0.8, foot, height, sections,
-                                              transform=_matrix((0, 0, -height / 2))))
+        parts.append((trimesh.creation.annulus(foot * 0.8, foot, height, sections,
+                                               transform=_matrix((0, 0, -height / 2))), "foot"))
     return parts
 
 
-def _torus(rng: Rng) -> Parts:
+def _torus(rng: Rng) -> Pieces:
     """A round-section ring lying flat (its section sometimes squashed, towards the flat ring)."""
     big = rng.uniform(0.3, 0.45)
     small = big * rng.uniform(0.15, 0.4)
     scale = (*_wobble(rng, 0.06)[:2], rng.uniform(0.7, 1.0))
-    return [trimesh.creation.torus(big, small, _sections(rng, 16, 40), _sections(rng, 8, 18),
-                                   transform=_matrix((0, 0, small), scale))]
+    return [(trimesh.creation.torus(big, small, _sections(rng, 16, 40), _sections(rng, 8, 18),
+                                    transform=_matrix((0, 0, small), scale)), "body")]
 
 
-def _ring(rng: Rng) -> Parts:
-    """A rectangular-section ring (washer or short tube) lying flat."""
+def _ring(rng: Rng) -> Pieces:
+    """A rectangular-section ring (washer or short tube) lying flat.
+
+    Parts: the two flat faces (faces at one height), and the inner and outer walls (told apart by
+    radius: the section is far wider than the few percent the wobble stretches it).
+    """
     r_max = rng.uniform(0.35, 0.5)
     r_min, height = r_max * rng.uniform(0.5, 0.82), r_max * rng.uniform(0.1, 0.5)
     scale = (*_wobble(rng, 0.06)[:2], 1.0)
-    return [trimesh.creation.annulus(r_min, r_max, height, _sections(rng, 16, 48),
-                                     transform=_matrix((0, 0, height / 2), scale))]
+    ring = trimesh.creation.annulus(r_min, r_max, height, _sections(rng, 16, 48),
+                                    transform=_matrix((0, 0, height / 2), scale))
+    flat = np.ptp(_face_coords(ring, 2), axis=1) < 1e-9 * height
+    radius = np.hypot(_face_coords(ring, 0).mean(axis=1), _face_coords(ring, 1).mean(axis=1))
+    return [(ring, np.where(flat, "flat", np.where(radius < (r_min + r_max) / 2, "inner", "outer")))]
 
 
-def _pointed(rng: Rng, sections: int) -> Parts:
-    """Shared by cone and pyramid (which differ only in base polygon), sometimes on a plinth."""
+def _pointed(rng: Rng, sections: int) -> Pieces:
+    """Shared by cone and pyramid (which differ only in base polygon), sometimes on a plinth.
+
+    The base is the cone's bottom (its faces lying flat at the lowest height) and the plinth.
+    """
     r, h = rng.uniform(0.3, 0.55), rng.uniform(0.5, 1.1)
     base = 0.0
-    parts: Parts = []
+    parts: Pieces = []
     if rng.random() < 0.3:
         base = rng.uniform(0.03, 0.08)
-        parts.append(_box(rng, (2.1 * r, 2.1 * r, base), (0, 0, base / 2)))
+        parts.append((_box(rng, (2.1 * r, 2.1 * r, base), (0, 0, base / 2)), "base"))
     rot = rotation_matrix(rng.uniform(0, 2 * np.pi), Z_AXIS)
-    parts.append(trimesh.creation.cone(r, h, sections, transform=_matrix((0, 0, base), _wobble(rng), rot)))
+    cone = trimesh.creation.cone(r, h, sections, transform=_matrix((0, 0, base), _wobble(rng), rot))
+    parts.append(_split(cone, _face_coords(cone, 2).max(axis=1) <= base + 1e-9, "base", "side"))
     return parts
 
 
-def _cone(rng: Rng) -> Parts:
+def _cone(rng: Rng) -> Pieces:
     return _pointed(rng, _sections(rng, 14, 40))
 
 
-def _pyramid(rng: Rng) -> Parts:
+def _pyramid(rng: Rng) -> Pieces:
     return _pointed(rng, 4 if rng.random() < 0.75 else 3)
 
 
-def _lamp(rng: Rng) -> Parts:
+def _lamp(rng: Rng) -> Pieces:
     """Base, thin pole and an open truncated-cone shade, sometimes with a bulb inside."""
     sections = _sections(rng, 16, 40)
     t_base = rng.uniform(0.02, 0.05)
@@ -315,15 +358,17 @@ def _lamp(rng: Rng) -> Parts:
     r_top, h_shade, wall = r_bottom * rng.uniform(0.4, 0.8), rng.uniform(0.15, 0.3), rng.uniform(0.01, 0.02)
     z_shade = pole - h_shade * rng.uniform(0.3, 0.6)
     shade = [(r_bottom, 0), (r_top, h_shade), (r_top - wall, h_shade), (r_bottom - wall, 0), (r_bottom, 0)]
-    parts = [base, _rod(rng, (0, 0, 0), (0, 0, pole), rng.uniform(0.012, 0.025), _sections(rng, 6, 12)),
-             _lathe(rng, shade, sections, z=z_shade)]
+    parts = [(base, "base"),
+             (_rod(rng, (0, 0, 0), (0, 0, pole), rng.uniform(0.012, 0.025), _sections(rng, 6, 12)), "stem"),
+             (_lathe(rng, shade, sections, z=z_shade), "shade")]
     if rng.random() < 0.5:
-        parts.append(trimesh.creation.icosphere(1, 0.3 * r_top + 0.02, transform=_matrix((0, 0, pole))))
+        bulb = trimesh.creation.icosphere(1, 0.3 * r_top + 0.02, transform=_matrix((0, 0, pole)))
+        parts.append((bulb, "bulb"))
     return parts
 
 
-def _mushroom(rng: Rng) -> Parts:
-    """A thick, tapered stem under a dome-shaped cap."""
+def _mushroom(rng: Rng) -> Pieces:
+    """A thick, tapered stem under a dome-shaped cap; the bulb some have at the foot is the stem's."""
     r_stem, h_stem = rng.uniform(0.07, 0.16), rng.uniform(0.3, 0.7)
     r_cap = rng.uniform(0.25, 0.5)
     h_cap, gill = r_cap * rng.uniform(0.35, 0.8), rng.uniform(0.0, 0.08)
@@ -331,42 +376,50 @@ def _mushroom(rng: Rng) -> Parts:
     dome = _arc(np.linspace(0, 1, _sections(rng, 5, 10)), (r_cap, 0), (0, h_cap), rng.uniform(0.6, 1.4))
     cap = np.vstack([[(0, gill)], dome])
     sections = _sections(rng, 16, 40)
-    parts = [_lathe(rng, stem, sections, amount=0.1), _lathe(rng, cap, sections, z=h_stem - gill - 0.02)]
+    parts = [(_lathe(rng, stem, sections, amount=0.1), "stem"),
+             (_lathe(rng, cap, sections, z=h_stem - gill - 0.02), "cap")]
     if rng.random() < 0.3:
         volva = _matrix((0, 0, r_stem), (1, 1, 0.7))
-        parts.append(trimesh.creation.icosphere(1, r_stem * 1.3, transform=volva))
+        parts.append((trimesh.creation.icosphere(1, r_stem * 1.3, transform=volva), "stem"))
     return parts
 
 
-def _dumbbell(rng: Rng) -> Parts:
+def _dumbbell(rng: Rng) -> Pieces:
     """A bar lying along X with a sphere or a stack of plates at each end."""
     half, r_bar = rng.uniform(0.3, 0.5), rng.uniform(0.025, 0.06)
     spheres = rng.random() < 0.4
     r_weight = rng.uniform(0.1, 0.2) if spheres else rng.uniform(0.12, 0.24)
     z = r_weight
-    parts = [_rod(rng, (-half, 0, z), (half, 0, z), r_bar, _sections(rng, 8, 16))]
+    parts = [(_rod(rng, (-half, 0, z), (half, 0, z), r_bar, _sections(rng, 8, 16)), "bar")]
     n_plates, width = int(rng.integers(1, 4)), rng.uniform(0.03, 0.06)
     for sx in (-1, 1):
         if spheres:
-            parts.append(trimesh.creation.icosphere(int(rng.integers(1, 3)), r_weight,
-                                                    transform=_matrix((sx * half, 0, z), _wobble(rng))))
+            ball = trimesh.creation.icosphere(int(rng.integers(1, 3)), r_weight,
+                                              transform=_matrix((sx * half, 0, z), _wobble(rng)))
+            parts.append((ball, "weight"))
             continue
         for k in range(n_plates):
             x0 = sx * (half - 0.05 - (n_plates - k) * width)
             r_plate = r_weight * (1 - 0.2 * k)
-            parts.append(_rod(rng, (x0, 0, z), (x0 + sx * width, 0, z), r_plate, _sections(rng)))
+            parts.append((_rod(rng, (x0, 0, z), (x0 + sx * width, 0, z), r_plate, _sections(rng)), "weight"))
     return parts
 
 
-def _capsule(rng: Rng) -> Parts:
-    """A pill lying along X: the dumbbell's silhouette without its waist."""
+def _capsule(rng: Rng) -> Pieces:
+    """A pill lying along X: the dumbbell's silhouette without its waist.
+
+    Parts: the cylindrical body and the two rounded ends (faces reaching past the body's length).
+    """
     length, r = rng.uniform(0.5, 0.9), rng.uniform(0.1, 0.22)
     lying = rotation_matrix(np.pi / 2, (0, 1, 0))
     count = (_sections(rng, 8, 16), _sections(rng, 12, 32))
-    return [trimesh.creation.capsule(length, r, count, transform=_matrix((0, 0, r), _wobble(rng), lying))]
+    scale = _wobble(rng)
+    pill = trimesh.creation.capsule(length, r, count, transform=_matrix((0, 0, r), scale, lying))
+    half = length / 2 * scale[2]  # the capsule's own Z axis, scaled before it is turned onto X
+    return [_split(pill, np.abs(_face_coords(pill, 0)).max(axis=1) <= half * (1 + 1e-9), "body", "end")]
 
 
-BUILDERS: dict[str, Callable[[Rng], Parts]] = {
+BUILDERS: dict[str, Callable[[Rng], Pieces]] = {
     "table": _table,
     "stool": _stool,
     "chair": _chair,
@@ -385,6 +438,25 @@ BUILDERS: dict[str, Callable[[Rng], Parts]] = {
     "capsule": _capsule,
 }
 FAMILIES: tuple[str, ...] = tuple(BUILDERS)
+# Each family's parts, in the order of the indices stored per face (and per sampled point).
+PART_NAMES: dict[str, tuple[str, ...]] = {
+    "table": ("top", "leg", "apron"),
+    "stool": ("seat", "leg", "rung"),
+    "chair": ("seat", "leg", "back", "arm"),
+    "shelf": ("side", "board", "back"),
+    "mug": ("body", "handle"),
+    "can": ("body",),
+    "bottle": ("body", "neck", "cap"),
+    "bowl": ("body", "foot"),
+    "torus": ("body",),
+    "ring": ("flat", "inner", "outer"),
+    "cone": ("base", "side"),
+    "pyramid": ("base", "side"),
+    "lamp": ("base", "stem", "shade", "bulb"),
+    "mushroom": ("stem", "cap"),
+    "dumbbell": ("bar", "weight"),
+    "capsule": ("body", "end"),
+}
 
 
 def family_of(index: int) -> str:
@@ -405,13 +477,27 @@ def _pose(rng: Rng, vertices: np.ndarray) -> np.ndarray:
     return v + rng.normal(0.0, rng.uniform(0.001, 0.006), v.shape)
 
 
+def _face_parts(pieces: Pieces, names: tuple[str, ...]) -> np.ndarray:
+    """(F,) uint8 index into `names` of every face of the concatenated pieces, in their order."""
+    labels = np.concatenate([np.broadcast_to(np.asarray(part), len(mesh.faces)) for mesh, part in pieces])
+    found, inverse = np.unique(labels, return_inverse=True)
+    return np.array([names.index(name) for name in found], dtype=np.uint8)[inverse.ravel()]
+
+
 def generate_shape(index: int, seed: int) -> tuple[MeshData, str]:
-    """Shape `index` of the corpus `seed`: the same (index, seed) always gives the same arrays."""
+    """Shape `index` of the corpus `seed`: the same (index, seed) always gives the same arrays.
+
+    The mesh carries each face's part (an index into PART_NAMES[family]) and the family's part names.
+    """
     rng = np.random.default_rng((seed, index))
     family = family_of(index)
-    mesh = trimesh.util.concatenate(BUILDERS[family](rng))
+    pieces = BUILDERS[family](rng)
+    face_parts = _face_parts(pieces, PART_NAMES[family])
+    mesh = trimesh.util.concatenate([mesh for mesh, _ in pieces])
     vertices, faces = mesh.vertices, mesh.faces
     while len(faces) < MIN_FACES:
         vertices, faces = trimesh.remesh.subdivide(vertices, faces)
+        face_parts = np.repeat(face_parts, 4)  # each face becomes four, in its place
     vertices = np.ascontiguousarray(_pose(rng, np.asarray(vertices, dtype=np.float64)))
-    return MeshData(vertices, np.ascontiguousarray(faces, dtype=np.int64)), family
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    return MeshData(vertices, faces, face_parts=face_parts, part_names=PART_NAMES[family]), family

@@ -3,6 +3,9 @@
 Runs inside a Ray task (or in-process). The shard's completion record `_done/<shard>.json` is
 published last, after the tar: a record whose plan and config hashes match, next to a tar of the
 recorded size, means the shard is finished, which is what makes re-running the same command resume.
+
+A sample is `<key>.points.npy` and `<key>.json`; one sampled from a mesh with semantic parts also has
+`<key>.parts.npy` (each point's part, uint8), and its metadata lists the `part_names` those index.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 from sharding.limits import Limits, time_limit
 from sharding.plan import failure_record, input_path
 from sharding.records import InputRef, ShapeError
-from sharding.sampling import SampleSpec, make_points
+from sharding.sampling import Cloud, SampleSpec, make_points
 from sharding.sources import SourceSpec, make_reader
 from sharding.storage import Output
 
@@ -72,7 +75,7 @@ def _npy_bytes(points: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _metadata(ref: InputRef, raw_sha256: str, num_points: int) -> bytes:
+def _metadata(ref: InputRef, raw_sha256: str, cloud: Cloud) -> bytes:
     meta = {
         "key": ref.key,
         "source": ref.source,
@@ -82,18 +85,30 @@ def _metadata(ref: InputRef, raw_sha256: str, num_points: int) -> bytes:
         "label": ref.label,
         "category": ref.category,
         "split": ref.split,
-        "num_points": num_points,
+        "num_points": len(cloud.points),
         "sha256": raw_sha256,
     }
+    if cloud.parts is not None:
+        meta["part_names"] = list(cloud.part_names)
     return json.dumps(meta, sort_keys=True).encode()
 
 
-def _sample_all(refs: list[InputRef], job: ShardJob, shard: str) -> tuple[dict[str, tuple[bytes, bytes]], list[dict]]:
-    """Load and sample every ref; returns (key -> (npy, json)) and the failure records."""
+def _members(ref: InputRef, raw_sha256: str, cloud: Cloud) -> list[tuple[str, bytes]]:
+    """The (suffix, bytes) tar members of one sample, in the order they are written."""
+    members = [("points.npy", _npy_bytes(cloud.points))]
+    if cloud.parts is not None:
+        members.append(("parts.npy", _npy_bytes(cloud.parts)))
+    members.append(("json", _metadata(ref, raw_sha256, cloud)))
+    return members
+
+
+def _sample_all(refs: list[InputRef], job: ShardJob,
+                shard: str) -> tuple[dict[str, list[tuple[str, bytes]]], list[dict]]:
+    """Load and sample every ref; returns (key -> its tar members) and the failure records."""
     by_source: dict[str, list[InputRef]] = defaultdict(list)
     for ref in refs:
         by_source[ref.source].append(ref)
-    samples: dict[str, tuple[bytes, bytes]] = {}
+    samples: dict[str, list[tuple[str, bytes]]] = {}
     failures: list[dict] = []
     for source, source_refs in by_source.items():
         spec = job.sources.get(source)
@@ -109,11 +124,11 @@ def _sample_all(refs: list[InputRef], job: ShardJob, shard: str) -> tuple[dict[s
                     continue
                 try:
                     with time_limit(job.limits.time_s):
-                        points = make_points(loaded, ref.key, job.sample)
+                        cloud = make_points(loaded, ref.key, job.sample)
                 except Exception as err:
                     failures.append(failure_record(ref, _stage(err, "sample"), _reason(err), shard))
                     continue
-                samples[ref.key] = (_npy_bytes(points), _metadata(ref, loaded.raw_sha256, len(points)))
+                samples[ref.key] = _members(ref, loaded.raw_sha256, cloud)
         finally:
             reader.close()
     return samples, failures
@@ -142,11 +157,9 @@ def build_shard(shard: str, refs: list[InputRef], job: ShardJob) -> dict:
     path = out.scratch_file(shard)
     try:
         with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:  # PAX: keys longer than 100 chars
-            for ref in refs:  # plan order; both members of a sample adjacent, as WebDataset needs
-                if ref.key in samples:
-                    npy, meta = samples[ref.key]
-                    _add_member(tar, f"{ref.key}.points.npy", npy)
-                    _add_member(tar, f"{ref.key}.json", meta)
+            for ref in refs:  # plan order; the members of a sample adjacent, as WebDataset needs
+                for suffix, data in samples.get(ref.key, ()):
+                    _add_member(tar, f"{ref.key}.{suffix}", data)
         sha = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

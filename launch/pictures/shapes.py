@@ -25,7 +25,7 @@ def synthetic_shape(index: int, seed: int = 0, num_points: int | None = None) ->
 
     spec = SampleSpec() if num_points is None else SampleSpec(num_points=num_points)
     mesh, family = generate_shape(index, seed)
-    points = make_points(Loaded(mesh, "", y_up=False), f"{index:07d}", spec)
+    points = make_points(Loaded(mesh, "", y_up=False), f"{index:07d}", spec).points
     return Shape(f"synthetic shape {index} ({family})", points.astype(np.float32))
 
 

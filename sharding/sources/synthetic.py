@@ -1,8 +1,9 @@
 """`synthetic`: N procedurally generated, labelled meshes (see sharding.synthetic).
 
 It lets a laptop demo and the tests run exactly the same path as real data. The source path is the
-number of shapes (`--source synthetic:2000`). Listing generates nothing, since an input's family follows
-from its index alone; shapes are built inside the shard task that loads them.
+number of shapes (`--source synthetic:2000`). Each face carries its semantic part (a chair's seat,
+legs, back...), so the shards get per-point part labels. Listing generates nothing, since an input's
+family follows from its index alone; shapes are built inside the shard task that loads them.
 Options:
   seed (0): which corpus; the same seed and index always give the same mesh.
   split ("train"): the manifest split of its shapes, e.g. a held-out "test" corpus with another seed
@@ -12,6 +13,7 @@ Options:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 
 from sharding.limits import time_limit
@@ -57,7 +59,8 @@ class SyntheticReader(SourceReader):
                            split=self.split)
 
     def load(self, refs: Iterable[InputRef]) -> Iterator[tuple[InputRef, Loaded | Exception]]:
-        """Generate each ref's mesh; its hash covers the generated arrays, so the manifest pins them."""
+        """Generate each ref's mesh; its hash covers the generated arrays and part labels, so the manifest
+        pins them."""
         for ref in refs:
             try:
                 with time_limit(self.limits.time_s):
@@ -71,4 +74,6 @@ class SyntheticReader(SourceReader):
                 continue
             digest = hashlib.sha256(mesh.vertices.tobytes())
             digest.update(mesh.faces.tobytes())
+            digest.update(mesh.face_parts.tobytes())
+            digest.update(json.dumps(mesh.part_names).encode())
             yield ref, Loaded(mesh, digest.hexdigest(), y_up=False)

@@ -70,6 +70,7 @@ def test_min_points_is_capped_at_num_points():
     """Every stored cloud has at most num_points points: a job storing fewer needs no more than that."""
     rng = np.random.default_rng(0)
     spec = SampleSpec(num_points=256)
-    assert make_points(Loaded(PointData(rng.normal(size=(300, 3))), "0" * 64, False), "k", spec).shape == (256, 3)
+    cloud = make_points(Loaded(PointData(rng.normal(size=(300, 3))), "0" * 64, False), "k", spec)
+    assert cloud.points.shape == (256, 3)
     with pytest.raises(ShapeError, match="200 points < min_points 256"):
         make_points(Loaded(PointData(rng.normal(size=(200, 3))), "0" * 64, False), "k", spec)

@@ -47,19 +47,20 @@ def test_seed_from_key_is_stable_and_64_bit():
 
 def test_mesh_sampling_is_deterministic_per_key():
     spec = SampleSpec(num_points=2048)
-    first = make_points(_sphere(), "src_a", spec)
+    first = make_points(_sphere(), "src_a", spec).points
     assert first.shape == (2048, 3) and first.dtype == np.float32
-    assert make_points(_sphere(), "src_a", spec).tobytes() == first.tobytes()
-    assert make_points(_sphere(), "src_b", spec).tobytes() != first.tobytes()
+    assert make_points(_sphere(), "src_a", spec).points.tobytes() == first.tobytes()
+    assert make_points(_sphere(), "src_b", spec).points.tobytes() != first.tobytes()
 
 
 def test_area_weighted_split_and_zero_area_faces():
     vertices, faces = (np.asarray(a) for a in TWO_TRIANGLES)
     n = 200_000
-    points = sample_surface(vertices.astype(np.float64), faces, n, np.random.default_rng(0))
+    points, chosen = sample_surface(vertices.astype(np.float64), faces, n, np.random.default_rng(0))
     assert points.shape == (n, 3) and points.dtype == np.float64
     on_small, on_large = points[:, 2] == 0, np.abs(points[:, 2] - 1) < 1e-12
     assert (on_small | on_large).all()  # nothing on the zero-area faces at z = 5
+    assert (chosen[on_small] == 1).all() and (chosen[on_large] == 3).all()  # the face each point lies on
     assert _within(int(on_large.sum()), n, 0.75)
     small, large = points[on_small], points[on_large] / [3**0.5, 3**0.5, 1]
     for tri in (small, large):  # inside the triangle x, y >= 0, x + y <= 1
@@ -70,7 +71,7 @@ def test_area_weighted_split_and_zero_area_faces():
 
 
 def test_unit_sphere_samples_are_centred_on_the_surface():
-    points = make_points(_sphere(4), "sphere", SampleSpec()).astype(np.float64)
+    points = make_points(_sphere(4), "sphere", SampleSpec()).points.astype(np.float64)
     radii = np.linalg.norm(points, axis=1)
     assert radii.max() <= 1 + 1e-6 and radii.min() > 0.99  # faces are chords of the unit sphere
     assert np.abs(points.mean(axis=0)).max() < 0.03  # 6 standard errors of a mean of 16,384 points
@@ -80,36 +81,87 @@ def test_unit_sphere_samples_are_centred_on_the_surface():
 
 def test_y_up_sources_are_rotated_to_z_up():
     spec = SampleSpec(num_points=512)
-    native = make_points(_sphere(), "k", spec)
-    rotated = make_points(Loaded(_sphere().geometry, "0" * 64, y_up=True), "k", spec)
+    native = make_points(_sphere(), "k", spec).points
+    rotated = make_points(Loaded(_sphere().geometry, "0" * 64, y_up=True), "k", spec).points
     np.testing.assert_array_equal(rotated, native[:, (2, 0, 1)])
     one_point = make_points(_cloud([[1, 2, 3]], y_up=True), "k", SampleSpec(num_points=512, min_points=1))
-    np.testing.assert_array_equal(one_point, [[3, 1, 2]])
+    np.testing.assert_array_equal(one_point.points, [[3, 1, 2]])
 
 
 def test_large_point_clouds_are_subsampled_without_replacement():
     cloud = np.arange(3 * 5000, dtype=np.float64).reshape(5000, 3)  # every row distinct
     spec = SampleSpec(num_points=1000)
-    points = make_points(_cloud(cloud), "pc", spec)
+    points = make_points(_cloud(cloud), "pc", spec).points
     assert points.shape == (1000, 3)
     rows = (points[:, 0] / 3).astype(int)
     assert len(np.unique(rows)) == 1000
     np.testing.assert_array_equal(points, cloud[rows])
-    assert make_points(_cloud(cloud), "pc", spec).tobytes() == points.tobytes()
-    assert make_points(_cloud(cloud), "pc2", spec).tobytes() != points.tobytes()
+    assert make_points(_cloud(cloud), "pc", spec).points.tobytes() == points.tobytes()
+    assert make_points(_cloud(cloud), "pc2", spec).points.tobytes() != points.tobytes()
 
 
 def test_small_point_clouds_are_kept_whole_in_order():
     cloud = np.random.default_rng(1).normal(size=(1500, 3))
-    points = make_points(_cloud(cloud), "pc", SampleSpec(num_points=2000))
+    points = make_points(_cloud(cloud), "pc", SampleSpec(num_points=2000)).points
     np.testing.assert_array_equal(points, cloud.astype(np.float32))
 
 
 def test_float16_output():
-    points = make_points(_sphere(), "k", SampleSpec(num_points=256, dtype="float16"))
+    points = make_points(_sphere(), "k", SampleSpec(num_points=256, dtype="float16")).points
     assert points.dtype == np.float16 and points.shape == (256, 3)
-    reference = make_points(_sphere(), "k", SampleSpec(num_points=256))
+    reference = make_points(_sphere(), "k", SampleSpec(num_points=256)).points
     np.testing.assert_allclose(points, reference, atol=1e-3)
+
+
+def _two_boxes(face_parts=None) -> Loaded:
+    """A unit box at x = -1 (part 0) and one at x = +1 (part 1), so a point's part is the sign of its x."""
+    boxes = [trimesh.creation.box(transform=trimesh.transformations.translation_matrix((x, 0, 0)))
+             for x in (-1, 1)]
+    mesh = trimesh.util.concatenate(boxes)
+    loaded = _mesh(mesh.vertices, mesh.faces)
+    if face_parts is not None:
+        loaded.geometry.face_parts = face_parts
+        loaded.geometry.part_names = ("left", "right")
+    return loaded
+
+
+def test_mesh_points_carry_the_part_of_their_face():
+    spec = SampleSpec(num_points=4096)
+    plain = make_points(_two_boxes(), "k", spec)
+    assert plain.parts is None and plain.part_names == ()
+    labelled = make_points(_two_boxes(np.repeat(np.arange(2), 12)), "k", spec)
+    assert labelled.points.tobytes() == plain.points.tobytes()  # the labels take no draw
+    assert labelled.parts.dtype == np.uint8 and labelled.parts.shape == (4096,)
+    assert labelled.part_names == ("left", "right")
+    np.testing.assert_array_equal(labelled.parts, labelled.points[:, 0] > 0)
+    assert _within(int(labelled.parts.sum()), 4096, 0.5)
+    swapped = make_points(_two_boxes(np.repeat([1, 0], 12)), "k", spec)
+    np.testing.assert_array_equal(swapped.parts, 1 - labelled.parts)
+    turned = Loaded(_two_boxes(np.repeat(np.arange(2), 12)).geometry, "0" * 64, y_up=True)
+    y_up = make_points(turned, "k", spec)
+    np.testing.assert_array_equal(y_up.parts, labelled.parts)  # turning the cloud keeps each point's part
+
+
+def test_point_clouds_have_no_parts():
+    points = np.random.default_rng(0).normal(size=(2000, 3))
+    cloud = make_points(_cloud(points), "pc", SampleSpec(num_points=1024))
+    assert cloud.parts is None and cloud.part_names == ()
+
+
+@pytest.mark.parametrize(
+    ("face_parts", "reason"),
+    [
+        (np.zeros(23, np.int64), "face parts must be (24,) integers, got int64 (23,)"),
+        (np.zeros(24, np.float32), "face parts must be (24,) integers, got float32 (24,)"),
+        (np.full(24, 2), "face parts out of range [0, 2)"),
+        (np.full(24, -1), "face parts out of range [0, 2)"),
+    ],
+    ids=["length", "dtype", "too-high", "negative"],
+)
+def test_bad_face_parts_are_rejected(face_parts, reason):
+    with pytest.raises(ShapeError) as info:
+        make_points(_two_boxes(face_parts), "k", SampleSpec(num_points=64))
+    assert (info.value.stage, info.value.reason) == ("validate", reason)
 
 
 FLAT = ([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [[0, 1, 2], [0, 2, 1]])
@@ -158,7 +210,7 @@ def test_max_faces_is_checked_before_any_work():
 
 
 def test_mesh_at_the_face_limit_is_sampled():
-    points = make_points(_mesh(*TWO_TRIANGLES), "k", SampleSpec(num_points=64, max_faces=5))
+    points = make_points(_mesh(*TWO_TRIANGLES), "k", SampleSpec(num_points=64, max_faces=5)).points
     assert points.shape == (64, 3)
 
 

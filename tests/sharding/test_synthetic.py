@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 
 import numpy as np
@@ -97,7 +98,10 @@ def test_load_generates_each_ref_and_hashes_the_arrays() -> None:
         expected, _ = generate_shape(i, seed=3)
         np.testing.assert_array_equal(loaded.geometry.vertices, expected.vertices)
         np.testing.assert_array_equal(loaded.geometry.faces, expected.faces)
-        digest = hashlib.sha256(expected.vertices.tobytes() + expected.faces.tobytes()).hexdigest()
+        np.testing.assert_array_equal(loaded.geometry.face_parts, expected.face_parts)
+        assert loaded.geometry.part_names == expected.part_names
+        arrays = expected.vertices.tobytes() + expected.faces.tobytes() + expected.face_parts.tobytes()
+        digest = hashlib.sha256(arrays + json.dumps(expected.part_names).encode()).hexdigest()
         assert loaded.raw_sha256 == digest
     other = [loaded.raw_sha256 for _, loaded in reader(N_FAMILIES + 2, seed=4).load(refs)]
     assert not set(other) & {loaded.raw_sha256 for _, loaded in results}
