@@ -1,11 +1,12 @@
-"""The one-command demo (`make demo`): synthetic corpus -> shards -> pretraining -> SVM evaluation -> pictures.
+"""The one-command demo (`make demo`): synthetic corpus -> shards -> pretraining -> SVM and part segmentation -> pictures.
 
 Every stage is the code path a cluster run takes, only smaller: `sharding.shard_corpus` on a local Ray
 instance writes the labelled synthetic corpus (a pretraining/SVM-train corpus and a held-out test
 corpus with another seed), `launch/pretrain.py` trains the `tiny` model through the DeepSpeed engine
 (a subprocess, exactly as a user would start it) while its monitor probes the teacher with a linear SVM
-and k-NN every 4 epochs, the linear-SVM protocol scores the exported teacher encoder against the same
-architecture with random initialisation, and the pictures are drawn. All of it is logged to one local
+and k-NN every 4 epochs, the linear-SVM and part-segmentation protocols score the exported teacher encoder
+against the same architecture with random initialisation (segmentation on a subset of the shapes, with the
+synthetic corpus's per-point part labels and a short schedule), and the pictures are drawn. All of it is logged to one local
 MLflow store (pictures on the run they describe); `summary.json` collects the numbers.
 
     python -m launch.demo                       # defaults: 2,000 + 500 shapes, 8 epochs (about 15 min on 2 cores)
@@ -22,11 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from configuration.extras import require
-from launch.evaluation.data import LabelledSet
+from launch.evaluation.data import LabelledSet, TrainTest
 from launch.evaluation.features import InputSpec
+from launch.evaluation.part_data import PartSet
+from launch.evaluation.partseg import PartRunResult
 from launch.evaluation.protocols import RunResult
 from launch.training.config import load_pretrain_config
 from pipeline.manifest import load_manifest
@@ -45,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=8, help="pretraining epochs")
     p.add_argument("--num-points", type=int, default=16384, help="surface points per shape")
     p.add_argument("--shard-size", type=int, default=250)
+    p.add_argument("--partseg-shapes", type=int, default=320, help="training shapes of the part-segmentation run "
+                                                                      "(tested on half as many held-out ones)")
+    p.add_argument("--partseg-epochs", type=int, default=10, help="part-segmentation epochs (reference: 300)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -109,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     data = load_labelled(shards, args.seed)
     export = out / "pretrain" / "export"
     scores = evaluate(export, data, uri, args.seed)
+    print(f"[demo] part segmentation on {args.partseg_shapes} shapes, {args.partseg_epochs} epochs, against random "
+          "initialisation", flush=True)
+    segmented = partseg(export, data, uri, args.seed, args.partseg_shapes, args.partseg_epochs)
     print("[demo] drawing pictures", flush=True)
-    draw_pictures(out / "pictures", export, data, scores, run_id, uri, args.seed)
+    draw_pictures(out / "pictures", export, data, scores, segmented, run_id, uri, args.seed)
     summary = {
         "num_shapes": args.shapes, "num_test_shapes": args.test_shapes, "num_shards": len(manifest.shardlist),
         "epochs": args.epochs, "steps": steps, "wall_seconds": round(time.monotonic() - start, 1),
@@ -119,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         "svm_acc_random_init": scores["random_init"].result.accuracy,
         "svm_input": {"points": data.input.num_points, "patches": data.input.num_patches,
                       "patch_size": data.input.patch_size, "presampled_points": PRESAMPLE},
+        "partseg": {name: {"instance_miou": seg.result.final.scores.instance_miou,
+                           "class_miou": seg.result.final.scores.class_miou} for name, seg in segmented.items()},
+        "partseg_setup": {"train_shapes": args.partseg_shapes, "epochs": args.partseg_epochs},
         "monitor": monitor,
         "mlflow_tracking_uri": uri, "mlflow_run_id": run_id,
-        "mlflow_eval_run_ids": {name: scored.run_id for name, scored in scores.items()},
+        "mlflow_eval_run_ids": {**{f"svm-{name}": scored.run_id for name, scored in scores.items()},
+                                **{f"partseg-{name}": seg.run_id for name, seg in segmented.items()}},
         "encoder_export": str(export), "pictures": str(out / "pictures"),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -130,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[demo] SVM accuracy on {args.test_shapes} held-out shapes: pretrained "
           f"{summary['svm_acc_pretrained']:.1%}, random init {summary['svm_acc_random_init']:.1%}"
           f" ({summary['wall_seconds']:.0f} s in all)")
+    seg = summary["partseg"]
+    print(f"[demo] part segmentation, instance mIoU: pretrained {seg['pretrained']['instance_miou']:.1%}, random init "
+          f"{seg['random_init']['instance_miou']:.1%}")
     print(f"[demo] summary: {out / 'summary.json'}; pictures: {out / 'pictures'}")
     print(f"[demo] browse the runs: mlflow ui --backend-store-uri {uri}\n"
           f"[demo]   then open {runs_page(uri, run_id)}")
@@ -158,23 +175,26 @@ def monitor_curves(run_id: str, uri: str) -> dict:
 class Labelled:
     train: LabelledSet
     test: LabelledSet
+    parts: TrainTest  # the same clouds with their per-point part labels (PartSets)
     info: dict
     input: InputSpec
 
 
 def load_labelled(shards: Path, seed: int) -> Labelled:
-    """Both splits with their labels, each cloud uniformly subsampled to PRESAMPLE points as it is read.
+    """Both splits with their labels and parts, each cloud uniformly subsampled to PRESAMPLE points as it is read.
 
     The SVM input is then FPS'd from those points, as the pretraining crops were subsampled: exact FPS
     over all 16,384 stored points costs ~0.1-0.4 s per shape in torch on a CPU, too slow for the demo.
     """
-    from launch.evaluation.data import LabelledDataConfig, load_shards
+    from launch.evaluation.data import LabelledDataConfig
+    from launch.evaluation.part_data import load_part_shards
 
-    data = load_shards(LabelledDataConfig(kind="shards", path=str(shards), max_points=PRESAMPLE, split_seed=seed))
+    data = load_part_shards(LabelledDataConfig(kind="shards", path=str(shards), max_points=PRESAMPLE,
+                                               split_seed=seed))
     cfg = load_pretrain_config(PRETRAIN_CONFIG)
     spec = InputSpec(num_points=cfg.data.global_crops.points, num_patches=cfg.model.patchify.global_patches,
                      patch_size=cfg.model.patchify.patch_size)  # the pretraining global-crop geometry
-    return Labelled(data.train, data.test, data.info, spec)
+    return Labelled(data.train.labelled(), data.test.labelled(), data, data.info, spec)
 
 
 @dataclass
@@ -204,11 +224,46 @@ def evaluate(export: Path, data: Labelled, uri: str, seed: int) -> dict[str, Sco
     return results
 
 
-def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Scored], run_id: str, uri: str,
-                  seed: int) -> None:
+@dataclass
+class Segmented:
+    result: PartRunResult
+    run_id: str  # its evaluation run
+    test: PartSet  # the held-out shapes it was scored on
+
+
+def partseg(export: Path, data: Labelled, uri: str, seed: int, shapes: int, epochs: int) -> dict[str, Segmented]:
+    """The part-segmentation protocol on the first `shapes` training shapes (the families take turns, so
+    every family is there) and half as many held-out ones, pretrained against random init."""
+    from launch.evaluation.encoders import random_encoder
+    from launch.evaluation.partseg import PartSegConfig, train_segmenter
+    from launch.evaluation.report import build_part_report, log_report, write_report
+    from model.export import load_encoder
+
+    encoder, model_cfg, meta = load_encoder(export)
+    train = data.parts.train.subset(np.arange(min(shapes, len(data.parts.train))))
+    test = data.parts.test.subset(np.arange(min(max(1, shapes // 2), len(data.parts.test))))
+    cfg = PartSegConfig(input=data.input.model_copy(update={"subsample": "random"})).with_epochs(epochs)
+    info = {**data.info, "train_size": len(train), "test_size": len(test)}
+    results = {}
+    for name, enc in (("pretrained", encoder), ("random_init", random_encoder(model_cfg, seed))):
+        run = train_segmenter(enc, model_cfg, train, test, cfg, "cpu", seed)
+        report = build_part_report([run], train.class_names, train.part_names, info,
+                                   {"source": name, "export": str(export), **meta}, cfg.model_dump(mode="json"))
+        write_report(report, export.parent.parent / f"eval-partseg-{name}.json")
+        run_id = log_report(report, uri, experiment="asymdsd-demo", run_name=f"partseg-{name}")
+        results[name] = Segmented(run, run_id, test)
+        scores = run.final.scores
+        print(f"[demo] part segmentation {name}: instance mIoU {scores.instance_miou:.1%}, class mIoU "
+              f"{scores.class_miou:.1%}", flush=True)
+    return results
+
+
+def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Scored], segmented: dict[str, Segmented],
+                  run_id: str, uri: str, seed: int) -> None:
     """Crops, masks and attention of two held-out shapes, the training curves, and the t-SNE maps of the
     pretrained and randomly initialised encoders side by side with their SVM accuracies (on the pretraining
-    run); t-SNE and confusion of each SVM evaluation (on that evaluation's run)."""
+    run); t-SNE and confusion of each SVM evaluation, and predicted against true parts of four held-out
+    shapes for each part-segmentation run (on that evaluation's run)."""
     from launch.pictures.evaluation import comparison_figure, confusion_figure, embed_2d, embedding_figure
     from launch.pictures.output import save_figure
     from launch.pictures.sample import Shape, crop_spec, sample_figures
@@ -240,6 +295,25 @@ def draw_pictures(out: Path, export: Path, data: Labelled, scores: dict[str, Sco
                                   embedded=True,
                                   title="t-SNE of held-out features: pretrained encoder against its random init"),
                 out, "tsne_comparison", run_id, uri)
+    for name, seg in segmented.items():
+        save_figure(parts_figure(seg.result, seg.test, f"Part segmentation, {name.replace('_', ' ')}"),
+                    out, f"partseg_{name}", seg.run_id, uri)
+
+
+def parts_figure(result: PartRunResult, test: PartSet, title: str):
+    """Truth against prediction for four held-out shapes of different families, each with its IoU."""
+    from launch.evaluation.part_metrics import shape_ious
+    from launch.pictures.segmentation import part_segmentation_figure
+
+    final = result.final
+    labels = test.labels
+    ious = shape_ious(final.pred, final.truth, final.num_points, labels, test.category_parts)
+    multi_part = [i for i in range(len(labels)) if len(test.category_parts[labels[i]]) > 1]
+    rows = [multi_part[j] for j in np.linspace(0, len(multi_part) - 1, min(4, len(multi_part))).astype(int)]
+    clouds = [final.points[i, : final.num_points[i]] for i in rows]
+    return part_segmentation_figure(clouds, [final.truth[i, : final.num_points[i]] for i in rows],
+                                    [final.pred[i, : final.num_points[i]] for i in rows], test.part_names,
+                                    [f"{test.class_names[labels[i]]}: IoU {ious[i]:.2f}" for i in rows], title=title)
 
 
 def steps_of(run_id: str, uri: str) -> int:

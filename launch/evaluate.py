@@ -4,6 +4,8 @@
         --protocol svm --seeds 3 --report out/svm.json
     python -m launch.evaluate --official-ckpt checkpoints/AsymDSD-S_ShapeNet.ckpt \
         --dataset scanobjectnn:data/ScanObjectNN/h5_files.zip --variant pb_t50_rs --protocol finetune
+    python -m launch.evaluate --encoder runs/demo/export --protocol partseg \
+        --dataset shapenetpart:data/shapenetcore_partanno_segmentation_benchmark_v0_normal.zip
     python -m launch.evaluate --config eval.yaml [flags that override it]
 
 The encoder is an export directory (`model.export`; DeepSpeed checkpoints are exported first) or a
@@ -89,7 +91,7 @@ FLAGS: dict[str, tuple[Flag, ...]] = {
         Flag("--protocol", "protocol", choices=PROTOCOLS),
         Flag("--seeds", "seeds", "runs with seeds 0..N-1 (default 1)", type=int),
         Flag("--device", "device", "cpu (default), cuda, cuda:1, ..."),
-        Flag("--epochs", "epochs", "total epochs of a trained-head protocol (reference: 150)", type=int),
+        Flag("--epochs", "epochs", "total epochs of a trained-head protocol (reference: 150; partseg 300)", type=int),
         Flag("--batch-size", "batch_size", type=int),
         Flag("--voting", "voting", "test-time votes (trained heads only; default 1 = none)", type=int),
         Flag("--eval-every", "eval_every", "also test every N epochs", type=int),
@@ -139,6 +141,10 @@ def flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _summary(report: dict) -> str:
+    if report["protocol"] == "partseg":
+        inst, cls = report["instance_miou"], report["class_miou"]
+        return (f"partseg: instance mIoU {100 * inst['mean']:.2f} +- {100 * inst['std']:.2f}, class mIoU "
+                f"{100 * cls['mean']:.2f} +- {100 * cls['std']:.2f} over {inst['n']} run(s)")
     acc, mca = report["accuracy"], report["mean_class_accuracy"]
     return (f"{report['protocol']}: accuracy {100 * acc['mean']:.2f} +- {100 * acc['std']:.2f} "
             f"(mean class {100 * mca['mean']:.2f} +- {100 * mca['std']:.2f}) over {acc['n']} run(s)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -133,15 +135,29 @@ class PointEncoder(nn.Module):
 
     def forward_tokens(self, tokens: Tensor, pe: Tensor) -> Tensor:
         """Run the transformer on (C, T, D) tokens; returns (C, [1 +] T, D) after the final norm."""
+        return self._run(tokens, pe, ())[0]
+
+    def _run(self, tokens: Tensor, pe: Tensor, keep: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
         x, pe = self._with_cls(tokens, pe)
         use_ckpt = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
-        for blk in self.blocks:
+        kept = {}
+        for i, blk in enumerate(self.blocks, start=1):
             x = x + pe
             x = checkpoint(blk, x, use_reentrant=False) if use_ckpt else blk(x)
-        return self.norm(x)
+            if i in keep:
+                kept[i] = x
+        return self.norm(x), [kept[i] for i in keep]
 
     def forward(self, patches: Patches) -> Tensor:
         return self.forward_tokens(*self.embed(patches))
+
+    def forward_with_blocks(self, patches: Patches, blocks: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+        """The final output and the raw outputs (C, [1 +] P, D) of the given blocks (1-based, before the
+        final norm), as the official segmentation model reads its encoder's hidden states."""
+        depth = len(self.blocks)
+        if not all(1 <= b <= depth for b in blocks):
+            raise ValueError(f"blocks {list(blocks)} must lie in 1..{depth} (this encoder's depth)")
+        return self._run(*self.embed(patches), blocks)
 
     @torch.no_grad()
     def cls_attention(self, patches: Patches, blocks: list[int] | None = None) -> dict[int, Tensor]:

@@ -38,15 +38,13 @@ def model_input(cfg: ModelConfig, num_points: int = 1024) -> InputSpec:
     return InputSpec(num_points=num_points, num_patches=patches, patch_size=cfg.patchify.patch_size)
 
 
-def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
-              ) -> tuple[Tensor, Tensor]:
-    """(B, n, 3) clouds of at most `spec.num_points` points each, and their valid counts.
-
-    Clouds that already have no more points than asked are kept whole (ScanObjectNN at 2,048).
-    """
+def subsample_indices(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
+                      ) -> tuple[Tensor, Tensor] | None:
+    """Indices (B, n) of the points `subsample` keeps (padding entries point at 0) and the kept counts, or
+    None when every cloud already has no more points than asked (they are kept whole)."""
     n = spec.num_points
     if points.shape[1] <= n:
-        return points, num_points
+        return None
     if spec.subsample == "fps":
         idx = farthest_point_sample(points, num_points, n, generator)
     else:
@@ -54,10 +52,21 @@ def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: to
         keys = keys.masked_fill(torch.arange(points.shape[1], device=points.device) >= num_points[:, None], 2.0)
         idx = keys.argsort(dim=1)[:, :n]
     kept = num_points.clamp(max=n)
-    idx = torch.where(torch.arange(n, device=points.device) < kept[:, None], idx, 0)
+    return torch.where(torch.arange(n, device=points.device) < kept[:, None], idx, 0), kept
+
+
+def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator
+              ) -> tuple[Tensor, Tensor]:
+    """(B, n, 3) clouds of at most `spec.num_points` points each, and their valid counts.
+
+    Clouds that already have no more points than asked are kept whole (ScanObjectNN at 2,048).
+    """
+    chosen = subsample_indices(points, num_points, spec, generator)
+    if chosen is None:
+        return points, num_points
+    idx, kept = chosen
     out = points.gather(1, idx[..., None].expand(-1, -1, 3))
-    out = out * (torch.arange(n, device=points.device) < kept[:, None])[..., None]
-    return out, kept
+    return out * (torch.arange(idx.shape[1], device=points.device) < kept[:, None])[..., None], kept
 
 
 def encode(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,

@@ -38,8 +38,8 @@ from pipeline.shards import ShardStore
 from sharding.containers import Container, is_archive, open_container
 from sharding.layouts import SCANOBJECTNN_CLASSES, SCANOBJECTNN_FILES, Z_UP_FROM_Y_UP
 
-DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5", "objaverse_lvis"]
-DATASET_KINDS = "shards, scanobjectnn, modelnet40_h5, objaverse_lvis"
+DatasetKind = Literal["shards", "scanobjectnn", "modelnet40_h5", "objaverse_lvis", "shapenetpart"]
+DATASET_KINDS = "shards, scanobjectnn, modelnet40_h5, objaverse_lvis, shapenetpart"
 FEWSHOT_SWAP_YZ = (0, 2, 1)  # the reference's axis order for the few-shot pickles
 
 
@@ -157,11 +157,24 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
 # -- our shards --------------------------------------------------------------------------------------
 
 
-def _read_shard_split(cfg: LabelledDataConfig, split: str, offset: int = 0
-                      ) -> tuple[list[np.ndarray], list[str], list[str], str]:
+@dataclass
+class ShardSplit:
+    """The samples of one manifest split: clouds (capped as read), labels, keys, and per-point parts if asked."""
+
+    clouds: list[np.ndarray]
+    names: list[str]
+    keys: list[str]
+    digest: str
+    parts: list[np.ndarray] = field(default_factory=list)  # (n,) local part indices, with_parts only
+    part_names: list[tuple[str, ...]] = field(default_factory=list)  # each sample's `part_names` metadata
+
+
+def read_shard_split(cfg: LabelledDataConfig, split: str, offset: int = 0, with_parts: bool = False) -> ShardSplit:
+    """Read split `split` of the shards; each cloud (and its parts) capped at `cfg.max_points` with seed
+    `cfg.split_seed` + `offset` + its index, so the same clouds come out with or without parts."""
     manifest = load_manifest(cfg.path, cfg.storage_options, split=split)
     store = ShardStore(storage_options=cfg.storage_options)
-    clouds, names, keys = [], [], []
+    out = ShardSplit([], [], [], manifest.digest)
     try:
         for shard in manifest.shards:
             for i in range(store.num_samples(shard)):
@@ -171,12 +184,22 @@ def _read_shard_split(cfg: LabelledDataConfig, split: str, offset: int = 0
                     raise DatasetError(f"shard {shard.url}: sample {sample.key} has no metadata key "
                                        f"{cfg.label_key!r} (keys: {', '.join(sorted(sample.meta))})")
                 cloud = np.asarray(sample.points, dtype=np.float32)
-                clouds.append(cap_points(cloud, cfg.max_points, cfg.split_seed + len(clouds) + offset))
-                names.append(str(label))
-                keys.append(sample.key)
+                if with_parts:
+                    if sample.parts is None or not isinstance(sample.meta.get("part_names"), list):
+                        raise DatasetError(f"shard {shard.url}: sample {sample.key} has no per-point part labels "
+                                           "(a parts.npy member and part_names metadata)")
+                    cloud = np.column_stack([cloud, sample.parts.astype(np.float32)])
+                cloud = cap_points(cloud, cfg.max_points, cfg.split_seed + len(out.clouds) + offset)
+                if with_parts:
+                    out.parts.append(cloud[:, 3].astype(np.int64))
+                    out.part_names.append(tuple(str(n) for n in sample.meta["part_names"]))
+                    cloud = np.ascontiguousarray(cloud[:, :3])
+                out.clouds.append(cloud)
+                out.names.append(str(label))
+                out.keys.append(sample.key)
     finally:
         store.close()
-    return clouds, names, keys, manifest.digest
+    return out
 
 
 def _shard_splits(cfg: LabelledDataConfig) -> set[str]:
@@ -185,24 +208,33 @@ def _shard_splits(cfg: LabelledDataConfig) -> set[str]:
     return {entry.split for entry in manifest.document.shardlist}
 
 
-def load_shards(cfg: LabelledDataConfig) -> TrainTest:
-    train_clouds, train_names, train_keys, digest = _read_shard_split(cfg, "train")
+def read_shards(cfg: LabelledDataConfig, with_parts: bool = False) -> tuple[ShardSplit, ShardSplit | None, str]:
+    """(train split, test split or None, the split rule for the report) of a shard dataset."""
+    train = read_shard_split(cfg, "train", with_parts=with_parts)
     if "test" in _shard_splits(cfg):
-        test_clouds, test_names, test_keys, _ = _read_shard_split(cfg, "test", len(train_clouds))
-        split_rule = "manifest splits train/test"
-    else:
-        test_clouds, test_names, test_keys = [], [], []
-        split_rule = f"stratified hold-out of the train split, test_fraction={cfg.test_fraction}, seed={cfg.split_seed}"
-    class_names = tuple(sorted(set(train_names) | set(test_names)))
-    points, counts = _pad(train_clouds + test_clouds)
-    labels = _encode_labels(train_names + test_names, class_names)
-    everything = LabelledSet("shards", points, counts, labels, class_names, tuple(train_keys + test_keys))
-    n_train = len(train_clouds)
-    if test_clouds:
-        train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(everything))
-    else:
-        train_idx, test_idx = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
-    info = {"kind": "shards", "path": cfg.path, "manifest_digest": digest, "split": split_rule,
+        return train, read_shard_split(cfg, "test", len(train.clouds), with_parts), "manifest splits train/test"
+    return train, None, (f"stratified hold-out of the train split, test_fraction={cfg.test_fraction}, "
+                         f"seed={cfg.split_seed}")
+
+
+def shard_split_indices(labels: np.ndarray, n_train: int, has_test: bool, cfg: LabelledDataConfig
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into train + test samples: the manifest's splits, else the stratified hold-out."""
+    if has_test:
+        return np.arange(n_train), np.arange(n_train, len(labels))
+    return stratified_split(labels, cfg.test_fraction, cfg.split_seed)
+
+
+def load_shards(cfg: LabelledDataConfig) -> TrainTest:
+    train, test, split_rule = read_shards(cfg)
+    test = test or ShardSplit([], [], [], train.digest)
+    names = train.names + test.names
+    class_names = tuple(sorted(set(names)))
+    points, counts = _pad(train.clouds + test.clouds)
+    labels = _encode_labels(names, class_names)
+    everything = LabelledSet("shards", points, counts, labels, class_names, tuple(train.keys + test.keys))
+    train_idx, test_idx = shard_split_indices(labels, len(train.clouds), bool(test.clouds), cfg)
+    info = {"kind": "shards", "path": cfg.path, "manifest_digest": train.digest, "split": split_rule,
             "label_key": cfg.label_key}
     return TrainTest(everything.subset(train_idx, "shards/train"), everything.subset(test_idx, "shards/test"), info)
 
@@ -391,6 +423,9 @@ CAPPED_AS_READ = ("shards", "objaverse_lvis")
 
 def load_dataset(cfg: LabelledDataConfig) -> TrainTest:
     """The train and test sets of `cfg`, every cloud capped at `cfg.max_points` (some kinds as they are read)."""
+    if cfg.kind not in LOADERS:
+        raise DatasetError(f"dataset kind {cfg.kind} holds part labels for protocol partseg; the classification "
+                           f"protocols read kinds {', '.join(LOADERS)}")
     data = LOADERS[cfg.kind](cfg)
     if cfg.kind in CAPPED_AS_READ:
         return data

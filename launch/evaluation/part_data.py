@@ -1,10 +1,12 @@
-"""ShapeNetPart for part segmentation: point clouds with a part label per point, read in the published layout.
+"""Point clouds with a part label per point, for part segmentation: ShapeNetPart and our own shards.
 
 `load_shapenetpart` reads `shapenetcore_partanno_segmentation_benchmark_v0_normal` (the folder, its
 parent, or a .zip / .tar / .tar.gz of it, in place) as the official AsymDSD code does
 (remcofl/AsymDSD, `asymdsd/data/datasets_/ShapeNetPart/shapenetpart.py`): the 16 categories in synset
 order, 50 global part ids (each category owns a contiguous range), xyz turned Z-up with the (2, 0, 1)
 permutation, normals dropped, and the official `shuffled_{train,val,test}_file_list.json` splits.
+`load_part_shards` reads shards whose samples carry per-point parts (a `parts.npy` member and
+`part_names` metadata, as the synthetic corpus writes them), split as `data.load_shards` splits them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from launch.evaluation.data import DatasetError, TrainTest, _find_member, cap_points
+from launch.evaluation.data import (
+    DatasetError,
+    LabelledDataConfig,
+    LabelledSet,
+    TrainTest,
+    _find_member,
+    cap_points,
+    read_shards,
+    shard_split_indices,
+)
 from sharding.containers import open_container
 from sharding.layouts import Z_UP_FROM_Y_UP
 
@@ -107,6 +118,10 @@ class PartSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def labelled(self) -> LabelledSet:
+        """The same clouds for the classification protocols: the category is the label, parts dropped."""
+        return LabelledSet(self.name, self.points, self.num_points, self.labels, self.class_names, self.keys)
 
     def subset(self, index: np.ndarray, name: str | None = None) -> PartSet:
         keys = tuple(self.keys[i] for i in index) if self.keys else ()
@@ -261,3 +276,49 @@ def load_shapenetpart(path: str, max_points: int | None = None, seed: int = 0, s
                      + ("" if "val" in splits else ", val = val"),
             "max_points": max_points, "seed": seed}
     return TrainTest(out["train"], out["test"], info, out.get("val"))
+
+
+# -- our shards -----------------------------------------------------------------------------------------------
+
+
+def load_part_shards(cfg: LabelledDataConfig) -> TrainTest:
+    """Shards with per-point parts as PartSets: the category is the `cfg.label_key` metadata, and global part
+    ids number each category's parts (its samples' `part_names`, which must agree) in category order."""
+    train, test, split_rule = read_shards(cfg, with_parts=True)
+    samples = [(split, i) for split in (train, test) if split is not None for i in range(len(split.clouds))]
+    categories: dict[str, tuple[str, ...]] = {}
+    for split, i in samples:
+        name, parts = split.names[i], split.part_names[i]
+        if categories.setdefault(name, parts) != parts:
+            raise DatasetError(f"{cfg.path}: sample {split.keys[i]} ({name}) has parts {list(parts)}, another {name} "
+                               f"sample {list(categories[name])}")
+    class_names = tuple(sorted(categories))
+    part_names, category_parts = [], []
+    for name in class_names:
+        category_parts.append(tuple(range(len(part_names), len(part_names) + len(categories[name]))))
+        part_names += [f"{name}/{part}" for part in categories[name]]
+    index = {name: c for c, name in enumerate(class_names)}
+    for split, i in samples:
+        local = split.parts[i]
+        if len(local) and (local.min() < 0 or local.max() >= len(split.part_names[i])):
+            raise DatasetError(f"{cfg.path}: sample {split.keys[i]} has part indices outside its "
+                               f"{len(split.part_names[i])} part_names")
+    everything = PartSet.from_clouds(
+        "shards", [s.clouds[i] for s, i in samples],
+        [category_parts[index[s.names[i]]][0] + s.parts[i] for s, i in samples],
+        [index[s.names[i]] for s, i in samples], class_names, part_names, category_parts,
+        [s.keys[i] for s, i in samples])
+    train_idx, test_idx = shard_split_indices(everything.labels, len(train.clouds), test is not None, cfg)
+    info = {"kind": "shards", "path": cfg.path, "manifest_digest": train.digest, "split": split_rule,
+            "label_key": cfg.label_key}
+    return TrainTest(everything.subset(train_idx, "shards/train"), everything.subset(test_idx, "shards/test"), info)
+
+
+def load_part_dataset(cfg: LabelledDataConfig) -> TrainTest:
+    """The part-labelled train and test sets of `cfg` (kinds shapenetpart and shards)."""
+    if cfg.kind == "shapenetpart":
+        return load_shapenetpart(cfg.path, cfg.max_points, cfg.split_seed, cfg.storage_options)
+    if cfg.kind == "shards":
+        return load_part_shards(cfg)
+    raise DatasetError(f"protocol partseg needs per-point part labels: dataset kind shapenetpart or shards, "
+                       f"not {cfg.kind}")

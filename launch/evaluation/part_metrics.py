@@ -79,6 +79,11 @@ class PartScores:
     category_iou: dict[str, float]  # category -> its mean shape IoU (categories present only)
     point_accuracy: float  # share of valid points whose part is right
 
+    def headline(self) -> dict[str, float]:
+        """The scores that summarise a run, by their report names."""
+        return {"instance_miou": self.instance_miou, "class_miou": self.class_miou,
+                "point_accuracy": self.point_accuracy}
+
 
 def part_scores(pred: np.ndarray, truth: np.ndarray, num_points: np.ndarray, labels: np.ndarray,
                 category_parts: Sequence[Sequence[int]], class_names: Sequence[str]) -> PartScores:

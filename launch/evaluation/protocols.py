@@ -5,7 +5,8 @@ ModelNet40 protocol and the reference's pretraining monitor) and `knn` (cosine-s
 vote of the k nearest training features, the reference's k-NN monitor, k = 5).
 Trained heads (`train.NeuralConfig`): `linear` and `mlp` probes on the frozen encoder, `finetune`
 (ScanObjectNN one stage; ModelNet40 and our shards two stages), and `fewshot` (N-way K-shot folds,
-full fine-tuning of an MLP head on [mean, max]).
+full fine-tuning of an MLP head on [mean, max]). `partseg` (part segmentation, `launch.evaluation.partseg`)
+fine-tunes the encoder with a per-point head and reports mIoU instead of accuracy.
 
 Every protocol returns one `RunResult` per seed (and fold) carrying the predictions, and for the
 frozen-feature protocols the features, so callers can draw confusion matrices and embeddings
@@ -29,8 +30,8 @@ from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.features import model_input
 
-ProtocolName = Literal["svm", "knn", "linear", "mlp", "finetune", "fewshot"]
-PROTOCOLS: tuple[str, ...] = ("svm", "knn", "linear", "mlp", "finetune", "fewshot")
+ProtocolName = Literal["svm", "knn", "linear", "mlp", "finetune", "fewshot", "partseg"]
+PROTOCOLS: tuple[str, ...] = ("svm", "knn", "linear", "mlp", "finetune", "fewshot", "partseg")
 
 
 @dataclass

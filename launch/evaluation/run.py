@@ -19,6 +19,8 @@ from configuration import StrictModel, load_config
 from launch.evaluation.data import LabelledDataConfig, load_dataset
 from launch.evaluation.encoders import load_encoder_source
 from launch.evaluation.features import InputOverrides, InputSpec
+from launch.evaluation.part_data import load_part_dataset
+from launch.evaluation.partseg import PartSegConfig, train_segmenter
 from launch.evaluation.protocols import (
     FeatureConfig,
     FewShotConfig,
@@ -31,10 +33,11 @@ from launch.evaluation.protocols import (
     neural_run,
     svm_run,
 )
-from launch.evaluation.report import DEFAULT_EXPERIMENT, build_report, log_report, write_report
+from launch.evaluation.report import DEFAULT_EXPERIMENT, build_part_report, build_report, log_report, write_report
 from launch.evaluation.train import NeuralConfig
 from launch.tracking import tracking_uri
 from model.config import ModelConfig
+from model.features import model_input
 
 WHAT = "evaluation config"
 
@@ -79,8 +82,8 @@ class EvalConfig(StrictModel):
             raise ValueError("protocol fewshot needs fewshot_path (the ModelNetFewshot folder or zip)")
         if self.protocol != "fewshot" and self.dataset is None:
             raise ValueError(f"protocol {self.protocol} needs a dataset (KIND:PATH)")
-        if self.voting > 1 and self.protocol in ("svm", "knn"):
-            raise ValueError("voting applies to the trained-head protocols only (linear, mlp, finetune, fewshot)")
+        if self.voting > 1 and self.protocol in ("svm", "knn", "partseg"):
+            raise ValueError("voting applies to the trained-head classifiers only (linear, mlp, finetune, fewshot)")
         return self
 
 
@@ -126,6 +129,27 @@ def run_protocol(cfg: EvalConfig, encoder, model_cfg: ModelConfig) -> tuple[list
     return runs, data.train.class_names, info, settings
 
 
+def partseg_config(cfg: EvalConfig, model_cfg: ModelConfig) -> PartSegConfig:
+    """The reference recipe in this model's patch geometry (2,048 random points, patches scaled from the
+    pretraining count), with the job's epochs, batch size, test cadence and input overrides."""
+    spec = cfg.input.apply(model_input(model_cfg, 2048).model_copy(update={"subsample": "random"}))
+    seg = PartSegConfig(input=spec, eval_every=cfg.eval_every)
+    if cfg.epochs is not None:
+        seg = seg.with_epochs(cfg.epochs)
+    return seg.model_copy(update={"batch_size": cfg.batch_size} if cfg.batch_size else {})
+
+
+def run_partseg(cfg: EvalConfig, encoder, model_cfg: ModelConfig, meta: dict) -> tuple[dict[str, Any], list]:
+    """(report, runs) of the part-segmentation protocol."""
+    data = load_part_dataset(cfg.dataset)
+    seg = partseg_config(cfg, model_cfg)
+    runs = [train_segmenter(encoder, model_cfg, data.train, data.test, seg, cfg.device, s) for s in range(cfg.seeds)]
+    info = {**data.info, "train_size": len(data.train), "test_size": len(data.test)}
+    report = build_part_report(runs, data.train.class_names, data.train.part_names, info, meta,
+                               {"job": cfg.model_dump(mode="json"), "protocol": seg.model_dump(mode="json")})
+    return report, runs
+
+
 def evaluation_uri(cfg: EvalConfig, encoder_meta: dict[str, Any]) -> str:
     """Where the evaluation run goes: the configured store, else $MLFLOW_TRACKING_URI, else the pretraining
     run's store (an export records it), else a sqlite file next to the report."""
@@ -133,16 +157,19 @@ def evaluation_uri(cfg: EvalConfig, encoder_meta: dict[str, Any]) -> str:
     return tracking_uri(configured or encoder_meta.get("mlflow_tracking_uri"), Path(cfg.report).resolve().parent)
 
 
-def run_evaluation(cfg: EvalConfig) -> tuple[dict[str, Any], list[RunResult]]:
+def run_evaluation(cfg: EvalConfig) -> tuple[dict[str, Any], list]:
     """Run the configured protocol; write the JSON report and (unless disabled) the MLflow run."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {cfg.device} requested but CUDA is not available")
     encoder, model_cfg, meta = load_encoder_source(cfg.encoder, cfg.official_ckpt, cfg.branch, cfg.model_config_path,
                                                    cfg.random_init, cfg.device)
-    runs, class_names, dataset_info, settings = run_protocol(cfg, encoder, model_cfg)
     meta = {**meta, "model": model_cfg.name}
-    report = build_report(cfg.protocol, cfg.voting, runs, class_names, dataset_info, meta,
-                          {"job": cfg.model_dump(mode="json"), "protocol": settings})
+    if cfg.protocol == "partseg":
+        report, runs = run_partseg(cfg, encoder, model_cfg, meta)
+    else:
+        runs, class_names, dataset_info, settings = run_protocol(cfg, encoder, model_cfg)
+        report = build_report(cfg.protocol, cfg.voting, runs, class_names, dataset_info, meta,
+                              {"job": cfg.model_dump(mode="json"), "protocol": settings})
     if cfg.mlflow.enabled:
         uri = evaluation_uri(cfg, meta)
         report["mlflow_run_id"] = log_report(report, uri, cfg.mlflow.experiment, cfg.mlflow.run_name)

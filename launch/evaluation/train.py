@@ -115,7 +115,8 @@ def downstream_encoder(encoder: PointEncoder, cfg: ModelConfig, drop_path: float
     return copy.to(next(encoder.parameters()).device)
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when `enabled`; a no-op context elsewhere."""
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
@@ -130,14 +131,14 @@ def evaluate(model: PointClassifier, data: LabelledSet, cfg: NeuralConfig, devic
         probs = 0
         for vote in range(cfg.voting):
             aug = cfg.train_aug if vote > 0 else None
-            with _autocast(device, cfg.bf16):
+            with autocast(device, cfg.bf16):
                 probs = probs + model(points, counts, generator, aug).float().softmax(-1)
         preds.append(probs.argmax(-1).cpu())
     y_pred = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
     return predictions(data.labels, y_pred)
 
 
-def _epoch_order(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+def epoch_order(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
     """A shuffled epoch; a trailing batch of one is dropped (BatchNorm cannot train on one sample)."""
     order = rng.permutation(n)
     return order[:-1] if n > batch_size and n % batch_size == 1 else order
@@ -154,7 +155,7 @@ def train_classifier(encoder: PointEncoder, model_cfg: ModelConfig, train: Label
                             len(train.class_names), cfg.pooling, cfg.input).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, betas=cfg.betas, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    steps_per_epoch = math.ceil(len(_epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)
     history, epoch = [], 0
     with tqdm(total=cfg.epochs, desc=f"{cfg.head} head, seed {seed}", unit="epoch", disable=None,
               leave=False) as bar:
@@ -165,10 +166,10 @@ def train_classifier(encoder: PointEncoder, model_cfg: ModelConfig, train: Label
                 model.train()
                 loss_sum, seen = torch.zeros((), device=device), 0
                 for points, counts, labels in batches(train, cfg.batch_size, device,
-                                                      _epoch_order(len(train), cfg.batch_size, rng)):
+                                                      epoch_order(len(train), cfg.batch_size, rng)):
                     for group in optimizer.param_groups:
                         group["lr"] = phase.lr(step, steps_per_epoch)
-                    with _autocast(device, cfg.bf16):
+                    with autocast(device, cfg.bf16):
                         loss = loss_fn(model(points, counts, generator, cfg.train_aug).float(), labels)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()

@@ -142,3 +142,38 @@ def test_help_needs_only_the_train_extra():
     done = help_without("launch.evaluate")
     assert done.returncode == 0, done.stderr
     assert "--official-ckpt" in done.stdout and "--print-config" in done.stdout
+
+
+@pytest.mark.slow
+def test_partseg_on_shards_with_synthetic_parts_reports_miou_per_category_and_epoch(tmp_path, pretrain_shards,
+                                                                                    capsys):
+    encoder, cfg = tiny_encoder(0)
+    export = export_encoder(encoder, cfg, tmp_path / "export", {})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report_path = tmp_path / "partseg.json"
+    code = main(["--encoder", str(export), "--dataset", f"shards:{pretrain_shards}", "--test-fraction", "0.34",
+                 "--protocol", "partseg", "--epochs", "2", "--eval-every", "1", "--batch-size", "8",
+                 "--max-points", "512", *SMALL, "--report", str(report_path), "--tracking-uri", uri])
+    assert code == 0, capsys.readouterr().err
+    assert "partseg: instance mIoU" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["protocol"] == "partseg" and report["instance_miou"]["n"] == 1
+    assert 0.0 < report["instance_miou"]["mean"] <= 1.0 and len(report["category_iou"]) == 16
+    assert "mug/handle" in report["part_names"] and report["dataset"]["test_size"] == 16
+    assert report["config"]["protocol"]["input"] == {"num_points": 256, "subsample": "random", "num_patches": 16,
+                                                     "patch_size": 16}
+    client = MlflowClient(uri)
+    run = client.get_run(report["mlflow_run_id"])
+    assert run.data.metrics["partseg/instance_miou_mean"] == pytest.approx(report["instance_miou"]["mean"])
+    assert run.data.metrics["partseg/category_iou/mug_mean"] == pytest.approx(report["category_iou"]["mug"]["mean"])
+    curve = client.get_metric_history(run.info.run_id, "partseg/seed0/test_instance_miou")
+    assert [m.step for m in curve] == [1, 2] and curve[-1].value == pytest.approx(report["instance_miou"]["mean"])
+
+
+def test_partseg_refuses_a_dataset_without_part_labels(tmp_path, capsys):
+    encoder, cfg = tiny_encoder(0)
+    export = export_encoder(encoder, cfg, tmp_path / "export", {})
+    code = main(["--encoder", str(export), "--dataset", f"scanobjectnn:{tmp_path}", "--protocol", "partseg",
+                 "--no-mlflow", "--report", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "partseg needs per-point part labels" in capsys.readouterr().err
