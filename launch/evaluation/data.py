@@ -11,6 +11,7 @@ ScanObjectNN PB_T50_RS 14k) with Z-up coordinates, as in pretraining:
   plus `shape_names.txt`.
 * `objaverse_lvis:PATH`: the official code's prepared Objaverse (`Objaverse.zarr`, directory or zip),
   one fold of its LVIS K-shot split (`load_objaverse_lvis`).
+* `shapenetpart:PATH`: ShapeNetPart, per-point part labels: read by `part_data` for protocol `partseg`.
 * Few-shot folds (`fewshot_fold`): the Point-BERT `ModelNetFewshot` pickles, read by
   `restricted_pickle.loads_arrays`, which builds numpy arrays and nothing else.
 

@@ -93,3 +93,23 @@ def test_an_encoder_without_cls_is_refused(tiny):
     no_cls = cfg.model_copy(update={"encoder": cfg.encoder.model_copy(update={"cls_token": False})})
     with pytest.raises(ValueError, match="CLS"):
         PartSegmenter(random_encoder(no_cls, 0), 2, 5, SPEC)
+
+
+@pytest.mark.cuda
+def test_on_cuda_bf16_logits_follow_fp32_and_a_training_step_is_finite(tiny):
+    _, encoder = tiny
+    model = PartSegmenter(encoder, num_categories=2, num_parts=5, spec=SPEC).cuda().eval()
+    points = torch.randn(4, 256, 3, generator=torch.Generator().manual_seed(0)).cuda()
+    counts, categories = torch.tensor([256, 256, 200, 180]).cuda(), torch.tensor([0, 1, 0, 1]).cuda()
+    reference = model(points, counts, categories, torch.Generator("cuda").manual_seed(3))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = model(points, counts, categories, torch.Generator("cuda").manual_seed(3))
+    valid = torch.arange(256, device="cuda") < counts[:, None]
+    error = (logits.float() - reference)[valid].abs().max() / reference[valid].abs().max()
+    agree = (logits.float().argmax(-1) == reference.argmax(-1))[valid].float().mean()
+    assert logits.dtype == torch.bfloat16 and error < 0.05 and agree > 0.9
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(points, counts, categories, torch.Generator("cuda").manual_seed(3)).float().square().mean()
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
