@@ -146,8 +146,8 @@ def train_segmenter(encoder: PointEncoder, model_cfg: ModelConfig, train: PartSe
     phase = cfg.phase
     steps_per_epoch = math.ceil(len(epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)
     history, step = [], 0
-    for epoch in tqdm(range(1, phase.epochs + 1), desc=f"partseg, seed {seed}", unit="epoch", disable=None,
-                      leave=False):
+    bar = tqdm(range(1, phase.epochs + 1), desc=f"partseg, seed {seed}", unit="epoch", disable=None, leave=False)
+    for epoch in bar:
         model.train()
         loss_sum, seen = torch.zeros((), device=device), 0
         for points, counts, parts, categories in part_batches(train, cfg.batch_size, device,
@@ -168,6 +168,7 @@ def train_segmenter(encoder: PointEncoder, model_cfg: ModelConfig, train: PartSe
         if cfg.eval_every and epoch % cfg.eval_every == 0 and epoch < phase.epochs:
             record.update(predict_parts(model, test, cfg, device, seed).scores.headline())
         history.append(record)
+        bar.set_postfix({k: v for k, v in record.items() if k != "epoch"}, refresh=False)
     final = predict_parts(model, test, cfg, device, seed)
     if cfg.eval_every:
         history[-1].update(final.scores.headline())

@@ -6,7 +6,9 @@ pass through one shared LayerNorm and are concatenated per patch. Every point ge
 interpolated from its 3 nearest patch centres (inverse squared distance), next to its coordinates,
 through an MLP; the shape's global feature (an object-category embedding, the CLS output, and mean and
 max of the concatenated patch features) is appended to every point, and an MLP head scores the parts.
-The pointwise MLPs run on the valid points only, so BatchNorm never sees padding.
+The pointwise MLPs run on the valid points only, so BatchNorm never sees padding. The head's first linear
+is split: its global half is computed once per shape and added to each point's local half, the same maths
+as concatenating with about a third of that layer's work (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from launch.evaluation.features import Augmentation, augment
@@ -72,6 +75,12 @@ class PartSegmenter(nn.Module):
         in_dim = upsampling_dim + label_embed_dim + d + 2 * d * len(self.blocks)
         self.head = pointwise_mlp([in_dim, *head_dims], dropout, out=num_parts)  # PyTorch's default init, as the reference
 
+    def head_first(self, local: Tensor, glob: Tensor, shape_of_point: Tensor) -> Tensor:
+        """The head's first linear on [local (M, U), glob (B, G) of each point's shape]: split, not concatenated."""
+        weight = self.head[0].weight
+        u = local.shape[-1]
+        return F.linear(local, weight[:, :u]) + F.linear(glob, weight[:, u:])[shape_of_point]
+
     def forward(self, points: Tensor, num_points: Tensor, categories: Tensor, generator: torch.Generator,
                 aug: Augmentation | None = None) -> Tensor:
         """Part logits (B, N, parts) for (B, N, 3) clouds already subsampled; padded points score zeros."""
@@ -85,8 +94,7 @@ class PartSegmenter(nn.Module):
                          dim=-1)
         valid = valid_mask(num_points, points.shape[1])
         local = torch.cat([points, interpolate(points, patches.centers, patch_feats)], dim=-1)[valid]
-        per_point = torch.cat([self.upsample(local), glob[:, None].expand(-1, points.shape[1], -1)[valid]], dim=-1)
-        scores = self.head(per_point)
+        scores = self.head[1:](self.head_first(self.upsample(local), glob, valid.nonzero()[:, 0]))
         logits = scores.new_zeros(*points.shape[:2], scores.shape[-1])
         logits[valid] = scores
         return logits

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -22,7 +23,7 @@ def test_demo_runs_end_to_end(tmp_path, local_ray):
     env.pop("MLFLOW_TRACKING_URI")  # the demo names its own store
     result = launch([sys.executable, "-m", "launch.demo", "--out", str(out), "--shapes", "64", "--test-shapes", "32",
                      "--epochs", "1", "--shard-size", "32", "--num-points", "4096", "--partseg-shapes", "32",
-                     "--partseg-epochs", "1"], tmp_path, env=env)
+                     "--partseg-test-shapes", "16", "--partseg-epochs", "1"], tmp_path, env=env)
     assert result.returncode == 0, result.output[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_shapes"] == 64 and summary["num_shards"] == 3 and summary["steps"] == 2  # 64 / 32
@@ -64,3 +65,11 @@ def test_demo_runs_end_to_end(tmp_path, local_ray):
             assert (out / "pictures" / f"{kind}_{name}.png").stat().st_size > 10_000
     for name in PRETRAIN_PICTURES:
         assert (out / "pictures" / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_the_part_segmentation_subsets_take_the_classes_in_turns():
+    from launch.demo import balanced_first
+
+    labels = np.array([2, 2, 0, 1, 0, 2, 1, 1, 0])
+    assert balanced_first(labels, 5).tolist() == [2, 3, 0, 4, 6]  # 0, 1, 2, then the second 0 and 1
+    assert np.bincount(labels[balanced_first(labels, 6)]).tolist() == [2, 2, 2]

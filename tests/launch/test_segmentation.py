@@ -113,3 +113,13 @@ def test_on_cuda_bf16_logits_follow_fp32_and_a_training_step_is_finite(tiny):
         loss = model(points, counts, categories, torch.Generator("cuda").manual_seed(3)).float().square().mean()
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_the_split_first_linear_equals_the_concatenated_one(tiny):
+    _, encoder = tiny
+    model = PartSegmenter(encoder, num_categories=2, num_parts=5, spec=SPEC)
+    gen = torch.Generator().manual_seed(0)
+    local, glob = torch.randn(7, 384, generator=gen), torch.randn(3, model.head[0].in_features - 384, generator=gen)
+    shape_of_point = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    torch.testing.assert_close(model.head_first(local, glob, shape_of_point),
+                               model.head[0](torch.cat([local, glob[shape_of_point]], dim=-1)))
