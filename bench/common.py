@@ -1,8 +1,10 @@
-"""What every benchmark shares: one-core thread settings, best-of-rounds timing, and how results are handed back.
+"""What every benchmark shares: one-core thread settings, best-of-rounds and forward+backward timing, and how
+results are handed back.
 
 Each benchmark prints a human summary and, last, one line `RESULT {json}` that scripts parse (the GPU
 check reads the same object from `--json PATH`). Nothing here imports numpy or torch, so a benchmark
-can pin the thread pools with `one_core_threads()` before those are loaded.
+can pin the thread pools with `one_core_threads()` before those are loaded (`forward_backward_ms` imports
+torch when called).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -64,3 +67,21 @@ def benchmark_main(
         return 0
 
     return main
+
+
+def forward_backward_ms(fn: Callable, x, steps: int, device) -> tuple[float, float]:
+    """Mean ms of `fn(x).float().sum().backward()` after two warm-up calls, and peak CUDA MiB (NaN on CPU)."""
+    import torch
+
+    for _ in range(2):
+        fn(x).float().sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn(x).float().sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return (time.perf_counter() - start) / steps * 1e3, peak

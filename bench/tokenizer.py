@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
-from bench.common import add_json_option, benchmark_main
+from bench.common import add_json_option, benchmark_main, forward_backward_ms
 from model.config import load_model_config
 from model.encoder import PointPatchEmbed
 
@@ -32,21 +31,6 @@ def concat_embed(embed: PointPatchEmbed, x: torch.Tensor) -> torch.Tensor:
         x = stage.layers(x)
         pooled = x.amax(dim=-2, keepdim=True)
     return pooled.squeeze(-2)
-
-
-def time_it(fn, x: torch.Tensor, steps: int, device: torch.device) -> tuple[float, float]:
-    for _ in range(2):
-        fn(x).float().sum().backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn(x).float().sum().backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return (time.perf_counter() - start) / steps * 1e3, peak
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +57,7 @@ def measure(args: argparse.Namespace) -> dict:
                "patch_size": cfg.patchify.patch_size, "max_abs_diff": err}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
         for name, fn in (("concat_reference", lambda t: concat_embed(embed, t)), ("split_linear", embed._embed)):
-            ms, peak = time_it(fn, x, args.steps, device)
+            ms, peak = forward_backward_ms(fn, x, args.steps, device)
             results[f"{name}_ms"] = round(ms, 2)
             results[f"{name}_peak_mib"] = round(peak, 1)
     results["speedup"] = round(results["concat_reference_ms"] / results["split_linear_ms"], 3)

@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=8, help="pretraining epochs")
     p.add_argument("--num-points", type=int, default=16384, help="surface points per shape")
     p.add_argument("--shard-size", type=int, default=250)
-    p.add_argument("--partseg-shapes", type=int, default=64, help="training shapes of the part-segmentation runs")
+    p.add_argument("--partseg-shapes", type=int, default=96, help="training shapes of the part-segmentation runs")
     p.add_argument("--partseg-test-shapes", type=int, default=160, help="held-out shapes they are scored on")
-    p.add_argument("--partseg-epochs", type=int, default=8, help="part-segmentation epochs (reference: 300)")
+    p.add_argument("--partseg-epochs", type=int, default=10, help="part-segmentation epochs (reference: 300)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -247,7 +247,8 @@ def partseg(export: Path, data: Labelled, uri: str, seed: int, shapes: int, test
             ) -> dict[str, Segmented]:
     """The part-segmentation protocol on `shapes` training and `test_shapes` held-out shapes, as many of each
     family, pretrained against random init, in the pretraining crops' geometry (the encoder's own; at other
-    point counts the gap to random init shrinks)."""
+    point counts the gap to random init shrinks). Batches of 8 rather than the reference's 16 give the short
+    schedule twice the optimizer steps at the same cost."""
     from launch.evaluation.encoders import random_encoder
     from launch.evaluation.partseg import PartSegConfig, train_segmenter
     from launch.evaluation.report import build_part_report, log_report, write_report
@@ -256,7 +257,7 @@ def partseg(export: Path, data: Labelled, uri: str, seed: int, shapes: int, test
     encoder, model_cfg, meta = load_encoder(export)
     train = data.parts.train.subset(balanced_first(data.parts.train.labels, shapes))
     test = data.parts.test.subset(balanced_first(data.parts.test.labels, test_shapes))
-    cfg = PartSegConfig(input=data.input.model_copy(update={"subsample": "random"})).with_epochs(epochs)
+    cfg = PartSegConfig(input=data.input.model_copy(update={"subsample": "random"}), batch_size=8).with_epochs(epochs)
     info = {**data.info, "train_size": len(train), "test_size": len(test)}
     results = {}
     for name, enc in (("pretrained", encoder), ("random_init", random_encoder(model_cfg, seed))):
