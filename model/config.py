@@ -17,6 +17,8 @@ from pydantic import Field, model_validator
 from configuration import StrictModel, load_config, validate
 
 TrainingMode = Literal["cls_mask", "cls", "mask"]
+Method = Literal["asymdsd", "dwc"]
+BackboneKind = Literal["vit", "pointnet", "dgcnn"]
 
 
 class TokenizerConfig(StrictModel):
@@ -60,6 +62,24 @@ class EncoderConfig(AttentionConfig):
     drop_path_schedule: Literal["uniform", "linear"] = "uniform"
     cls_token: bool = True
     checkpoint_blocks: bool = Field(False, description="activation-checkpoint student encoder blocks")
+
+
+class PointNetConfig(StrictModel):
+    """PointNet's feature extractor without its T-nets (Qi et al. 2017): a shared per-point MLP, each layer
+    a biased linear, batch norm and ReLU, max-pooled into the global embedding."""
+
+    widths: list[int] = Field(default_factory=lambda: [64, 64, 64, 128, 1024], min_length=1)
+
+
+class DGCNNConfig(StrictModel):
+    """DGCNN's classifier feature extractor (Wang et al. 2019): EdgeConv layers on a k-NN graph rebuilt in
+    each layer's feature space, their outputs concatenated into a per-point linear to `global_dim`, then
+    max and average pooling."""
+
+    k: int = Field(20, ge=1, description="neighbours per point in every EdgeConv graph")
+    edge_widths: list[int] = Field(default_factory=lambda: [64, 64, 128, 256], min_length=1)
+    global_dim: int = Field(1024, ge=1)
+    negative_slope: float = Field(0.2, ge=0, description="LeakyReLU slope")
 
 
 class PredictorConfig(AttentionConfig):
@@ -159,12 +179,20 @@ class TeacherConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
+    """`method` picks the objective: AsymDSD (the ViT with masked point modeling and multi-crop CLS
+    distillation, `mode` choosing the branches) or Distillation with Contrast (`dwc`: multi-crop
+    distillation of global embeddings plus the contrastive term, for any `backbone`)."""
+
     name: str = "asymdsd_s"
+    method: Method = "asymdsd"
+    backbone: BackboneKind = "vit"
     mode: TrainingMode = "cls_mask"
     num_global_crops: int = Field(2, ge=1)
     num_local_crops: int = Field(4, ge=0)
     tokenizer: TokenizerConfig = TokenizerConfig()
     encoder: EncoderConfig = EncoderConfig()
+    pointnet: PointNetConfig = PointNetConfig()
+    dgcnn: DGCNNConfig = DGCNNConfig()
     predictor: PredictorConfig = PredictorConfig()
     head: HeadConfig = HeadConfig()
     patchify: PatchifyConfig = PatchifyConfig()
@@ -174,6 +202,11 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _mode_is_consistent(self) -> ModelConfig:
+        if self.method == "dwc":
+            return self._dwc_is_consistent()
+        if self.backbone != "vit":
+            raise ValueError(f"method 'asymdsd' trains the ViT (backbone: vit), not backbone '{self.backbone}'; "
+                             "method 'dwc' trains any backbone")
         if self.mode == "mask":
             if self.encoder.cls_token:
                 raise ValueError("mode 'mask' (AsymSD-MPM) has no CLS token: set encoder.cls_token: false")
@@ -189,13 +222,20 @@ class ModelConfig(StrictModel):
             mask_counts(self.patchify.global_patches, self.masking)
         return self
 
+    def _dwc_is_consistent(self) -> ModelConfig:
+        if self.backbone == "vit" and not self.encoder.cls_token:
+            raise ValueError("method 'dwc' distils the ViT's CLS token: set encoder.cls_token: true")
+        if self.num_global_crops < 2 and self.num_local_crops == 0:
+            raise ValueError("method 'dwc' compares differing views: it needs num_global_crops >= 2 or local crops")
+        return self
+
     @property
     def uses_masking(self) -> bool:
-        return self.mode in ("cls_mask", "mask")
+        return self.method == "asymdsd" and self.mode in ("cls_mask", "mask")
 
     @property
     def uses_cls(self) -> bool:
-        return self.mode in ("cls_mask", "cls")
+        return self.method == "dwc" or self.mode in ("cls_mask", "cls")
 
 
 def model_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelConfig:

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from model.backbone import Backbone
 from model.config import EncoderConfig, TokenizerConfig
 from model.layers import Block, RMSNorm
-from model.patchify import Patches
+from model.patchify import Patches, patchify
 
 
 class PointMLP(nn.Module):
@@ -99,16 +100,20 @@ def drop_path_rates(cfg: EncoderConfig) -> list[float]:
     return torch.linspace(0.0, cfg.drop_path, cfg.depth).tolist()
 
 
-class PointEncoder(nn.Module):
-    """Tokenizer + optional CLS token + pre-norm RMSNorm transformer + final norm.
+class PointEncoder(Backbone):
+    """The point-cloud ViT: tokenizer + optional CLS token + pre-norm RMSNorm transformer + final norm.
 
     Tokens and positional embeddings are kept apart: the positional embedding is added to the
-    residual stream before *every* block, and the CLS slot's positional embedding is zero.
+    residual stream before *every* block, and the CLS slot's positional embedding is zero. Its global
+    embedding is the CLS token (the patch mean without one).
     """
+
+    has_patch_tokens = True
 
     def __init__(self, tokenizer: TokenizerConfig, cfg: EncoderConfig) -> None:
         super().__init__()
         self.dim = cfg.dim
+        self.embedding_pooling = ("cls",) if cfg.cls_token else ("mean",)
         self.checkpoint_blocks = cfg.checkpoint_blocks
         self.patch_embed = PointPatchEmbed(tokenizer, cfg.dim, cfg.norm_eps)
         self.pos_embed = PositionEmbedding(cfg.dim, tokenizer.pos_hidden_dim)
@@ -121,6 +126,12 @@ class PointEncoder(nn.Module):
     @property
     def has_cls(self) -> bool:
         return self.cls_token is not None
+
+    def prepare(self, points: Tensor, num_points: Tensor, num_patches: int, patch_size: int,
+                center_idx: Tensor | None = None, patch_idx: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Patches:
+        """Normalised crops cut into patches (`model.patchify.patchify`)."""
+        return patchify(points, num_points, num_patches, patch_size, center_idx, patch_idx, generator)
 
     def embed(self, patches: Patches) -> tuple[Tensor, Tensor]:
         """Patch tokens and positional embeddings, each (C, P, D)."""

@@ -1,4 +1,4 @@
-"""From raw point clouds to pooled encoder features: subsample, patchify, encode, pool.
+"""From raw point clouds to encoder tokens: subsample, prepare (the ViT's patches), encode.
 
 These are the steps every feature consumer shares: the evaluation protocols (`launch.evaluation.features`)
 and `model.pretrained`'s `embed` call the same functions, so their features are the same numbers.
@@ -7,7 +7,6 @@ Subsampling and patch centres are random (a random FPS start); a seeded generato
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -15,11 +14,9 @@ from pydantic import Field
 from torch import Tensor
 
 from configuration import StrictModel
+from model.backbone import Backbone
 from model.config import ModelConfig
-from model.encoder import PointEncoder
-from model.patchify import Patches, farthest_point_sample, patchify
-
-Pooling = Literal["cls", "mean", "max"]
+from model.patchify import farthest_point_sample
 
 
 class InputSpec(StrictModel):
@@ -69,31 +66,11 @@ def subsample(points: Tensor, num_points: Tensor, spec: InputSpec, generator: to
     return out * (torch.arange(idx.shape[1], device=points.device) < kept[:, None])[..., None], kept
 
 
-def encode(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,
-           generator: torch.Generator) -> tuple[Tensor, Patches]:
-    """Encoder outputs (B, [1 +] P, D) of subsampled clouds and their patches; gradients flow if enabled.
+def encode(encoder: Backbone, points: Tensor, num_points: Tensor, spec: InputSpec, generator: torch.Generator):
+    """Tokens (B, [1 +] T, D) of subsampled clouds and the backbone's input they came from (its `centers`
+    and `center_idx` place the tokens); gradients flow if enabled.
 
-    `patchify` centres and scales each cloud into the unit sphere, as the pretraining crops are.
+    `prepare` centres and scales each cloud into the unit sphere, as the pretraining crops are.
     """
-    patches = patchify(points, num_points, spec.num_patches, spec.patch_size, generator=generator)
-    return encoder(patches), patches
-
-
-def pool(tokens: Tensor, has_cls: bool, pooling: Sequence[Pooling]) -> Tensor:
-    """Concatenate the requested poolings of (B, [1 +] P, D) encoder outputs.
-
-    As in the reference, when the CLS token exists but is not a feature of its own, it takes part in
-    the mean and max pooling.
-    """
-    patches = tokens[:, 1:] if has_cls and "cls" in pooling else tokens
-    parts = []
-    for kind in pooling:
-        if kind == "cls":
-            if not has_cls:
-                raise ValueError("pooling 'cls' needs an encoder with a CLS token (this one has none)")
-            parts.append(tokens[:, 0])
-        elif kind == "mean":
-            parts.append(patches.mean(dim=1))
-        else:
-            parts.append(patches.amax(dim=1))
-    return torch.cat(parts, dim=-1)
+    inputs = encoder.prepare(points, num_points, spec.num_patches, spec.patch_size, generator=generator)
+    return encoder(inputs), inputs

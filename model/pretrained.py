@@ -23,7 +23,8 @@ from configuration.extras import require
 from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.export import load_encoder
-from model.features import InputSpec, Pooling, encode, model_input, pool, subsample
+from model.backbone import Backbone, Pooling, pool
+from model.features import InputSpec, encode, model_input, subsample
 from model.official import load_official_encoder
 
 MLFLOW_SCHEMES = ("runs:/", "mlflow-artifacts:/")

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
 from model.encoder import PointEncoder
-from model.features import InputSpec, Pooling, encode, pool, subsample
+from model.backbone import Backbone, Pooling, pool
+from model.features import InputSpec, encode, subsample
 
 
 class InputOverrides(StrictModel):
