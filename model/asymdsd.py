@@ -6,8 +6,9 @@ Split so that a training engine can wrap the student alone:
 * `Teacher` (fp32, never trained): encoder + heads on the unmasked global crops, centred and sharpened.
 * `Student` (the only module an optimizer or DeepSpeed engine sees): `student(views, teacher_out)`
   returns the losses.
-* `AsymDSD.end_step(m, applied)`: after each optimizer step, the EMA of the student into the teacher and
-  the centre updates, or, for a skipped step, dropping that step's centre statistics.
+* `AsymDSD.end_step(m, applied)` (`model.teacher_student`): after each optimizer step, the EMA of the
+  student into the teacher and the centre updates, or, for a skipped step, dropping that step's centre
+  statistics.
 
 Shapes follow the reference: crops are flattened sample-major (row = b * C + c) and
 masked views crop-major (row = (b * Cg + c) * M + m).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +27,6 @@ from torch.profiler import record_function
 
 from model.batch import CropBatch, MultiCropBatch
 from model.centering import Centering
-from model.compile import compile_regions
 from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.heads import DINOHead
@@ -44,6 +44,8 @@ from model.masking import inverse_block_mask, mask_counts, split_mask
 from model.patchify import Patches, patchify
 from model.predictor import Predictor
 from model.schedules import DistillSchedule
+from model.target_stats import TargetStats, teacher_target_stats
+from model.teacher_student import LossOutput, TeacherOutput, TeacherStudent
 
 
 @dataclass
@@ -61,20 +63,6 @@ class Views:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.global_patches.centers.device.type, dtype=dtype)
-
-
-@dataclass
-class TeacherOutput:
-    cls_probs: Tensor | None = None  # (B, Cg, K) centred, sharpened CLS distributions
-    patch_probs: Tensor | None = None  # (B * Cg, P, K) patch distributions at every position
-    cls_embed: Tensor | None = None  # (B, Cg, D) pre-head CLS embeddings
-    patch_features: Tensor | None = None  # (B * Cg, P, D) final-layer patch features ('mask' mode)
-
-
-@dataclass
-class LossOutput:
-    total: Tensor
-    terms: dict[str, Tensor] = field(default_factory=dict)  # detached, for logging
 
 
 def _patchify_crops(crops: CropBatch, num_patches: int, patch_size: int,
@@ -283,28 +271,12 @@ class Teacher(nn.Module):
         return result
 
 
-class AsymDSD:
-    """Holds the student and teacher and runs one distillation step's forward passes."""
+class AsymDSD(TeacherStudent):
+    """The AsymDSD student and teacher; `prepare` patchifies the crops and draws the inverse block masks."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        self.cfg = cfg
-        self.student = Student(cfg)
-        self.teacher = Teacher(cfg, self.student)
-        self._pairs: tuple[list[Tensor], list[Tensor]] | None = None
-
-    def to(self, device: torch.device | str) -> AsymDSD:
-        self.student.to(device)
-        self.teacher.to(device)
-        self._pairs = None
-        return self
-
-    def set_autocast(self, dtype: torch.dtype | None) -> None:
-        """Run teacher and student forwards under autocast to `dtype` (None: fp32); weights stay fp32."""
-        self.student.autocast_dtype = self.teacher.autocast_dtype = dtype
-
-    def compile(self) -> int:
-        """`torch.compile` the student's and teacher's regions in place (model/compile.py); returns how many."""
-        return compile_regions(self.student) + compile_regions(self.teacher)
+        student = Student(cfg)
+        super().__init__(cfg, student, Teacher(cfg, student))
 
     @torch.no_grad()
     def prepare(self, batch: MultiCropBatch, generator: torch.Generator | None = None) -> Views:
@@ -325,52 +297,5 @@ class AsymDSD:
                 visible_idx, masked_idx = split_mask(mask, mask_counts(pc.global_patches, cfg.masking).num_visible)
         return Views(batch.batch_size, global_patches, local_patches, visible_idx, masked_idx)
 
-    def losses(
-        self, batch: MultiCropBatch, schedule: DistillSchedule, generator: torch.Generator | None = None
-    ) -> LossOutput:
-        """One step's forward passes: prepare the views, run the teacher, then the student on its targets.
-
-        A training engine that wraps the student runs the same three calls with itself in the student's place.
-        """
-        views = self.prepare(batch, generator)
-        return self.student(views, self.teacher(views, schedule))
-
-    @torch.no_grad()
-    def end_step(self, momentum: float, applied: bool = True) -> None:
-        """Close one optimizer step (after all its micro-batches): teacher EMA and centre updates.
-
-        A step that was not applied (non-finite loss) moves neither the teacher nor the centres.
-        The centre commit is a collective when distributed: every rank calls this at every step.
-        """
-        centers = [m for m in self.teacher.modules() if isinstance(m, Centering)]
-        for center in centers:
-            center.commit() if applied else center.discard()
-        if applied:
-            self.update_teacher(momentum)
-
-    @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
-        """theta_t <- m theta_t + (1 - m) theta_s over the shared parameters; skipped when m >= 1.
-
-        Call it only after an optimizer step was applied (not after a skipped, non-finite step). Both
-        sides are fp32: mixed precision lives in autocast, never in the weights, because at late-training
-        learning rates a step is far below bf16's resolution and a low-precision copy would move in
-        rounding steps instead of with the student.
-        """
-        if momentum >= 1.0:
-            return
-        t_params, s_params = self._ema_pairs()
-        if any(p.dtype != torch.float32 for p in s_params):
-            raise TypeError("the EMA reads fp32 student weights; keep the student fp32 and use autocast")
-        torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)
-
-    def _ema_pairs(self) -> tuple[list[Tensor], list[Tensor]]:
-        """Teacher parameters and their student counterparts, matched by name (cached).
-
-        Engines cast a module in place (the Parameter objects survive), so the pairs stay valid.
-        """
-        if self._pairs is None:
-            student = dict(self.student.named_parameters())
-            names = [n for n, _ in self.teacher.named_parameters()]
-            self._pairs = ([p for _, p in self.teacher.named_parameters()], [student[n] for n in names])
-        return self._pairs
+    def target_stats(self, views: Views, teacher: TeacherOutput) -> dict[str, TargetStats]:
+        return teacher_target_stats(teacher, views.masked_idx)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from model.patchify import normalize_unit_sphere
+from model.patchify import Patches, normalize_unit_sphere
 
 Pooling = Literal["cls", "mean", "max"]
 
@@ -44,10 +44,13 @@ class PointCloud:
         return torch.arange(n, device=self.points.device).expand(c, n)
 
 
+BackboneInput = Patches | PointCloud  # what `Backbone.prepare` returns: the ViT's patches or the points
+
+
 class Backbone(nn.Module):
     """The common surface. Subclasses set `dim` (token width), `has_cls`, `has_patch_tokens` (tokens that
     attend to each other, which the attention pictures draw) and `embedding_pooling`, and implement
-    `prepare` and `forward(inputs) -> (C, [1 +] T, D)`.
+    `prepare` and `forward(inputs) -> (C, [1 +] T, D)`. `feature_pooling` is what evaluation pools by default.
 
     A point network's tokens include padded points' rows; those rows hold the mean of the valid rows, so
     mean and max pooling over all rows equal pooling over the valid points (`fill_padding`).
@@ -60,10 +63,15 @@ class Backbone(nn.Module):
 
     def prepare(self, points: Tensor, num_points: Tensor, num_patches: int, patch_size: int,
                 center_idx: Tensor | None = None, patch_idx: Tensor | None = None,
-                generator: torch.Generator | None = None):
+                generator: torch.Generator | None = None) -> BackboneInput:
         """This backbone's input from padded crops (C, N, 3) and their counts (C,). The patch arguments
         are the ViT's (`model.patchify.patchify`); point networks ignore them."""
         raise NotImplementedError
+
+    @property
+    def feature_pooling(self) -> tuple[Pooling, ...]:
+        """The pooling of frozen features for evaluation and `embed` when none is asked for."""
+        return self.embedding_pooling
 
     @property
     def embedding_dim(self) -> int:

@@ -16,3 +16,8 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     if cfg.backbone == "dgcnn":
         return DGCNN(cfg.dgcnn)
     return PointEncoder(cfg.tokenizer, cfg.encoder)
+
+
+def token_width(cfg: ModelConfig) -> int:
+    """Width of the tokens the backbone `cfg` names returns, without building it."""
+    return {"vit": cfg.encoder.dim, "pointnet": cfg.pointnet.widths[-1], "dgcnn": cfg.dgcnn.global_dim}[cfg.backbone]

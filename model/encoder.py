@@ -127,6 +127,11 @@ class PointEncoder(Backbone):
     def has_cls(self) -> bool:
         return self.cls_token is not None
 
+    @property
+    def feature_pooling(self) -> tuple[str, ...]:
+        """CLS + patch mean, the reference's frozen features; mean + max without a CLS token."""
+        return ("cls", "mean") if self.has_cls else ("mean", "max")
+
     def prepare(self, points: Tensor, num_points: Tensor, num_patches: int, patch_size: int,
                 center_idx: Tensor | None = None, patch_idx: Tensor | None = None,
                 generator: torch.Generator | None = None) -> Patches:

@@ -3,7 +3,7 @@
 What evaluation and fine-tuning need is the teacher's point encoder, not the
 DeepSpeed checkpoint: an export directory holds
 
-    encoder.safetensors   the `PointEncoder` state dict (fp32), no pickle anywhere
+    encoder.safetensors   the backbone's state dict (fp32, batch-norm statistics included), no pickle anywhere
     model.yaml            the full `ModelConfig` that built it
     export.json           provenance: step, epoch, MLflow run and store, dataset manifest digest, ...
     signature.json        the encoder's inputs and output, in MLflow's model-signature format
@@ -23,8 +23,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from configuration import read_mapping
+from model.backbone import Backbone
+from model.backbones import build_backbone, token_width
 from model.config import ModelConfig, load_model_config
-from model.encoder import PointEncoder
 
 WEIGHTS = "encoder.safetensors"
 CONFIG = "model.yaml"
@@ -32,25 +33,24 @@ METADATA = "export.json"
 SIGNATURE = "signature.json"
 
 
-def build_encoder(cfg: ModelConfig) -> PointEncoder:
-    return PointEncoder(cfg.tokenizer, cfg.encoder)
-
-
 def signature(cfg: ModelConfig) -> dict[str, str]:
-    """What `PointEncoder.forward(Patches(...))` reads and returns, as MLflow writes a tensor signature.
+    """What the backbone's `forward` reads and returns, as MLflow writes a tensor signature.
 
-    `mlflow.models.ModelSignature.from_dict` reads it back. Free sizes are -1: crops C, patches P, and
-    tokens (P, plus one CLS token first where the encoder has one).
+    `mlflow.models.ModelSignature.from_dict` reads it back. Free sizes are -1: crops C, patches P or
+    points N, and tokens (P, plus one CLS token first where the ViT has one; one per point otherwise).
     """
-    def tensor(name: str, shape: list[int]) -> dict:
-        return {"type": "tensor", "tensor-spec": {"dtype": "float32", "shape": shape}, "name": name}
+    def tensor(name: str, shape: list[int], dtype: str = "float32") -> dict:
+        return {"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": shape}, "name": name}
 
-    inputs = [tensor("neighborhoods", [-1, -1, cfg.patchify.patch_size, 3]), tensor("centers", [-1, -1, 3])]
-    outputs = [tensor("tokens", [-1, -1, cfg.encoder.dim])]
+    if cfg.backbone == "vit":
+        inputs = [tensor("neighborhoods", [-1, -1, cfg.patchify.patch_size, 3]), tensor("centers", [-1, -1, 3])]
+    else:
+        inputs = [tensor("points", [-1, -1, 3]), tensor("num_points", [-1], "int64")]
+    outputs = [tensor("tokens", [-1, -1, token_width(cfg)])]
     return {"inputs": json.dumps(inputs), "outputs": json.dumps(outputs), "params": None}
 
 
-def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.PathLike,
+def export_encoder(encoder: Backbone, cfg: ModelConfig, out_dir: str | os.PathLike,
                    metadata: dict[str, Any] | None = None) -> Path:
     """Write the four files atomically enough for readers: each file is renamed into place.
 
@@ -68,7 +68,7 @@ def export_encoder(encoder: PointEncoder, cfg: ModelConfig, out_dir: str | os.Pa
 
 
 def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
-                 ) -> tuple[PointEncoder, ModelConfig, dict[str, Any]]:
+                 ) -> tuple[Backbone, ModelConfig, dict[str, Any]]:
     """(encoder in eval mode, its model config, the export metadata) from an export directory.
 
     A malformed `model.yaml` or `export.json` (a YAML tag included) is a `ConfigError` that names the file.
@@ -77,7 +77,7 @@ def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu"
     if not (root / WEIGHTS).is_file():
         raise FileNotFoundError(f"{root} is not an encoder export: {WEIGHTS} is missing")
     cfg = load_model_config(root / CONFIG)
-    encoder = build_encoder(cfg)
+    encoder = build_backbone(cfg)
     state = load_file(str(root / WEIGHTS), device=str(device))
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from model.config import EncoderConfig, ModelConfig, TokenizerConfig
 from model.encoder import PointEncoder
-from model.export import build_encoder
+from model.backbones import build_backbone
 
 BRANCHES = ("teacher", "student")
 HEAD_DIM = 64
@@ -239,7 +239,7 @@ def load_official_encoder(path: str | Path, branch: str = "teacher", model_cfg: 
         raise OfficialCheckpointError(f"{path}: 'state_dict' is a {type(state).__name__}, not a dict")
     theirs = _select_branch(state, branch, path)
     cfg = model_cfg or infer_model_config(theirs, f"official:{Path(path).stem}", path)
-    encoder = build_encoder(cfg)
+    encoder = build_backbone(cfg)
     encoder.load_state_dict(_our_state(theirs, encoder, cfg, path))
     meta = {"source": "official_checkpoint", "path": str(Path(path).resolve()), "branch": branch,
             "sha256": file_sha256(path)}

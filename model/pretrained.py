@@ -76,7 +76,7 @@ class PretrainedEncoder(nn.Module):
         self.config = config
         self.metadata = metadata or {}
         self.spec = spec or model_input(config)
-        self.pooling = tuple(pooling or (("cls", "mean") if encoder.has_cls else ("mean", "max")))
+        self.pooling = tuple(pooling or encoder.feature_pooling)
         self.eval()
 
     @overload

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from model.asymdsd import TeacherOutput, Views
+from model.teacher_student import TeacherOutput
 from model.losses import masked_target_rows
 
 CHUNK_ELEMENTS = 1 << 22  # floats per temporary (16 MiB in fp32)
@@ -79,14 +79,15 @@ def target_stats(probs: Tensor, weights: Tensor | None = None) -> TargetStats:
     return TargetStats(entropy_sum, weights.sum(dtype=torch.float64), prob_sum)
 
 
-def teacher_target_stats(views: Views, teacher: TeacherOutput) -> dict[str, TargetStats]:
-    """Target statistics of each head the teacher produced targets for ('cls', 'patch')."""
+def teacher_target_stats(teacher: TeacherOutput, masked_idx: Tensor | None) -> dict[str, TargetStats]:
+    """Target statistics of each head the teacher produced targets for ('cls', 'patch'); `masked_idx` are the
+    masked views' positions (`Views.masked_idx`), where there are patch targets."""
     stats: dict[str, TargetStats] = {}
     if teacher.cls_probs is not None:
         stats["cls"] = target_stats(teacher.cls_probs)
     if teacher.patch_probs is not None:
         crops, num_patches, _ = teacher.patch_probs.shape
-        rows = masked_target_rows(views.masked_idx, views.masked_idx.shape[0] // crops, num_patches)
+        rows = masked_target_rows(masked_idx, masked_idx.shape[0] // crops, num_patches)
         weights = torch.zeros(crops * num_patches, device=rows.device).index_add_(
             0, rows, torch.ones(rows.shape, device=rows.device))  # how often each position is a target
         stats["patch"] = target_stats(teacher.patch_probs, weights)

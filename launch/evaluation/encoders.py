@@ -14,15 +14,16 @@ from torch import nn
 
 from model.asymdsd import init_weights
 from model.config import ModelConfig, load_model_config
-from model.encoder import PointEncoder
-from model.export import build_encoder, load_encoder
+from model.backbone import Backbone
+from model.backbones import build_backbone
+from model.export import load_encoder
 from model.official import load_official_encoder
 
 
-def random_encoder(cfg: ModelConfig, seed: int = 0, device: str | torch.device = "cpu") -> PointEncoder:
+def random_encoder(cfg: ModelConfig, seed: int = 0, device: str | torch.device = "cpu") -> Backbone:
     """The architecture of `cfg` with the reference's pretraining initialisation, in eval mode."""
     torch.manual_seed(seed)
-    encoder = build_encoder(cfg)
+    encoder = build_backbone(cfg)
     init_weights(encoder)
     if encoder.cls_token is not None:
         nn.init.trunc_normal_(encoder.cls_token, std=0.02)
@@ -31,7 +32,7 @@ def random_encoder(cfg: ModelConfig, seed: int = 0, device: str | torch.device =
 
 def load_encoder_source(export_dir: str | None = None, official_ckpt: str | None = None, branch: str = "teacher",
                         model_config: str | None = None, random_init: bool = False,
-                        device: str | torch.device = "cpu") -> tuple[PointEncoder, ModelConfig, dict[str, Any]]:
+                        device: str | torch.device = "cpu") -> tuple[Backbone, ModelConfig, dict[str, Any]]:
     """(encoder, model config, provenance) from exactly one of an export directory or an official checkpoint.
 
     With `random_init` the weights are thrown away and re-initialised: same architecture, no pretraining.

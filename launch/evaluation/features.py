@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from configuration import StrictModel
 from launch.evaluation.data import LabelledSet
-from model.encoder import PointEncoder
 from model.backbone import Backbone, Pooling, pool
 from model.features import InputSpec, encode, subsample
 
@@ -70,7 +69,7 @@ def augment(points: Tensor, aug: Augmentation, generator: torch.Generator) -> Te
     return points
 
 
-def encode_pooled(encoder: PointEncoder, points: Tensor, num_points: Tensor, spec: InputSpec,
+def encode_pooled(encoder: Backbone, points: Tensor, num_points: Tensor, spec: InputSpec,
                   pooling: Sequence[Pooling], generator: torch.Generator,
                   aug: Augmentation | None = None) -> Tensor:
     """Pooled features (B, F) of a batch of raw clouds; gradients flow if enabled."""
@@ -90,12 +89,12 @@ def batches(data: LabelledSet, batch_size: int, device: torch.device, order: np.
                torch.from_numpy(data.labels[idx]).to(device))
 
 
-def feature_dim(encoder: PointEncoder, pooling: Sequence[Pooling]) -> int:
+def feature_dim(encoder: Backbone, pooling: Sequence[Pooling]) -> int:
     return encoder.dim * len(pooling)
 
 
 @torch.no_grad()
-def extract_features(encoder: PointEncoder, data: LabelledSet, spec: InputSpec, pooling: Sequence[Pooling],
+def extract_features(encoder: Backbone, data: LabelledSet, spec: InputSpec, pooling: Sequence[Pooling],
                      device: torch.device | str, seed: int, batch_size: int = 32, normalize: bool = True) -> np.ndarray:
     """Frozen features (S, F) as float32, L2-normalised per sample when `normalize` (the SVM protocol).
 

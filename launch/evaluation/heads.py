@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from launch.evaluation.features import Augmentation, InputSpec, Pooling, encode_pooled, feature_dim
-from model.encoder import PointEncoder
+from model.backbone import Backbone
 
 HeadKind = Literal["linear", "mlp"]
 
@@ -49,7 +49,7 @@ def build_head(kind: HeadKind, in_dim: int, num_classes: int) -> nn.Module:
 class PointClassifier(nn.Module):
     """Encoder + pooling + head. With `frozen_encoder` the encoder runs in eval mode without gradients."""
 
-    def __init__(self, encoder: PointEncoder, head_kind: HeadKind, num_classes: int, pooling: Sequence[Pooling],
+    def __init__(self, encoder: Backbone, head_kind: HeadKind, num_classes: int, pooling: Sequence[Pooling],
                  spec: InputSpec) -> None:
         super().__init__()
         self.encoder = encoder

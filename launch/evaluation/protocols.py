@@ -27,7 +27,7 @@ from launch.evaluation.data import LabelledSet, fewshot_fold
 from launch.evaluation.features import Augmentation, InputSpec, Pooling, extract_features
 from launch.evaluation.train import NeuralConfig, Phase, predictions, train_classifier
 from model.config import ModelConfig
-from model.encoder import PointEncoder
+from model.backbone import Backbone
 from model.features import model_input
 
 ProtocolName = Literal["svm", "knn", "linear", "mlp", "finetune", "fewshot", "partseg"]
@@ -52,7 +52,8 @@ class FeatureConfig(StrictModel):
     """A frozen-feature protocol: features, and the SVM's C or the kNN's k."""
 
     input: InputSpec = InputSpec()
-    pooling: tuple[Pooling, ...] = ("cls", "mean")
+    pooling: tuple[Pooling, ...] | None = Field(
+        None, description="default: the backbone's feature pooling (the ViT's CLS + mean, as the reference)")
     batch_size: int = Field(32, ge=1)
     svm_c: float = Field(1.0, gt=0)
     knn_k: int = Field(5, ge=1)
@@ -68,8 +69,9 @@ def default_input(model_cfg: ModelConfig, dataset_kind: str) -> InputSpec:
 
 
 def _features(encoder, train, test, cfg: FeatureConfig, device, seed) -> tuple[np.ndarray, np.ndarray]:
-    train_x = extract_features(encoder, train, cfg.input, cfg.pooling, device, seed, cfg.batch_size)
-    test_x = extract_features(encoder, test, cfg.input, cfg.pooling, device, seed + 1, cfg.batch_size)
+    pooling = cfg.pooling or encoder.feature_pooling
+    train_x = extract_features(encoder, train, cfg.input, pooling, device, seed, cfg.batch_size)
+    test_x = extract_features(encoder, test, cfg.input, pooling, device, seed + 1, cfg.batch_size)
     return train_x, test_x
 
 
@@ -81,7 +83,7 @@ def svm_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c:
     return svm.predict(test_x).astype(np.int64)
 
 
-def svm_run(encoder: PointEncoder, train: LabelledSet, test: LabelledSet, device: torch.device | str,
+def svm_run(encoder: Backbone, train: LabelledSet, test: LabelledSet, device: torch.device | str,
             seed: int = 0, cfg: FeatureConfig = FeatureConfig()) -> RunResult:
     """LinearSVC(C) on L2-normalised frozen features."""
     train_x, test_x = _features(encoder, train, test, cfg, device, seed)
@@ -90,7 +92,7 @@ def svm_run(encoder: PointEncoder, train: LabelledSet, test: LabelledSet, device
                      features={"train": train_x, "test": test_x})
 
 
-def svm_accuracy(encoder: PointEncoder, cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
+def svm_accuracy(encoder: Backbone, cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
                  device: torch.device | str = "cpu", seed: int = 0) -> float:
     """The SVM protocol's test accuracy with this model's default input for generic point sets."""
     feature_cfg = FeatureConfig(input=default_input(cfg, "shards"))
@@ -107,7 +109,7 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k:
     return votes.argmax(dim=1).numpy()
 
 
-def knn_run(encoder: PointEncoder, train: LabelledSet, test: LabelledSet, device: torch.device | str,
+def knn_run(encoder: Backbone, train: LabelledSet, test: LabelledSet, device: torch.device | str,
             seed: int = 0, cfg: FeatureConfig = FeatureConfig()) -> RunResult:
     train_x, test_x = _features(encoder, train, test, cfg, device, seed)
     pred = predictions(test.labels, knn_predict(train_x, train.labels, test_x, cfg.knn_k, len(train.class_names)))
@@ -143,7 +145,7 @@ def neural_recipe(protocol: str, model_cfg: ModelConfig, dataset_kind: str) -> N
     raise ValueError(f"protocol {protocol!r} has no trained head (choose from linear, mlp, finetune, fewshot)")
 
 
-def neural_run(encoder: PointEncoder, model_cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
+def neural_run(encoder: Backbone, model_cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
                cfg: NeuralConfig, device: torch.device | str, seed: int, fold: int | None = None) -> RunResult:
     outcome = train_classifier(encoder, model_cfg, train, test, cfg, device, seed)
     p = outcome.final
@@ -158,7 +160,7 @@ class FewShotConfig(StrictModel):
     folds: list[int] = Field(default_factory=lambda: list(range(10)), min_length=1)
 
 
-def fewshot_runs(encoder: PointEncoder, model_cfg: ModelConfig, path: str, fewshot: FewShotConfig,
+def fewshot_runs(encoder: Backbone, model_cfg: ModelConfig, path: str, fewshot: FewShotConfig,
                  cfg: NeuralConfig, device: torch.device | str, seeds: list[int],
                  storage_options: dict | None = None) -> list[RunResult]:
     """Fine-tune and test on every requested fold of the N-way K-shot task, for every seed."""

@@ -27,8 +27,8 @@ from launch.evaluation.data import LabelledSet
 from launch.evaluation.features import Augmentation, InputSpec, Pooling, batches
 from launch.evaluation.heads import HeadKind, PointClassifier
 from model.config import ModelConfig
-from model.encoder import PointEncoder
-from model.export import build_encoder
+from model.backbone import Backbone
+from model.backbones import build_backbone
 from model.schedules import linear, warmup_cosine
 
 
@@ -56,7 +56,8 @@ class NeuralConfig(StrictModel):
     (remcofl/AsymDSD, `asymdsd/models/neural_classifier.py` and its fine-tuning configs)."""
 
     head: HeadKind
-    pooling: tuple[Pooling, ...] = ("cls", "mean", "max")
+    pooling: tuple[Pooling, ...] | None = Field(
+        None, description="default: CLS + mean + max for a backbone with a CLS token, else its feature pooling")
     phases: list[Phase] = Field(min_length=1)
     input: InputSpec = InputSpec()
     train_aug: Augmentation = Augmentation()
@@ -104,13 +105,16 @@ def predictions(y_true: np.ndarray, y_pred: np.ndarray) -> Predictions:
                        y_true, y_pred)
 
 
-def downstream_encoder(encoder: PointEncoder, cfg: ModelConfig, drop_path: float) -> PointEncoder:
-    """A copy of `encoder` built as the reference fine-tunes it: drop path rising linearly over depth.
+def downstream_encoder(encoder: Backbone, cfg: ModelConfig, drop_path: float) -> Backbone:
+    """A copy of `encoder` built as the reference fine-tunes it: for the ViT, drop path rising linearly
+    over depth (point networks have none).
 
     Always a copy, so seeds and protocols start from the same weights.
     """
-    enc_cfg = cfg.encoder.model_copy(update={"drop_path": drop_path, "drop_path_schedule": "linear"})
-    copy = build_encoder(cfg.model_copy(update={"encoder": enc_cfg}))
+    enc_cfg = cfg.encoder
+    if cfg.backbone == "vit":
+        enc_cfg = enc_cfg.model_copy(update={"drop_path": drop_path, "drop_path_schedule": "linear"})
+    copy = build_backbone(cfg.model_copy(update={"encoder": enc_cfg}))
     copy.load_state_dict(encoder.state_dict())
     return copy.to(next(encoder.parameters()).device)
 
@@ -144,15 +148,16 @@ def epoch_order(n: int, batch_size: int, rng: np.random.Generator) -> np.ndarray
     return order[:-1] if n > batch_size and n % batch_size == 1 else order
 
 
-def train_classifier(encoder: PointEncoder, model_cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
+def train_classifier(encoder: Backbone, model_cfg: ModelConfig, train: LabelledSet, test: LabelledSet,
                      cfg: NeuralConfig, device: torch.device | str, seed: int) -> TrainOutcome:
     """Train the configured head (and encoder, in unfrozen phases) on `train`; test on `test`."""
     device = torch.device(device)
     torch.manual_seed(seed)  # head initialisation and dropout
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
+    pooling = cfg.pooling or (("cls", "mean", "max") if encoder.has_cls else encoder.feature_pooling)
     model = PointClassifier(downstream_encoder(encoder, model_cfg, cfg.drop_path), cfg.head,
-                            len(train.class_names), cfg.pooling, cfg.input).to(device)
+                            len(train.class_names), pooling, cfg.input).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, betas=cfg.betas, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)

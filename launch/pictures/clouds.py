@@ -163,3 +163,26 @@ def attention_figure(points, centers, attention, title: str | None = None) -> Fi
                  label="CLS attention x patches (1 = uniform)")
     fig.suptitle(title or f"Teacher CLS-to-patch attention ({p} patches)")
     return fig
+
+
+def saliency_figure(points, saliency, title: str | None = None) -> Figure:
+    """Per-point saliency over a shape (a backbone without patch tokens has no attention to draw).
+
+    points (N, 3), saliency (N,) the gradient norm of the global embedding at each point
+    (`launch.pictures.sample.shape_saliency`), shown relative to its mean (1 = average) on the
+    `robust_limits` of the values.
+    """
+    points = as_array(points, "points", 2, np.float32)
+    saliency = as_array(saliency, "saliency", 1, np.float64)
+    if len(saliency) != len(points):
+        raise ValueError(f"saliency has {len(saliency)} values for {len(points)} points")
+    relative = saliency / max(float(saliency.mean()), np.finfo(np.float64).tiny)
+    norm = Normalize(*robust_limits(relative))
+    fig = new_figure(PANEL_INCHES + 0.8, PANEL_INCHES + 0.6)
+    ax = cloud_axes(fig, 1, 1, 1, "gradient norm per point")
+    mappable = scatter3d(ax, points, c=relative, cmap=ATTENTION_CMAP, norm=norm, depthshade=False)
+    equal_cube(ax, points)
+    fig.colorbar(mappable, ax=[ax], shrink=0.7, extend=_extend(relative, norm),
+                 label="saliency / mean (1 = average point)")
+    fig.suptitle(title or "Saliency of the global embedding")
+    return fig

@@ -1,4 +1,5 @@
-"""One shape's pictures from an exported encoder: its multi-crop, the masks of a global crop, CLS attention.
+"""One shape's pictures from an exported encoder: its multi-crop, the masks of a global crop, and what the
+encoder looks at: the ViT's CLS attention, or a point network's per-point saliency.
 
 The crops, patches and masks are made by the pipeline's and the model's own functions
 (`pipeline.crops.multi_crop`, `model.patchify.patchify`, `model.masking.inverse_block_mask`) with the
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from launch.pictures.clouds import attention_figure, crops_figure, masks_figure
+from launch.pictures.clouds import attention_figure, crops_figure, masks_figure, saliency_figure
+from model.backbone import Backbone
 from model.config import ModelConfig
 from model.encoder import PointEncoder
 from model.masking import inverse_block_mask
@@ -67,6 +69,13 @@ def sample_views(points: np.ndarray, cfg: ModelConfig, spec: MultiCropConfig, se
     return SampleViews(global_crops, local_crops, patches, masks)
 
 
+def uniform_subsample(points: np.ndarray, num_points: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (1, n, 3) cloud of `num_points` points drawn uniformly without replacement, and its count (1,)."""
+    keep = np.random.default_rng(seed).choice(len(points), min(num_points, len(points)), replace=False)
+    cloud = torch.from_numpy(np.ascontiguousarray(points[keep], dtype=np.float32))[None]
+    return cloud, torch.tensor([cloud.shape[1]])
+
+
 @torch.no_grad()
 def shape_attention(encoder: PointEncoder, points: np.ndarray, cfg: ModelConfig, num_points: int, block: int,
                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,10 +84,7 @@ def shape_attention(encoder: PointEncoder, points: np.ndarray, cfg: ModelConfig,
     The shape is subsampled uniformly without replacement to `num_points` (a global crop's size) and
     patchified like a global crop; `block` picks the transformer block (negative: from the end).
     """
-    rng = np.random.default_rng(seed)
-    keep = rng.choice(len(points), min(num_points, len(points)), replace=False)
-    cloud = torch.from_numpy(np.ascontiguousarray(points[keep], dtype=np.float32))[None]
-    count = torch.tensor([cloud.shape[1]])
+    cloud, count = uniform_subsample(points, num_points, seed)
     generator = torch.Generator().manual_seed(seed)
     patches = patchify(cloud, count, cfg.patchify.global_patches, cfg.patchify.patch_size, generator=generator)
     device = next(encoder.parameters()).device  # the encoder casts coordinates to its own dtype
@@ -89,10 +95,33 @@ def shape_attention(encoder: PointEncoder, points: np.ndarray, cfg: ModelConfig,
     return normalised.numpy(), patches.centers[0].cpu().numpy(), maps[0].cpu().numpy()
 
 
-def sample_figures(shape: Shape, encoder: PointEncoder, cfg: ModelConfig, spec: MultiCropConfig, seed: int,
+def shape_saliency(encoder: Backbone, points: np.ndarray, num_points: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, 3) normalised, saliency (n,)): for each point, the norm of the gradient of the global
+    embedding's L2 norm with respect to its coordinates, with the encoder in eval mode.
+
+    The shape is subsampled uniformly to `num_points` (a global crop's size), as `shape_attention` does.
+    """
+    cloud, count = uniform_subsample(points, num_points, seed)
+    param = next(encoder.parameters())
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        inputs = encoder.prepare(cloud.to(param.device, param.dtype), count.to(param.device))
+        coords = inputs.points.detach().requires_grad_(True)
+        inputs.points = coords
+        with torch.enable_grad():
+            encoder.embedding(encoder(inputs)).norm().backward()
+    finally:
+        encoder.train(was_training)
+        encoder.zero_grad(set_to_none=True)
+    return coords[0].detach().cpu().numpy(), coords.grad[0].norm(dim=-1).cpu().numpy()
+
+
+def sample_figures(shape: Shape, encoder: Backbone, cfg: ModelConfig, spec: MultiCropConfig, seed: int,
                    block: int = -1) -> dict[str, Figure]:
-    """{'crops', 'masks', 'attention': Figure} of one shape; 'masks' only if the model masks and
-    'attention' only if its encoder has a CLS token."""
+    """{'crops', 'masks', 'attention' | 'saliency': Figure} of one shape; 'masks' only if the model masks,
+    'attention' for a ViT with a CLS token and 'saliency' for a backbone without patch tokens."""
     views = sample_views(shape.points, cfg, spec, seed)
     g, loc = views.global_crops, views.local_crops
     figures = {"crops": crops_figure(g.points, g.num_points, None if loc is None else loc.points,
@@ -103,7 +132,11 @@ def sample_figures(shape: Shape, encoder: PointEncoder, cfg: ModelConfig, spec: 
         figures["masks"] = masks_figure(views.global_patches.centers[0], views.global_patches.neighborhoods[0],
                                         views.masks[:m], title=f"Inverse block masks of global crop 1 of {shape.name} "
                                         f"({cfg.patchify.global_patches} patches)")
-    if encoder.has_cls:
+    if not encoder.has_patch_tokens:
+        points, saliency = shape_saliency(encoder, shape.points, spec.global_crops.points, seed)
+        figures["saliency"] = saliency_figure(points, saliency, title=(
+            f"Teacher {cfg.backbone} saliency (embedding gradient norm per point) on {shape.name}"))
+    elif encoder.has_cls:
         points, centers, attention = shape_attention(encoder, shape.points, cfg, spec.global_crops.points, block, seed)
         depth = len(encoder.blocks)
         figures["attention"] = attention_figure(points, centers, attention, title=(

@@ -168,9 +168,10 @@ class PretrainConfig(StrictModel):
         if wants_local and (loc is None or loc.count != m.num_local_crops):
             raise ValueError(f"model.num_local_crops={m.num_local_crops} needs data.local_crops.count to match "
                              f"(got {None if loc is None else loc.count})")
-        _check_patches(g, "global", m.patchify.global_patches, m.patchify.patch_size)
-        if wants_local:
-            _check_patches(loc, "local", m.patchify.local_patches, m.patchify.patch_size)
+        if m.backbone == "vit":
+            _check_patches(g, "global", m.patchify.global_patches, m.patchify.patch_size)
+            if wants_local:
+                _check_patches(loc, "local", m.patchify.local_patches, m.patchify.patch_size)
         if self.train.precision == "fp16" and self.train.device == "cpu":
             raise ValueError("train.precision=fp16 needs CUDA but train.device=cpu: use train.precision=fp32 or bf16")
         if self.train.micro_batch is not None and self.train.global_batch % self.train.micro_batch:
@@ -185,8 +186,9 @@ class PretrainConfig(StrictModel):
         return self.data.model_copy(update={"local_crops": None})
 
     def loader_patches(self) -> PatchifyConfig | None:
-        """The model's patch counts when the loader computes FPS + kNN (`data.loader_patchify`), else None."""
-        return self.model.patchify if self.data.loader_patchify else None
+        """The model's patch counts when the loader computes FPS + kNN (`data.loader_patchify`) for the ViT,
+        else None (point networks read the points themselves)."""
+        return self.model.patchify if self.data.loader_patchify and self.model.backbone == "vit" else None
 
     def checkpoint_dir(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")

@@ -29,10 +29,9 @@ from launch.training.config import MonitorConfig, MonitorSet
 from launch.training.distributed import DistEnv, gather_to_main
 from launch.training.errors import MonitorSetError
 from model.config import ModelConfig
-from model.encoder import PointEncoder
+from model.backbone import Backbone
 from pipeline.manifest import ManifestError
 
-POOLING = FeatureConfig().pooling  # [CLS, mean], as the reference's monitors
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ class Monitor:
         return bool((self.cfg.every_steps and step % self.cfg.every_steps == 0)
                     or (self.epoch_interval and step % self.epoch_interval == 0))
 
-    def probe(self, encoder: PointEncoder, step: int, autocast: torch.dtype | None) -> float:
+    def probe(self, encoder: Backbone, step: int, autocast: torch.dtype | None) -> float:
         """Extract this rank's share of every set's features and hand them to rank 0's scorer.
 
         Every rank calls it at the same step; returns the seconds this rank spent (not the scoring).
@@ -131,14 +130,14 @@ class Monitor:
         if self._scorer is not None:
             self._scorer.shutdown(wait=True, cancel_futures=True)
 
-    def _features(self, encoder: PointEncoder, data: LabelledSet, spec: InputSpec, set_index: int, split: int
+    def _features(self, encoder: Backbone, data: LabelledSet, spec: InputSpec, set_index: int, split: int
                   ) -> dict[int, np.ndarray]:
         """{chunk index: L2-normalised features} of the chunks this rank owns (chunk i -> rank i % world)."""
         size, world, rank = self.cfg.batch_size, self.env.world_size, self.env.rank
         out = {}
         for chunk in range(rank, -(-len(data) // size), world):
             part = data.subset(np.arange(chunk * size, min((chunk + 1) * size, len(data))))
-            out[chunk] = extract_features(encoder, part, spec, POOLING, self.env.device,
+            out[chunk] = extract_features(encoder, part, spec, encoder.feature_pooling, self.env.device,
                                           chunk_seed(self.seed, set_index, split, chunk), size)
         return out
 

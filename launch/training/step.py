@@ -1,4 +1,4 @@
-"""One optimizer step of AsymDSD through the DeepSpeed engine, and the bookkeeping of skipped steps.
+"""One optimizer step of a self-distillation method through the DeepSpeed engine, and the bookkeeping of skipped steps.
 
 Per micro-batch: reseed the model's randomness from the samples, prepare the views (patchify, masks),
 run the teacher (outside the engine), then the student forward and backward in the engine. At the
@@ -24,8 +24,8 @@ from launch.training.distributed import all_true
 from launch.training.errors import NonFiniteLossError
 from launch.training.optim import SkippableAdamW, StepValues
 from launch.training.precision import LossScaling
-from model.asymdsd import AsymDSD
-from model.target_stats import TargetStats, accumulate, teacher_target_stats
+from model.target_stats import TargetStats, accumulate
+from model.teacher_student import TeacherStudent
 from pipeline.loader import Batch
 
 
@@ -50,7 +50,7 @@ class TrainStep:
     into the outcome; that reads them and changes nothing else, so it is asked for on logged steps only.
     """
 
-    def __init__(self, model: AsymDSD, engine, optimizer: SkippableAdamW, loss_scaling: LossScaling | None,
+    def __init__(self, model: TeacherStudent, engine, optimizer: SkippableAdamW, loss_scaling: LossScaling | None,
                  seed: int, device: torch.device) -> None:
         self.model, self.engine, self.optimizer, self.loss_scaling = model, engine, optimizer, loss_scaling
         self.seed, self.device = seed, device
@@ -73,7 +73,7 @@ class TrainStep:
             views = self.model.prepare(crops.to(self.device, non_blocking=True), self.generator)
             teacher = self.model.teacher(views, values.distill)
             if observe:
-                targets = accumulate(targets, teacher_target_stats(views, teacher))
+                targets = accumulate(targets, self.model.target_stats(views, teacher))
             out = self.engine(views, teacher)
             del teacher  # not held through the next micro-batch's teacher forward
             finite &= torch.isfinite(out.total)

@@ -43,9 +43,9 @@ from launch.training.preflight import Inputs
 from launch.training.run_log import RunLog
 from launch.training.step import SkippedSteps, StepOutcome, TrainStep
 from launch.training.throughput import Throughput, peak_flops
-from model.asymdsd import AsymDSD
 from model.export import export_encoder
 from model.flops import training_flops
+from model.methods import build_method
 from pipeline.loader import Batch, epoch_order, make_loader
 from pipeline.metrics import LoaderMeter
 from pipeline.order import LoaderState
@@ -99,7 +99,7 @@ class Pretrainer:
             torch.backends.cudnn.allow_tf32 = t.tf32
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank (DeepSpeed broadcasts rank 0's too)
-        self.model = AsymDSD(cfg.model)
+        self.model = build_method(cfg.model)
         self.model.teacher.to(env.device)
         self.model.set_autocast(autocast_dtype(self.precision))
         if t.compile:

@@ -34,7 +34,8 @@ from launch.pictures.segmentation import ERROR_COLOR
 from launch.pictures.shapes import shard_shape, synthetic_shape
 from launch.tracking import Tracker
 from model.config import load_model_config
-from model.export import build_encoder, export_encoder
+from model.backbones import build_backbone
+from model.export import export_encoder
 from model.masking import inverse_block_mask, mask_counts
 from model.patchify import patchify
 from tests.conftest import ROOT
@@ -428,7 +429,7 @@ def encoder_dir(tmp_path):
     """An export directory of the tiny architecture, randomly initialised."""
     cfg = load_model_config(TINY)
     torch.manual_seed(0)
-    return export_encoder(build_encoder(cfg), cfg, tmp_path / "encoder")
+    return export_encoder(build_backbone(cfg), cfg, tmp_path / "encoder")
 
 
 @pytest.mark.slow

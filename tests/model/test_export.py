@@ -6,12 +6,13 @@ import json
 
 import torch
 
-from model.export import CONFIG, METADATA, SIGNATURE, WEIGHTS, build_encoder, export_encoder, load_encoder
+from model.backbones import build_backbone
+from model.export import CONFIG, METADATA, SIGNATURE, WEIGHTS, export_encoder, load_encoder
 
 
 def test_exports_of_the_same_weights_are_byte_identical(tmp_path, tiny_model_config):
     torch.manual_seed(0)
-    encoder = build_encoder(tiny_model_config)
+    encoder = build_backbone(tiny_model_config)
     meta = {"step": 40, "mlflow_run_id": "abc", "manifest_digests": ["d1", "d2"]}
     exports = [export_encoder(encoder, tiny_model_config, tmp_path / str(i), meta) for i in range(12)]
     for name in (WEIGHTS, CONFIG, METADATA, SIGNATURE):
@@ -27,7 +28,7 @@ def test_the_signature_describes_what_the_encoder_reads_and_returns(tmp_path, ti
 
     from model.patchify import Patches
 
-    export = export_encoder(build_encoder(tiny_model_config), tiny_model_config, tmp_path)
+    export = export_encoder(build_backbone(tiny_model_config), tiny_model_config, tmp_path)
     sig = ModelSignature.from_dict(json.loads((export / SIGNATURE).read_text()))
     (neighborhoods, centers), (tokens,) = sig.inputs.inputs, sig.outputs.inputs
     encoder, cfg, _ = load_encoder(export)

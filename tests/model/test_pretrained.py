@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from model.config import ModelConfig
-from model.export import build_encoder, export_encoder
+from model.backbones import build_backbone
+from model.export import export_encoder
 from model.features import InputSpec, model_input
 from model.official import official_state_dict
 from model.pretrained import Embedding, PretrainedEncoder, from_pretrained
@@ -26,7 +27,7 @@ SMALL = InputSpec(num_points=128, num_patches=16, patch_size=16)
 @pytest.fixture
 def wrapped(tiny_model_config) -> PretrainedEncoder:
     torch.manual_seed(0)
-    return PretrainedEncoder(build_encoder(tiny_model_config), tiny_model_config, spec=SMALL)
+    return PretrainedEncoder(build_backbone(tiny_model_config), tiny_model_config, spec=SMALL)
 
 
 def clouds(*sizes: int, seed: int = 0) -> list[np.ndarray]:
@@ -85,7 +86,7 @@ def test_return_tokens_gives_per_patch_outputs_and_centres_among_the_input_point
 def test_an_encoder_without_cls_token_pools_mean_and_max(tiny_model_config):
     cfg = ModelConfig.model_validate({**tiny_model_config.model_dump(), "mode": "mask",
                                       "encoder": {**tiny_model_config.encoder.model_dump(), "cls_token": False}})
-    wrapped = PretrainedEncoder(build_encoder(cfg), cfg, spec=SMALL)
+    wrapped = PretrainedEncoder(build_backbone(cfg), cfg, spec=SMALL)
     out = wrapped.embed(clouds(200)[0], return_tokens=True)
     assert wrapped.pooling == ("mean", "max") and out.features.shape == (1, 2 * cfg.encoder.dim)
     assert out.tokens.shape == (1, SMALL.num_patches, cfg.encoder.dim)
@@ -116,7 +117,7 @@ def official_checkpoint(path: Path, tiny_model_config: ModelConfig) -> Pretraine
     cfg = tiny_model_config.model_copy(
         update={"encoder": tiny_model_config.encoder.model_copy(update={"dim": 128, "num_heads": 2})})
     torch.manual_seed(0)
-    wrapped = PretrainedEncoder(build_encoder(cfg), cfg, spec=SMALL)
+    wrapped = PretrainedEncoder(build_backbone(cfg), cfg, spec=SMALL)
     theirs = official_state_dict(wrapped.encoder, cfg)
     state = {f"{branch}.point_encoder.{k}": v for branch in ("teacher", "student") for k, v in theirs.items()}
     torch.save({"state_dict": state, "epoch": 299, "global_step": 98100}, path)
@@ -133,7 +134,7 @@ def test_from_an_official_lightning_checkpoint(tmp_path, tiny_model_config):
 
 
 def test_exports_and_checkpoints_load_with_only_the_model_extra(tmp_path, tiny_model_config):
-    export = export_encoder(build_encoder(tiny_model_config), tiny_model_config, tmp_path / "export")
+    export = export_encoder(build_backbone(tiny_model_config), tiny_model_config, tmp_path / "export")
     official_checkpoint(tmp_path / "asymdsd.ckpt", tiny_model_config)
     program = (f"import sys\nfor name in {blocked_outside('model')!r}:\n    sys.modules[name] = None\n"
                "import torch\nfrom model import from_pretrained\n"

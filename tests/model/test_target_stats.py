@@ -89,7 +89,7 @@ def test_teacher_targets_of_the_tiny_model_are_the_rows_the_losses_read(tiny_mod
     model = AsymDSD(tiny_model_config)
     views = model.prepare(tiny_batch(4, torch_rng), torch_rng)
     teacher = model.teacher(views, DistillSchedule(0.04, 0.05, 0.99))
-    stats = teacher_target_stats(views, teacher)
+    stats = teacher_target_stats(teacher, views.masked_idx)
     assert set(stats) == {"cls", "patch"}
     cfg = tiny_model_config
     assert stats["cls"].rows.item() == 4 * cfg.num_global_crops
