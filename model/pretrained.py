@@ -21,7 +21,6 @@ from torch.nn.utils.rnn import pad_sequence
 
 from configuration.extras import require
 from model.config import ModelConfig
-from model.encoder import PointEncoder
 from model.export import load_encoder
 from model.backbone import Backbone, Pooling, pool
 from model.features import InputSpec, encode, model_input, subsample
@@ -37,8 +36,8 @@ class Embedding(NamedTuple):
     """What `embed(..., return_tokens=True)` returns."""
 
     features: Tensor  # (B, F) pooled global features
-    tokens: Tensor  # (B, P, D) per-patch encoder outputs (the CLS token left out)
-    centers: Tensor  # (B, P, 3) patch centres in the input's coordinates
+    tokens: Tensor  # (B, T, D) per-patch (ViT) or per-point encoder outputs, the CLS token left out
+    centers: Tensor  # (B, T, 3) where each token sits, in the input's coordinates
 
 
 def as_batch(points: Clouds, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -61,15 +60,15 @@ def as_batch(points: Clouds, device: torch.device, dtype: torch.dtype) -> tuple[
 
 
 class PretrainedEncoder(nn.Module):
-    """A pretrained `PointEncoder` with the input geometry and pooling that turn raw clouds into features.
+    """A pretrained backbone with the input geometry and pooling that turn raw clouds into features.
 
-    A wrapper rather than a `PointEncoder` method: `PointEncoder.embed` is already the tokenizer step of
-    the training forward, and the bare module knows neither its model config's patch geometry nor where
-    its weights came from. Calling the wrapper is `embed`. `pooling` defaults to CLS + mean, the SVM
-    protocol's, or to mean + max (the few-shot protocol's) for an encoder without a CLS token.
+    A wrapper rather than a backbone method: the bare module knows neither its model config's patch
+    geometry nor where its weights came from. Calling the wrapper is `embed`. `pooling` defaults to the
+    backbone's feature pooling, the SVM protocol's: CLS + mean for the ViT (mean + max without a CLS
+    token), max for PointNet, max + mean for DGCNN.
     """
 
-    def __init__(self, encoder: PointEncoder, config: ModelConfig, metadata: dict[str, Any] | None = None,
+    def __init__(self, encoder: Backbone, config: ModelConfig, metadata: dict[str, Any] | None = None,
                  spec: InputSpec | None = None, pooling: Sequence[Pooling] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
@@ -91,9 +90,10 @@ class PretrainedEncoder(nn.Module):
         batch, or a list of clouds of different sizes, on any device.
 
         Each cloud is FPS'd to `spec.num_points` (kept whole if smaller), centred and scaled into the unit
-        sphere, cut into `spec.num_patches` patches of `spec.patch_size` points, encoded in eval mode, and
-        pooled (`pooling`). `seed` fixes the FPS starts, so the same input gives the same features. With
-        `return_tokens`, an `Embedding` that adds the per-patch outputs and the patch centres.
+        sphere, cut into `spec.num_patches` patches of `spec.patch_size` points (the ViT's), encoded in eval
+        mode, and pooled (`pooling`). `seed` fixes the FPS starts, so the same input gives the same features.
+        With `return_tokens`, an `Embedding` that adds the per-token outputs and where they sit: the patch
+        centres, or for a point network the subsampled points (padded slots of a shorter cloud included).
         """
         param = next(self.encoder.parameters())
         clouds, counts = as_batch(points, param.device, param.dtype)
@@ -102,13 +102,13 @@ class PretrainedEncoder(nn.Module):
         self.encoder.eval()
         try:
             clouds, counts = subsample(clouds, counts, self.spec, generator)
-            tokens, patches = encode(self.encoder, clouds, counts, self.spec, generator)
+            tokens, inputs = encode(self.encoder, clouds, counts, self.spec, generator)
         finally:
             self.encoder.train(was_training)
         features = pool(tokens, self.encoder.has_cls, self.pooling).float()
         if not return_tokens:
             return features
-        centers = clouds.gather(1, patches.center_idx[..., None].expand(-1, -1, 3))
+        centers = clouds.gather(1, inputs.center_idx[..., None].expand(-1, -1, 3))
         patch_tokens = tokens[:, 1:] if self.encoder.has_cls else tokens
         return Embedding(features, patch_tokens.float(), centers)
 

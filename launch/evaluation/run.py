@@ -96,11 +96,12 @@ def _input(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str) -> InputS
     return cfg.input.apply(default_input(model_cfg, dataset_kind))
 
 
-def _neural_config(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str) -> NeuralConfig:
+def _neural_config(cfg: EvalConfig, model_cfg: ModelConfig, dataset_kind: str, encoder) -> NeuralConfig:
     recipe = neural_recipe(cfg.protocol, model_cfg, dataset_kind)
     if cfg.epochs is not None:
         recipe = recipe.with_epochs(cfg.epochs)
-    update = {"input": _input(cfg, model_cfg, dataset_kind), "voting": cfg.voting, "eval_every": cfg.eval_every}
+    update = {"input": _input(cfg, model_cfg, dataset_kind), "voting": cfg.voting, "eval_every": cfg.eval_every,
+              "pooling": recipe.pooling_for(encoder)}
     if cfg.batch_size is not None:
         update["batch_size"] = cfg.batch_size
     return recipe.model_copy(update=update)
@@ -110,19 +111,19 @@ def run_protocol(cfg: EvalConfig, encoder, model_cfg: ModelConfig) -> tuple[list
     """(runs, class names, dataset info, the protocol's resolved settings)."""
     seeds = list(range(cfg.seeds))
     if cfg.protocol == "fewshot":
-        neural = _neural_config(cfg, model_cfg, "fewshot")
+        neural = _neural_config(cfg, model_cfg, "fewshot", encoder)
         runs = fewshot_runs(encoder, model_cfg, cfg.fewshot_path, cfg.fewshot, neural, cfg.device, seeds)
         info = {"kind": "fewshot", "path": cfg.fewshot_path, **cfg.fewshot.model_dump()}
         return runs, tuple(f"class_{i}" for i in range(cfg.fewshot.way)), info, neural.model_dump(mode="json")
     data = load_dataset(cfg.dataset)
     if cfg.protocol in ("svm", "knn"):
-        feats = FeatureConfig(input=_input(cfg, model_cfg, cfg.dataset.kind), svm_c=cfg.svm_c, knn_k=cfg.knn_k,
-                              batch_size=cfg.batch_size or 32)
+        feats = FeatureConfig(input=_input(cfg, model_cfg, cfg.dataset.kind), pooling=encoder.feature_pooling,
+                              svm_c=cfg.svm_c, knn_k=cfg.knn_k, batch_size=cfg.batch_size or 32)
         run = svm_run if cfg.protocol == "svm" else knn_run
         runs = [run(encoder, data.train, data.test, cfg.device, seed, feats) for seed in seeds]
         settings = feats.model_dump(mode="json")
     else:
-        neural = _neural_config(cfg, model_cfg, cfg.dataset.kind)
+        neural = _neural_config(cfg, model_cfg, cfg.dataset.kind, encoder)
         runs = [neural_run(encoder, model_cfg, data.train, data.test, neural, cfg.device, seed) for seed in seeds]
         settings = neural.model_dump(mode="json")
     info = {**data.info, "train_size": len(data.train), "test_size": len(data.test)}

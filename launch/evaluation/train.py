@@ -70,6 +70,11 @@ class NeuralConfig(StrictModel):
     eval_every: int = Field(0, ge=0, description="also test every N epochs (0: only after the last)")
     bf16: bool = Field(True, description="bf16 autocast on CUDA (the reference trains in fp16)")
 
+    def pooling_for(self, encoder: Backbone) -> tuple[Pooling, ...]:
+        """The configured pooling, else CLS + mean + max (the reference's) for a backbone with a CLS token, else
+        the backbone's feature pooling."""
+        return self.pooling or (("cls", "mean", "max") if encoder.has_cls else encoder.feature_pooling)
+
     @property
     def epochs(self) -> int:
         return sum(p.epochs for p in self.phases)
@@ -155,9 +160,8 @@ def train_classifier(encoder: Backbone, model_cfg: ModelConfig, train: LabelledS
     torch.manual_seed(seed)  # head initialisation and dropout
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=device).manual_seed(seed)
-    pooling = cfg.pooling or (("cls", "mean", "max") if encoder.has_cls else encoder.feature_pooling)
     model = PointClassifier(downstream_encoder(encoder, model_cfg, cfg.drop_path), cfg.head,
-                            len(train.class_names), pooling, cfg.input).to(device)
+                            len(train.class_names), cfg.pooling_for(encoder), cfg.input).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, betas=cfg.betas, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(epoch_order(len(train), cfg.batch_size, rng)) / cfg.batch_size)

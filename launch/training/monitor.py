@@ -23,7 +23,7 @@ import torch
 
 from launch.evaluation.data import DatasetError, LabelledSet, TrainTest, load_dataset
 from launch.evaluation.features import InputSpec, extract_features
-from launch.evaluation.protocols import FeatureConfig, default_input, knn_predict, svm_predict
+from launch.evaluation.protocols import default_input, knn_predict, svm_predict
 from launch.evaluation.train import predictions
 from launch.training.config import MonitorConfig, MonitorSet
 from launch.training.distributed import DistEnv, gather_to_main
