@@ -1,4 +1,4 @@
-"""Analytic training FLOPs of one AsymDSD step, for MFU and the model summary.
+"""Analytic training FLOPs of one AsymDSD or Distillation-with-Contrast step, for MFU and the model summary.
 
 Counts what `torch.utils.flop_counter.FlopCounterMode` counts, no more: matmuls (2 m n k each) and
 scaled-dot-product attention with torch's formulas (forward QK^T and PV; backward recomputes QK^T plus
@@ -8,6 +8,8 @@ These are model FLOPs, the usual MFU numerator: the recomputation of activation 
 (`loss.patch_loss_chunk`, `tokenizer.checkpoint`, `encoder.checkpoint_blocks`) is not counted. The
 efficient drop path is counted as executed: only the kept rows run a branch, in the student and, when
 `teacher.drop_path` is set, in the teacher. The contrastive term's negatives are one rank's batch.
+Point networks run on every row of their padded crops, so their FLOPs follow the crop sizes; DGCNN's k-NN
+distance matmuls count (no gradient), its EdgeConv linears as the two per-point halves it computes.
 """
 
 from __future__ import annotations
@@ -101,10 +103,26 @@ def predictor_cost(cfg: ModelConfig, views: int, queries: int, memory: int) -> C
     return cost + linear(q, dp, d)
 
 
-def head_cost(cfg: ModelConfig, rows: int) -> Cost:
-    """DINO head: MLP to the bottleneck, then the (weight-normalised) prototype layer."""
+def head_cost(cfg: ModelConfig, rows: int, in_dim: int | None = None) -> Cost:
+    """DINO head on `in_dim`-wide rows (the encoder width by default): MLP to the bottleneck, then the
+    (weight-normalised) prototype layer."""
     h = cfg.head
-    return chain(rows, [cfg.encoder.dim, h.hidden_dim, h.hidden_dim, h.bottleneck_dim, h.num_prototypes])
+    return chain(rows, [in_dim or cfg.encoder.dim, h.hidden_dim, h.hidden_dim, h.bottleneck_dim, h.num_prototypes])
+
+
+def point_network_cost(cfg: ModelConfig, crops: int, points: int) -> Cost:
+    """PointNet or DGCNN on `crops` padded crops of `points` rows; the coordinates need no gradient."""
+    rows = crops * points
+    if cfg.backbone == "pointnet":
+        dims = [3, *cfg.pointnet.widths]
+        return sum((linear(rows, a, b, input_grad=i > 0) for i, (a, b) in enumerate(zip(dims, dims[1:]))), Cost())
+    d = cfg.dgcnn
+    dims = [3, *d.edge_widths]
+    cost = Cost()
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        cost += Cost(2 * crops * points * points * a, 0)  # pairwise distances for the k-NN graph
+        cost += linear(rows, a, b, input_grad=i > 0) + linear(rows, a, b, input_grad=i > 0)
+    return cost + linear(rows, sum(d.edge_widths), d.global_dim)
 
 
 @dataclass(frozen=True)
@@ -134,8 +152,13 @@ class StepFlops:
         return self.total / self.batch_size
 
 
-def training_flops(cfg: ModelConfig, batch_size: int) -> StepFlops:
-    """Per-component FLOPs of one step, following Student.forward and Teacher.forward for `cfg.mode`."""
+def training_flops(cfg: ModelConfig, batch_size: int, crop_points: tuple[int, int] | None = None) -> StepFlops:
+    """Per-component FLOPs of one step, following the method's student and teacher forwards (for AsymDSD, in
+    `cfg.mode`). `crop_points` (global, local) sizes a point network's crops; by default 16 points per patch
+    of the patch counts (1,024 and 256 for S)."""
+    if cfg.method == "dwc":
+        pc = cfg.patchify
+        return dwc_flops(cfg, batch_size, crop_points or (16 * pc.global_patches, 16 * pc.local_patches))
     b, cg, d = batch_size, cfg.num_global_crops, cfg.encoder.dim
     p, cls = cfg.patchify.global_patches, int(cfg.encoder.cls_token)
     num_local = cfg.num_local_crops if cfg.uses_cls else 0
@@ -184,6 +207,47 @@ def training_flops(cfg: ModelConfig, batch_size: int) -> StepFlops:
         student_tokenizer=student_tokenizer.forward,
         student_encoder=student_encoder.forward,
         predictor=predictor.forward,
+        student_heads=student_heads.forward,
+        losses=losses.forward,
+        student_backward=sum(c.backward for c in student),
+    )
+
+
+def dwc_flops(cfg: ModelConfig, batch_size: int, crop_points: tuple[int, int]) -> StepFlops:
+    """Distillation with Contrast (`model.dwc`): teacher on the global crops, student on every crop, one head
+    per embedding, the contrastive logits of every student view against every teacher crop."""
+    b, cg, cl = batch_size, cfg.num_global_crops, cfg.num_local_crops
+    views = cg + cl
+    tokenizer = Cost()
+    if cfg.backbone == "vit":
+        pc, cls = cfg.patchify, int(cfg.encoder.cls_token)
+        teacher_tokenizer = embedding_cost(cfg, b * cg, pc.global_patches)
+        teacher_encoder = encoder_cost(cfg, b * cg, cls + pc.global_patches, cfg.teacher.drop_path)
+        tokenizer = teacher_tokenizer + (embedding_cost(cfg, b * cl, pc.local_patches) if cl else Cost())
+        student_encoder = encoder_cost(cfg, b * cg, cls + pc.global_patches, True)
+        if cl:
+            student_encoder += encoder_cost(cfg, b * cl, cls + pc.local_patches, True)
+        width = cfg.encoder.dim
+    else:
+        teacher_tokenizer = Cost()
+        teacher_encoder = point_network_cost(cfg, b * cg, crop_points[0])
+        student_encoder = teacher_encoder + (point_network_cost(cfg, b * cl, crop_points[1]) if cl else Cost())
+        width = (cfg.pointnet.widths[-1] if cfg.backbone == "pointnet" else 2 * cfg.dgcnn.global_dim)
+    teacher_heads = head_cost(cfg, b * cg, width)
+    student_heads = head_cost(cfg, b * views, width)
+    losses = Cost()
+    if cfg.loss.contrast.weight > 0:
+        logits = 2 * b * views * width * cg * b
+        losses = Cost(logits, logits)
+    student = [tokenizer, student_encoder, student_heads, losses]
+    return StepFlops(
+        batch_size=b,
+        teacher_tokenizer=teacher_tokenizer.forward,
+        teacher_encoder=teacher_encoder.forward,
+        teacher_heads=teacher_heads.forward,
+        student_tokenizer=tokenizer.forward,
+        student_encoder=student_encoder.forward,
+        predictor=0,
         student_heads=student_heads.forward,
         losses=losses.forward,
         student_backward=sum(c.backward for c in student),

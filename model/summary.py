@@ -1,4 +1,4 @@
-"""Parameter counts and training FLOPs of an AsymDSD model config, per component.
+"""Parameter counts and training FLOPs of a model config (AsymDSD or Distillation with Contrast), per component.
 
     python -m model.summary --config configs/model/asymdsd_s.yaml [--json]
 
@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from configuration.cli import add_print_config, print_config, run_cli
-from model.asymdsd import Student, Teacher
 from model.config import ModelConfig, load_model_config
 from model.flops import training_flops
+from model.methods import build_method
 
 REFERENCE_BATCH = 128
 
@@ -33,14 +33,13 @@ def count(module: nn.Module | nn.Parameter | None) -> int:
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     with torch.device("meta"):
-        student = Student(cfg)
-        teacher = Teacher(cfg, student)
-    enc = student.encoder
+        method = build_method(cfg)
+    student, teacher, enc = method.student, method.teacher, method.student.encoder
     return {
         "encoder": count(enc),
-        "tokenizer": count(enc.patch_embed),
-        "pos_embed": count(enc.pos_embed),
-        "blocks": count(enc.blocks),
+        "tokenizer": count(getattr(enc, "patch_embed", None)),
+        "pos_embed": count(getattr(enc, "pos_embed", None)),
+        "blocks": count(getattr(enc, "blocks", None)),
         "predictor": count(getattr(student, "predictor", None)),
         "mask_token": count(getattr(student, "mask_token", None)),
         "cls_head": count(getattr(student, "cls_head", None)),
@@ -74,9 +73,11 @@ def summarise(args: argparse.Namespace) -> int:
     counts = parameter_counts(cfg)
     gflops = training_gflops_per_shape(cfg)
     if args.json:
-        print(json.dumps({"name": cfg.name, "mode": cfg.mode, **counts, "train_gflops_per_shape": gflops}))
+        print(json.dumps({"name": cfg.name, "method": cfg.method, "backbone": cfg.backbone, "mode": cfg.mode,
+                          **counts, "train_gflops_per_shape": gflops}))
     else:
-        print(f"{cfg.name} (mode {cfg.mode})")
+        variant = f"mode {cfg.mode}" if cfg.method == "asymdsd" else f"method dwc, backbone {cfg.backbone}"
+        print(f"{cfg.name} ({variant})")
         for key, value in counts.items():
             print(f"  {key:<14}{value:>14,}")
         print(f"training GFLOPs per shape (batch {REFERENCE_BATCH})")

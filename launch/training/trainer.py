@@ -138,7 +138,10 @@ class Pretrainer:
         }, None if restored is None else restored.mlflow_run_id, self.step)
         self.best_probe = {key: self.run_log.latest_metric(f"{key}/best") for key in self._probe_keys()}
         peak = peak_flops(env.device, t.peak_tflops, self.precision, t.tf32)
-        flops = training_flops(cfg.model, t.global_batch // env.world_size // self.train_step.grad_accum).per_shape
+        local = cfg.data.local_crops
+        crop_points = (cfg.data.global_crops.points, 0 if local is None else local.points)
+        flops = training_flops(cfg.model, t.global_batch // env.world_size // self.train_step.grad_accum,
+                               crop_points).per_shape
         self.throughput = Throughput(t.global_batch, env.world_size, peak, flops)
         self.started = (time.monotonic(), self.step)  # for the console's elapsed time and ETA
         self.probe_seconds = (0.0, 0.0)  # this launch's feature passes: in all, and the last one

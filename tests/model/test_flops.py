@@ -14,8 +14,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from model.asymdsd import AsymDSD
+from model.backbones import build_backbone
 from model.batch import MultiCropBatch
 from model.config import ModelConfig, load_model_config
+from model.dwc import DwC
 from model.flops import training_flops
 from model.schedules import DistillSchedule
 from model.summary import training_gflops_per_shape
@@ -152,3 +154,21 @@ def test_breakdown_sums_to_total_and_summary_reports_it_per_shape():
     gflops = training_gflops_per_shape(cfg)
     assert gflops.pop("total") == pytest.approx(flops.per_shape / 1e9)
     assert sum(gflops.values()) == pytest.approx(flops.per_shape / 1e9)
+
+
+DWC_CASES = {
+    "vit": {},
+    "vit_contrast": {"loss": {"contrast": {"weight": 0.5, "temperature": 0.2}}},
+    "pointnet": {"backbone": "pointnet", "pointnet": {"widths": [16, 32, 64]}},
+    "dgcnn_contrast": {"backbone": "dgcnn", "dgcnn": {"k": 8, "edge_widths": [16, 16, 32], "global_dim": 64},
+                       "loss": {"contrast": {"weight": 0.5, "temperature": 0.2}}},
+}
+
+
+@pytest.mark.parametrize("case", DWC_CASES)
+def test_dwc_matches_flop_counter(torch_rng, case):
+    """Distillation with Contrast with each backbone; point networks on the tiny batch's 512 / 128-point crops."""
+    cfg = config("tiny", method="dwc", **DWC_CASES[case])
+    torch.manual_seed(0)
+    model = DwC(cfg, build_backbone(cfg))
+    assert counted_step(model, tiny_batch(3, torch_rng), torch_rng) == training_flops(cfg, 3, (512, 128)).total
