@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from torch import nn
+
+from model.asymdsd import init_weights
 from model.backbone import Backbone
 from model.config import ModelConfig
 from model.dgcnn import DGCNN
@@ -16,6 +19,15 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     if cfg.backbone == "dgcnn":
         return DGCNN(cfg.dgcnn)
     return PointEncoder(cfg.tokenizer, cfg.encoder)
+
+
+def init_backbone(encoder: Backbone) -> None:
+    """The initialisation pretraining starts from: the ViT's reference initialisation (`init_weights`, and a
+    trunc-normal CLS token); point networks keep PyTorch's defaults, as their papers train them."""
+    if isinstance(encoder, PointEncoder):
+        init_weights(encoder)
+        if encoder.cls_token is not None:
+            nn.init.trunc_normal_(encoder.cls_token, std=0.02)
 
 
 def token_width(cfg: ModelConfig) -> int:

@@ -24,6 +24,7 @@ from torch.profiler import record_function
 
 from model.asymdsd import init_weights
 from model.backbone import Backbone, BackboneInput
+from model.backbones import init_backbone
 from model.batch import CropBatch, MultiCropBatch
 from model.centering import Centering
 from model.config import ModelConfig
@@ -73,11 +74,8 @@ class DwCStudent(nn.Module):
         self.autocast_dtype: torch.dtype | None = None
         self.encoder = encoder
         self.cls_head = DINOHead(encoder.embedding_dim, cfg.head)
-        # The ViT takes the reference's initialisation whole; point networks keep PyTorch's defaults,
-        # as their papers train them, and only the head is initialised like AsymDSD's.
-        init_weights(self if cfg.backbone == "vit" else self.cls_head)
-        if getattr(encoder, "cls_token", None) is not None:
-            nn.init.trunc_normal_(encoder.cls_token, std=0.02)
+        init_backbone(encoder)
+        init_weights(self.cls_head)
 
     def embed(self, inputs: BackboneInput) -> Tensor:
         with record_function("dwc/student_encoder"):

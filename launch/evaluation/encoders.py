@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from model.asymdsd import init_weights
 from model.config import ModelConfig, load_model_config
 from model.backbone import Backbone
-from model.backbones import build_backbone
+from model.backbones import build_backbone, init_backbone
 from model.export import load_encoder
 from model.official import load_official_encoder
 
@@ -24,9 +22,7 @@ def random_encoder(cfg: ModelConfig, seed: int = 0, device: str | torch.device =
     """The architecture of `cfg` with the reference's pretraining initialisation, in eval mode."""
     torch.manual_seed(seed)
     encoder = build_backbone(cfg)
-    init_weights(encoder)
-    if encoder.cls_token is not None:
-        nn.init.trunc_normal_(encoder.cls_token, std=0.02)
+    init_backbone(encoder)
     return encoder.to(device).eval()
 
 

@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from mlflow import MlflowClient
 
 from launch.evaluation.data import LabelledSet
+from launch.evaluation.encoders import random_encoder
 from launch.evaluation.features import extract_features
-from launch.evaluation.protocols import FeatureConfig, default_input
+from launch.evaluation.protocols import default_input
+from model.config import load_model_config, model_config_from_dict
 from model.export import export_encoder
 from model.pretrained import PretrainedEncoder, from_pretrained
-from tests.launch.eval_fixtures import shape_cloud, tiny_encoder
+from tests.launch.eval_fixtures import TINY, shape_cloud, tiny_encoder
 
 
 def ragged_set(sizes: list[int]) -> tuple[list[np.ndarray], LabelledSet]:
@@ -29,10 +32,9 @@ def ragged_set(sizes: list[int]) -> tuple[list[np.ndarray], LabelledSet]:
 def test_embed_equals_the_svm_protocols_features_before_normalisation():
     encoder, cfg = tiny_encoder(0)
     wrapped = PretrainedEncoder(encoder, cfg)
-    features = FeatureConfig()
-    assert wrapped.spec == default_input(cfg, "shards") and wrapped.pooling == features.pooling
+    assert wrapped.spec == default_input(cfg, "shards") and wrapped.pooling == ("cls", "mean")  # the SVM protocol's
     clouds, data = ragged_set([1500, 700, 1100, 300])
-    expected = extract_features(encoder, data, wrapped.spec, features.pooling, "cpu", seed=3, normalize=False)
+    expected = extract_features(encoder, data, wrapped.spec, wrapped.pooling, "cpu", seed=3, normalize=False)
     torch.testing.assert_close(wrapped.embed(clouds, seed=3), torch.from_numpy(expected), rtol=0, atol=0)
 
 
@@ -48,3 +50,22 @@ def test_from_an_mlflow_runs_uri(tmp_path):
     assert loaded.metadata == {"step": 40, "loaded_from": f"runs:/{run_id}/encoder"}
     points = shape_cloud(0, np.random.default_rng(0), 1200)
     torch.testing.assert_close(loaded.embed(points), PretrainedEncoder(encoder, cfg).embed(points), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backbone, pooling", [("pointnet", ("max",)), ("dgcnn", ("max", "mean"))])
+def test_a_point_network_export_embeds_like_its_svm_features(tmp_path, backbone, pooling):
+    """A DwC point network from its export: the embedding's pooling, the same numbers as the feature path,
+    one token per kept point, and the tokens' centres are those points in the input's coordinates."""
+    cfg = load_model_config(TINY).model_copy(update={"method": "dwc", "backbone": backbone})
+    cfg = model_config_from_dict({**cfg.model_dump(), "pointnet": {"widths": [16, 32]},
+                                  "dgcnn": {"k": 4, "edge_widths": [8, 16], "global_dim": 32}})
+    export = export_encoder(random_encoder(cfg, 0), cfg, tmp_path / "export")
+    wrapped = from_pretrained(export, num_points=256)
+    assert wrapped.pooling == pooling and not wrapped.encoder.has_patch_tokens
+    clouds, data = ragged_set([1500, 700, 200])
+    expected = extract_features(wrapped.encoder, data, wrapped.spec, pooling, "cpu", seed=3, normalize=False)
+    torch.testing.assert_close(wrapped.embed(clouds, seed=3), torch.from_numpy(expected), rtol=0, atol=0)
+    out = wrapped.embed(clouds[2], return_tokens=True)
+    assert out.tokens.shape == (1, 200, 32) and out.centers.shape == (1, 200, 3)
+    kept = {tuple(p) for p in np.round(out.centers[0].numpy(), 5)}
+    assert kept == {tuple(p) for p in np.round(clouds[2], 5)}  # 200 points, fewer than asked: all of them
