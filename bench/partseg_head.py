@@ -19,7 +19,7 @@ import torch
 
 from bench.common import add_json_option, benchmark_main, forward_backward_ms
 from launch.evaluation.encoders import random_encoder
-from launch.evaluation.segmentation import PartSegmenter
+from launch.evaluation.segmentation import PartSegmenter, split_first_linear
 from model.config import load_model_config
 from model.features import model_input
 
@@ -50,7 +50,7 @@ def measure(args: argparse.Namespace) -> dict:
         return model.head(torch.cat([x, glob[shape_of_point]], dim=-1))
 
     def split(x: torch.Tensor) -> torch.Tensor:
-        return model.head[1:](model.head_first(x, glob, shape_of_point))
+        return model.head[1:](split_first_linear(model.head, x, glob, shape_of_point))
 
     model.eval()  # BatchNorm on running statistics and no dropout: both ways see the same function
     with torch.no_grad():

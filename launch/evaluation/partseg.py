@@ -1,4 +1,5 @@
-"""The part-segmentation protocol: fine-tune encoder + `PartSegmenter` on per-point part labels, score mIoU.
+"""The part-segmentation protocol: fine-tune encoder + segmenter (`PartSegmenter`, or `PointPartSegmenter` for a
+point network) on per-point part labels, score mIoU.
 
 The recipe is the official AsymDSD code's for ShapeNetPart (remcofl/AsymDSD, `configs/semseg/*.yaml`,
 `configs/data/ShapeNetPart-S.yaml`): 2,048 uniformly subsampled points in 128 patches of 32, batch 16,
@@ -25,10 +26,10 @@ from configuration import StrictModel
 from launch.evaluation.features import Augmentation
 from launch.evaluation.part_data import PartSet
 from launch.evaluation.part_metrics import PartScores, part_scores, restrict_to_category
-from launch.evaluation.segmentation import PartSegmenter
+from launch.evaluation.segmentation import PartSegmenter, PointPartSegmenter
 from launch.evaluation.train import Phase, autocast, downstream_encoder, epoch_order
 from model.config import ModelConfig
-from model.encoder import PointEncoder
+from model.backbone import Backbone
 from model.features import InputSpec, subsample_indices
 
 PARTSEG_SCHEDULE = Phase(epochs=300, frozen_encoder=False, start_lr=1e-7, peak_lr=2e-4, end_lr=1e-7,
@@ -101,14 +102,19 @@ def subsample_parts(points, num_points, parts, spec: InputSpec, generator):
     return points, kept, parts.gather(1, idx).masked_fill(~valid, -1)
 
 
-def build_segmenter(encoder: PointEncoder, model_cfg: ModelConfig, data: PartSet, cfg: PartSegConfig) -> PartSegmenter:
-    return PartSegmenter(downstream_encoder(encoder, model_cfg, cfg.drop_path), len(data.class_names),
-                         len(data.part_names), cfg.input, cfg.blocks, cfg.upsampling_dim, cfg.label_embed_dim,
-                         cfg.head_dims, cfg.dropout)
+def build_segmenter(encoder: Backbone, model_cfg: ModelConfig, data: PartSet, cfg: PartSegConfig
+                    ) -> PartSegmenter | PointPartSegmenter:
+    """The reference's segmenter on the ViT's blocks, or the per-point head on a point network's tokens."""
+    encoder = downstream_encoder(encoder, model_cfg, cfg.drop_path)
+    if not encoder.has_patch_tokens:
+        return PointPartSegmenter(encoder, len(data.class_names), len(data.part_names), cfg.label_embed_dim,
+                                  cfg.head_dims, cfg.dropout)
+    return PartSegmenter(encoder, len(data.class_names), len(data.part_names), cfg.input, cfg.blocks,
+                         cfg.upsampling_dim, cfg.label_embed_dim, cfg.head_dims, cfg.dropout)
 
 
 @torch.no_grad()
-def predict_parts(model: PartSegmenter, data: PartSet, cfg: PartSegConfig, device: torch.device,
+def predict_parts(model: PartSegmenter | PointPartSegmenter, data: PartSet, cfg: PartSegConfig, device: torch.device,
                   seed: int) -> PartPredictions:
     """Subsample every test cloud (seeded), predict each point's part among its category's, and score."""
     model.eval()
@@ -133,7 +139,7 @@ def _pad_to(a: np.ndarray, width: int, fill: int) -> np.ndarray:
     return np.pad(a, pad, constant_values=fill)
 
 
-def train_segmenter(encoder: PointEncoder, model_cfg: ModelConfig, train: PartSet, test: PartSet,
+def train_segmenter(encoder: Backbone, model_cfg: ModelConfig, train: PartSet, test: PartSet,
                     cfg: PartSegConfig, device: torch.device | str, seed: int) -> PartRunResult:
     """Fine-tune a copy of `encoder` with the segmentation head on `train`; score on `test`."""
     device = torch.device(device)

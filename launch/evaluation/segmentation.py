@@ -9,6 +9,10 @@ max of the concatenated patch features) is appended to every point, and an MLP h
 The pointwise MLPs run on the valid points only, so BatchNorm never sees padding. The head's first linear
 is split: its global half is computed once per shape and added to each point's local half, the same maths
 as concatenating with about a third of that layer's work (BENCHMARKS.md).
+
+A point network (PointNet, DGCNN) already has a feature at every point: `PointPartSegmenter` puts the same
+category embedding and head on each point's token next to the shape's global embedding, as the PointNet and
+DGCNN segmentation networks join per-point and global features.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from launch.evaluation.features import Augmentation, augment
+from model.backbone import Backbone
 from model.encoder import PointEncoder
 from model.features import InputSpec
 from model.patchify import normalize_unit_sphere, patchify, valid_mask
@@ -56,6 +61,20 @@ def interpolate(points: Tensor, centers: Tensor, features: Tensor, k: int = 3) -
     return (gathered * weight[..., None].to(features.dtype)).sum(2)
 
 
+def split_first_linear(head: nn.Sequential, local: Tensor, glob: Tensor, shape_of_point: Tensor) -> Tensor:
+    """The head's first linear on [local (M, U), glob (B, G) of each point's shape]: split, not concatenated."""
+    weight = head[0].weight
+    u = local.shape[-1]
+    return F.linear(local, weight[:, :u]) + F.linear(glob, weight[:, u:])[shape_of_point]
+
+
+def scatter_valid(scores: Tensor, valid: Tensor) -> Tensor:
+    """(B, N, parts) logits from the scores of the valid points; padded points score zeros."""
+    logits = scores.new_zeros(*valid.shape, scores.shape[-1])
+    logits[valid] = scores
+    return logits
+
+
 class PartSegmenter(nn.Module):
     """Encoder + multi-block patch features + point upsampling + category embedding + MLP head."""
 
@@ -75,12 +94,6 @@ class PartSegmenter(nn.Module):
         in_dim = upsampling_dim + label_embed_dim + d + 2 * d * len(self.blocks)
         self.head = pointwise_mlp([in_dim, *head_dims], dropout, out=num_parts)  # PyTorch's default init, as the reference
 
-    def head_first(self, local: Tensor, glob: Tensor, shape_of_point: Tensor) -> Tensor:
-        """The head's first linear on [local (M, U), glob (B, G) of each point's shape]: split, not concatenated."""
-        weight = self.head[0].weight
-        u = local.shape[-1]
-        return F.linear(local, weight[:, :u]) + F.linear(glob, weight[:, u:])[shape_of_point]
-
     def forward(self, points: Tensor, num_points: Tensor, categories: Tensor, generator: torch.Generator,
                 aug: Augmentation | None = None) -> Tensor:
         """Part logits (B, N, parts) for (B, N, 3) clouds already subsampled; padded points score zeros."""
@@ -94,7 +107,28 @@ class PartSegmenter(nn.Module):
                          dim=-1)
         valid = valid_mask(num_points, points.shape[1])
         local = torch.cat([points, interpolate(points, patches.centers, patch_feats)], dim=-1)[valid]
-        scores = self.head[1:](self.head_first(self.upsample(local), glob, valid.nonzero()[:, 0]))
-        logits = scores.new_zeros(*points.shape[:2], scores.shape[-1])
-        logits[valid] = scores
-        return logits
+        scores = self.head[1:](split_first_linear(self.head, self.upsample(local), glob, valid.nonzero()[:, 0]))
+        return scatter_valid(scores, valid)
+
+
+class PointPartSegmenter(nn.Module):
+    """A point network + category embedding + MLP head on [each point's token, the shape's global feature]."""
+
+    def __init__(self, encoder: Backbone, num_categories: int, num_parts: int, label_embed_dim: int = 64,
+                 head_dims: Sequence[int] = (512, 256), dropout: float = 0.5) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.label_embedding = nn.Embedding(num_categories, label_embed_dim)
+        in_dim = encoder.dim + label_embed_dim + encoder.embedding_dim
+        self.head = pointwise_mlp([in_dim, *head_dims], dropout, out=num_parts)
+
+    def forward(self, points: Tensor, num_points: Tensor, categories: Tensor, generator: torch.Generator,
+                aug: Augmentation | None = None) -> Tensor:
+        """Part logits (B, N, parts) for (B, N, 3) clouds already subsampled; padded points score zeros."""
+        if aug is not None and aug.active:
+            points = augment(points, aug, generator)
+        tokens = self.encoder(self.encoder.prepare(points, num_points))
+        glob = torch.cat([self.label_embedding(categories), self.encoder.embedding(tokens)], dim=-1)
+        valid = valid_mask(num_points, points.shape[1])
+        scores = self.head[1:](split_first_linear(self.head, tokens[valid], glob, valid.nonzero()[:, 0]))
+        return scatter_valid(scores, valid)

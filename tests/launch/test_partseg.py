@@ -10,7 +10,8 @@ from launch.evaluation.encoders import random_encoder
 from launch.evaluation.part_data import PartSet
 from launch.evaluation.partseg import PartSegConfig, build_segmenter, predict_parts, subsample_parts, train_segmenter
 from launch.evaluation.report import build_part_report
-from model.config import load_model_config
+from launch.evaluation.segmentation import PointPartSegmenter
+from model.config import load_model_config, model_config_from_dict
 from model.features import InputSpec
 from tests.conftest import ROOT
 
@@ -54,6 +55,21 @@ def test_the_protocol_learns_separable_parts(tiny):
     assert [("instance_miou" in r) for r in run.history] == [e % 4 == 0 for e in range(1, 13)]
     assert run.history[-1]["loss"] < run.history[0]["loss"]
     assert run.history[-1]["instance_miou"] == scores.instance_miou
+
+
+@pytest.mark.parametrize("backbone", ["pointnet", "dgcnn"])
+def test_a_point_network_learns_separable_parts_with_its_per_point_head(backbone):
+    cfg = load_model_config(ROOT / f"configs/model/dwc_{backbone}.yaml")
+    cfg = model_config_from_dict({**cfg.model_dump(), "pointnet": {"widths": [32, 64, 128]},
+                                  "dgcnn": {"k": 8, "edge_widths": [16, 32], "global_dim": 64}})
+    encoder = random_encoder(cfg, 0)
+    train, test = toy_parts(32, 0), toy_parts(16, 1)
+    recipe = PartSegConfig(input=SPEC, batch_size=8).with_epochs(12)
+    segmenter = build_segmenter(encoder, cfg, train, recipe)
+    assert isinstance(segmenter, PointPartSegmenter)
+    untrained = predict_parts(segmenter, test, recipe, torch.device("cpu"), 0)
+    scores = train_segmenter(encoder, cfg, train, test, recipe, "cpu", 0).final.scores
+    assert scores.instance_miou > 0.85 and scores.instance_miou > untrained.scores.instance_miou + 0.2
 
 
 def test_predictions_stay_within_the_category_and_padding_stays_unlabelled(tiny):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from launch.evaluation.encoders import random_encoder
-from launch.evaluation.segmentation import PartSegmenter, default_blocks, interpolate
+from launch.evaluation.segmentation import PartSegmenter, default_blocks, interpolate, split_first_linear
 from model.config import load_model_config
 from model.features import InputSpec
 from model.patchify import patchify
@@ -121,5 +121,5 @@ def test_the_split_first_linear_equals_the_concatenated_one(tiny):
     gen = torch.Generator().manual_seed(0)
     local, glob = torch.randn(7, 384, generator=gen), torch.randn(3, model.head[0].in_features - 384, generator=gen)
     shape_of_point = torch.tensor([0, 0, 1, 2, 2, 2, 1])
-    torch.testing.assert_close(model.head_first(local, glob, shape_of_point),
+    torch.testing.assert_close(split_first_linear(model.head, local, glob, shape_of_point),
                                model.head[0](torch.cat([local, glob[shape_of_point]], dim=-1)))
