@@ -15,17 +15,19 @@ from model.point_layers import MaskedBatchNorm, PointLayer
 def knn(x: Tensor, valid: Tensor, k: int) -> Tensor:
     """(C, N, k) indices of each point's k nearest valid points in the features x (C, N, F), nearest first.
 
-    Squared distances |x_i|^2 + |x_j|^2 - 2 x_i.x_j per crop, padded points at +inf, ties to the lower
-    index: points are ranked by (distance bits, index) keys as in `model.patchify.knn_group`. The point
-    itself is its own nearest neighbour. Where a crop has fewer than k valid points, the missing slots
-    repeat the nearest valid neighbour, which leaves the max over neighbours unchanged.
+    Squared distances |x_i|^2 + |x_j|^2 - 2 x_i.x_j per crop, ties to the lower index: points are ranked by
+    (distance bits, index) keys as in `model.patchify.knn_group`, built in one op as bits * N + index with
+    padded points pushed past every valid key (whatever their features hold). The point itself is its own
+    nearest neighbour. Where a crop has fewer than k valid points, the missing slots repeat the nearest
+    valid neighbour, which leaves the max over neighbours unchanged.
     """
     c, n, _ = x.shape
     with torch.no_grad():
         sq = x.square().sum(-1)
-        dist = torch.baddbmm(sq[:, :, None] + sq[:, None, :], x, x.transpose(1, 2), alpha=-2)
-        dist = dist.float().clamp_min(0).masked_fill(~valid[:, None, :], torch.inf)
-        keys = (dist.view(torch.int32).long() << 32) | torch.arange(n, device=x.device)
+        dist = (sq[:, :, None] + sq[:, None, :]).baddbmm_(x, x.transpose(1, 2), alpha=-2).float().clamp_min_(0)
+        # Non-negative floats order as their int32 bits; a padded column's offset exceeds 2^31 N.
+        offset = torch.arange(n, device=x.device) + (~valid[:, None, :]) * (n << 32)
+        keys = torch.add(offset, dist.view(torch.int32), alpha=n)
         idx = keys.topk(min(k, n), dim=-1, largest=False, sorted=True).indices
     nearest = idx[..., :1]
     idx = torch.where(valid.gather(1, idx.view(c, -1)).view_as(idx), idx, nearest)

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from bench.point_backbones import AutogradMaskedBatchNorm
 from model.backbone import PointBackbone, PointCloud
 from model.backbones import build_backbone
 from model.config import DGCNNConfig, ModelConfig, PointNetConfig
 from model.dgcnn import DGCNN, EdgeConv, knn
-from model.point_layers import MaskedBatchNorm
+from model.point_layers import MaskedBatchNorm, masked_batch_norm
 from model.pointnet import PointNet
 
 # Embeddings agree to 1e-5, relative above 1: train-mode statistics summed in another order differ by
@@ -74,6 +75,88 @@ def test_masked_batch_norm_broadcasts_the_mask_over_trailing_rows(torch_rng):
     out = ours(x, valid[:, :, None])
     torch.testing.assert_close(out[valid], ref(x[valid].reshape(-1, 4)).view(-1, 5, 4), atol=1e-5, rtol=1e-5)
     assert_same_state(ours, ref)
+
+
+def dgcnn_edges(torch_rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, N, k, F) edges with their (C, N, 1) mask, as EdgeConv normalises them: a full crop, a partial
+    one, one with a single valid point and one with none."""
+    x = torch.randn(4, 64, 20, 32, generator=torch_rng) * 2 + 1
+    valid = torch.arange(64) < torch.tensor([64, 40, 1, 0])[:, None]
+    return x, valid[:, :, None]
+
+
+def test_masked_batch_norm_gradcheck(torch_rng):
+    """float64 finite differences in input, weight and bias of the valid rows' outputs (the gradient the
+    statistics pass back comes from valid rows only), and in weight and bias of every row's output; a
+    per-row mask and one broadcast over the edges of a point."""
+    cases = [((3, 7, 3), torch.arange(7) < torch.tensor([7, 2, 5])[:, None]),
+             ((3, 7, 4, 3), (torch.arange(7) < torch.tensor([7, 4, 0])[:, None])[:, :, None])]
+    for shape, valid in cases:
+        x = (torch.randn(shape, generator=torch_rng, dtype=torch.float64) * 2 + 1).requires_grad_()
+        weight, bias = (torch.randn(shape[-1], generator=torch_rng, dtype=torch.float64).requires_grad_()
+                        for _ in range(2))
+        rows = valid.expand(shape[:-1])[..., None]
+
+        def valid_rows(x, weight, bias, valid=valid, rows=rows):
+            return torch.where(rows, masked_batch_norm(x, valid, weight, bias, 1e-5)[0], 0)
+
+        def every_row(weight, bias, x=x.detach(), valid=valid):
+            return masked_batch_norm(x, valid, weight, bias, 1e-5)[0]
+
+        assert torch.autograd.gradcheck(valid_rows, (x, weight, bias))
+        assert torch.autograd.gradcheck(every_row, (weight, bias))
+
+
+def test_masked_batch_norm_equals_autograd_on_dgcnn_edges(torch_rng):
+    """Outputs, running statistics and input, weight and bias gradients of the analytic backward equal
+    autograd's through the straightforward formulation. The loss weighs valid rows only, as in the networks,
+    whose padded rows are filled in after the last layer."""
+    ours, _ = randomised_bn(32, torch_rng)
+    ref = AutogradMaskedBatchNorm(32)
+    ref.load_state_dict(ours.state_dict())
+    x, valid = dgcnn_edges(torch_rng)
+    dy = torch.randn(x.shape, generator=torch_rng) * valid[..., None]
+    results = []
+    for bn in (ours, ref):
+        inputs = x.clone().requires_grad_()
+        out = bn(inputs, valid)
+        out.backward(dy)
+        results.append((out, inputs.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var))
+    for name, a, b in zip(("out", "x.grad", "weight.grad", "bias.grad", "mean", "var"), *results):
+        torch.testing.assert_close(a, b, **TOL, msg=name)
+
+
+def test_masked_batch_norm_valid_gradients_ignore_invalid_rows(torch_rng):
+    """Whatever invalid rows hold, and whatever gradient their outputs get, valid rows' gradients are those
+    of a loss on valid rows only; finite invalid rows get dy * weight / std."""
+    bn, _ = randomised_bn(32, torch_rng)
+    x, valid = dgcnn_edges(torch_rng)
+    rows = valid.expand(x.shape[:-1])
+    dy = torch.randn(x.shape, generator=torch_rng)
+    clean = x.clone().requires_grad_()
+    copy.deepcopy(bn)(clean, valid).backward(dy * valid[..., None])
+    scale = bn.weight.detach() * torch.rsqrt(x[rows].var(0, unbiased=False) + bn.eps)
+    for garbage in (1e3, float("inf"), float("nan")):
+        inputs = torch.where(rows[..., None], x, garbage).requires_grad_()
+        copy.deepcopy(bn)(inputs, valid).backward(dy)
+        torch.testing.assert_close(inputs.grad[rows], clean.grad[rows], **TOL)
+        if garbage == 1e3:
+            torch.testing.assert_close(inputs.grad[~rows], dy[~rows] * scale, **TOL)
+
+
+@pytest.mark.parametrize("edges", [False, True])
+def test_masked_batch_norm_keeps_the_input_dtype_with_float32_statistics(edges, torch_rng):
+    ours, _ = randomised_bn(32, torch_rng)
+    half = copy.deepcopy(ours)
+    x, valid = dgcnn_edges(torch_rng)
+    if not edges:  # one row per mask entry
+        x, valid = x[:, :, 0], valid[:, :, 0]
+    x = x.bfloat16().requires_grad_()
+    out = half(x, valid)
+    out.float().sum().backward()
+    assert out.dtype == x.grad.dtype == torch.bfloat16 and half.running_var.dtype == torch.float32
+    torch.testing.assert_close(out.float(), ours(x.detach().float(), valid), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(half.running_var, ours.running_var)
 
 
 def test_parameter_counts_are_the_published_feature_extractors():
@@ -159,6 +242,15 @@ def test_knn_ranks_by_distance_with_ties_to_the_lower_index_and_never_picks_padd
     assert idx[0, 3].tolist() == [3, 1, 0, 2, 4, 3, 3]
     assert idx[0, 4].tolist() == [4, 2, 0, 1, 3, 4, 4]
     assert knn(x, valid[None], 3)[0, 1].tolist() == [1, 0, 3]  # 0 and 3 are both at distance 1
+
+
+def test_knn_ignores_whatever_the_padding_holds(torch_rng):
+    x = torch.randn(2, 30, 4, generator=torch_rng)
+    valid = torch.arange(30) < torch.tensor([30, 12])[:, None]
+    expected = knn(x, valid, 8)
+    for garbage in (1e30, float("-inf"), float("nan")):
+        idx = knn(torch.where(valid[..., None], x, garbage), valid, 8)
+        assert torch.equal(idx[valid], expected[valid]) and valid.gather(1, idx.view(2, -1)).all()
 
 
 @pytest.mark.parametrize("train", [False, True])
