@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("compare-output"))
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=float, default=1.0, help="pretraining epochs of the 2,000 shapes, batch 32")
+    p.add_argument("--epochs", type=float, default=0.5, help="pretraining epochs of the 2,000 shapes, batch 32")
     p.add_argument("--contrast-weight", type=float, default=0.1, help="the weight of the 'on' runs")
     p.add_argument("--table-only", action="store_true", help="print the table of what is in results.jsonl")
     return p.parse_args(argv)
