@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: test venv demo bench gpu-wheels gpu-check clean
+.PHONY: test venv demo bench compare-methods gpu-wheels gpu-check clean
 
 test: venv
 	$(BIN)/python -m pytest
@@ -27,6 +27,12 @@ demo: venv
 
 bench: venv
 	$(BIN)/python -m bench.model_step --config configs/model/tiny.yaml --device cpu
+
+# AsymDSD-tiny and Distillation with Contrast on the tiny ViT, PointNet and DGCNN, with and without the
+# contrastive term, 3 seeds each at the same budget on the demo corpus: SVM against random init, CPU
+# shapes/s (hours on a laptop; a rerun continues where the last one stopped).
+compare-methods: venv
+	$(BIN)/python -m bench.compare_methods --out compare-output
 
 # The wheels `make gpu-check` needs on a GPU machine with torch but no network and no pydantic,
 # DeepSpeed or trimesh, into .whl/ (carry that folder along): bench.gpu_wheels names and checks them.

@@ -111,11 +111,10 @@ def shape_saliency(encoder: Backbone, points: np.ndarray, num_points: int, seed:
         coords = inputs.points.detach().requires_grad_(True)
         inputs.points = coords
         with torch.enable_grad():
-            encoder.embedding(encoder(inputs)).norm().backward()
+            (grad,) = torch.autograd.grad(encoder.embedding(encoder(inputs)).norm(), coords)
     finally:
         encoder.train(was_training)
-        encoder.zero_grad(set_to_none=True)
-    return coords[0].detach().cpu().numpy(), coords.grad[0].norm(dim=-1).cpu().numpy()
+    return coords[0].detach().cpu().numpy(), grad[0].norm(dim=-1).cpu().numpy()
 
 
 def sample_figures(shape: Shape, encoder: Backbone, cfg: ModelConfig, spec: MultiCropConfig, seed: int,

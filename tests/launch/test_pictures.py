@@ -28,13 +28,15 @@ from launch.pictures import (
 )
 from launch.pictures.__main__ import main as pictures_main
 from launch.pictures.__main__ import parse_args as pictures_args
-from launch.pictures.clouds import robust_limits
+from launch.pictures.clouds import robust_limits, saliency_figure
+from launch.pictures.sample import Shape, crop_spec, sample_figures, shape_saliency
 from launch.pictures.panels import MASKED_COLOR, class_styles
 from launch.pictures.segmentation import ERROR_COLOR
 from launch.pictures.shapes import shard_shape, synthetic_shape
 from launch.tracking import Tracker
-from model.config import load_model_config
+from model.backbone import PointCloud
 from model.backbones import build_backbone
+from model.config import load_model_config, model_config_from_dict
 from model.export import export_encoder
 from model.masking import inverse_block_mask, mask_counts
 from model.patchify import patchify
@@ -191,6 +193,40 @@ def clusters(per_class: int = 30, dims: int = 16) -> tuple[np.ndarray, np.ndarra
     means = 6.0 * rng.standard_normal((3, dims))
     labels = np.repeat(np.arange(3), per_class)
     return (means[labels] + rng.standard_normal((len(labels), dims))).astype(np.float32), labels
+
+
+def small_point_network(backbone: str):
+    cfg = load_model_config(ROOT / f"configs/model/dwc_{backbone}.yaml")
+    cfg = model_config_from_dict({**cfg.model_dump(), "pointnet": {"widths": [16, 32]},
+                                  "dgcnn": {"k": 6, "edge_widths": [8, 16], "global_dim": 32}})
+    torch.manual_seed(0)
+    return build_backbone(cfg), cfg
+
+
+@pytest.mark.parametrize("backbone", ["pointnet", "dgcnn"])
+def test_saliency_is_the_embedding_gradient_norm_at_each_point(backbone):
+    encoder, _ = small_point_network(backbone)
+    points, saliency = shape_saliency(encoder, sphere(500, 0) * [1.0, 0.5, 0.2], 200, seed=3)
+    assert points.shape == (200, 3) and saliency.shape == (200,) and encoder.training
+    assert all(p.grad is None for p in encoder.parameters())  # no gradient left behind in the module
+    coords = torch.from_numpy(points)[None].requires_grad_(True)
+    encoder.eval()
+    encoder.embedding(encoder(PointCloud(coords, torch.tensor([200])))).norm().backward()
+    np.testing.assert_allclose(saliency, coords.grad[0].norm(dim=-1).numpy(), rtol=1e-5, atol=1e-8)
+    assert saliency.min() >= 0 and saliency.max() > 3 * np.median(saliency)  # a few points carry the max pool
+
+
+def test_a_point_network_gets_a_saliency_picture_instead_of_attention(tmp_path):
+    encoder, cfg = small_point_network("pointnet")
+    shape = Shape("sphere", sphere(2048, 1))
+    figures = sample_figures(shape, encoder, cfg, crop_spec(cfg, 256, 64), seed=0)
+    assert set(figures) == {"crops", "saliency"}  # DwC masks nothing; a point network has no attention
+    fig = figures["saliency"]
+    (ax,) = cloud_axes(fig)
+    assert points_in(ax) == 256 and "pointnet saliency" in fig._suptitle.get_text()
+    assert_png(save_figure(fig, tmp_path, "saliency")[0])
+    with pytest.raises(ValueError, match="saliency has 3 values for 4 points"):
+        saliency_figure(np.zeros((4, 3)), np.ones(3))
 
 
 def test_embedding_keeps_classes_apart_and_the_figure_names_them(tmp_path):
