@@ -140,6 +140,12 @@ class StepFlops:
     losses: int  # KoLeo similarities, contrastive logits
     student_backward: int
 
+    @classmethod
+    def of(cls, batch_size: int, **costs: Cost) -> StepFlops:
+        """Each component's forward FLOPs, and the backward of every component but the teacher's."""
+        backward = sum(c.backward for name, c in costs.items() if not name.startswith("teacher_"))
+        return cls(batch_size, **{name: c.forward for name, c in costs.items()}, student_backward=backward)
+
     def components(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "batch_size"}
 
@@ -198,19 +204,10 @@ def training_flops(cfg: ModelConfig, batch_size: int, crop_points: tuple[int, in
         logits = 2 * b * cls_views * d * cg * b  # every student CLS view against every teacher crop
         losses += Cost(logits, logits)  # backward: the student side only, the teacher's is detached
 
-    student = [student_tokenizer, student_encoder, predictor, student_heads, losses]
-    return StepFlops(
-        batch_size=b,
-        teacher_tokenizer=teacher_tokenizer.forward,
-        teacher_encoder=teacher_encoder.forward,
-        teacher_heads=teacher_heads.forward,
-        student_tokenizer=student_tokenizer.forward,
-        student_encoder=student_encoder.forward,
-        predictor=predictor.forward,
-        student_heads=student_heads.forward,
-        losses=losses.forward,
-        student_backward=sum(c.backward for c in student),
-    )
+    return StepFlops.of(b, teacher_tokenizer=teacher_tokenizer, teacher_encoder=teacher_encoder,
+                        teacher_heads=teacher_heads, student_tokenizer=student_tokenizer,
+                        student_encoder=student_encoder, predictor=predictor, student_heads=student_heads,
+                        losses=losses)
 
 
 def dwc_flops(cfg: ModelConfig, batch_size: int, crop_points: tuple[int, int]) -> StepFlops:
@@ -239,16 +236,6 @@ def dwc_flops(cfg: ModelConfig, batch_size: int, crop_points: tuple[int, int]) -
     if cfg.loss.contrast.weight > 0:
         logits = 2 * b * views * width * cg * b
         losses = Cost(logits, logits)
-    student = [tokenizer, student_encoder, student_heads, losses]
-    return StepFlops(
-        batch_size=b,
-        teacher_tokenizer=teacher_tokenizer.forward,
-        teacher_encoder=teacher_encoder.forward,
-        teacher_heads=teacher_heads.forward,
-        student_tokenizer=tokenizer.forward,
-        student_encoder=student_encoder.forward,
-        predictor=0,
-        student_heads=student_heads.forward,
-        losses=losses.forward,
-        student_backward=sum(c.backward for c in student),
-    )
+    return StepFlops.of(b, teacher_tokenizer=teacher_tokenizer, teacher_encoder=teacher_encoder,
+                        teacher_heads=teacher_heads, student_tokenizer=tokenizer, student_encoder=student_encoder,
+                        predictor=Cost(), student_heads=student_heads, losses=losses)

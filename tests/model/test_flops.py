@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, baddbmm_flop, sdpa_backward_flop_count, sdpa_flop_count
 
 from model.asymdsd import AsymDSD
 from model.backbones import build_backbone
@@ -29,8 +29,10 @@ SCHEDULE = DistillSchedule(0.04, 0.05, 0.99)
 aten = torch.ops.aten
 
 # torch's registry has no entry for the CPU flash-attention kernel (the counter would see 0 FLOPs);
-# count it with the formulas torch applies to the CUDA flash / memory-efficient kernels.
+# count it with the formulas torch applies to the CUDA flash / memory-efficient kernels. Nor for in-place
+# baddbmm_ (DGCNN's k-NN distances): the out-of-place formula.
 CPU_ATTENTION = {
+    aten.baddbmm_: lambda self, a, b, *_, **__: baddbmm_flop(self, a, b),
     aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
     aten._scaled_dot_product_flash_attention_for_cpu_backward: (
         lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
