@@ -4,13 +4,15 @@
 
 Every run is the demo's pipeline with one change of model: the demo corpus (2,000 synthetic shapes of 16
 families, 500 held out) sharded once, `launch/pretrain.py` with `configs/pretrain/demo.yaml`'s data, crops,
-batch and optimiser for `--epochs` epochs, then the linear-SVM protocol on the held-out shapes in the global
-crops' geometry (512 points), for the exported teacher and for the same architecture randomly initialised
-with the same seed. The contrastive term is off (weight 0) or on (`--contrast-weight`). Training speed is
+batch and optimiser for `--epochs` epochs and one teacher schedule for all (EMA momentum 0.99 -> 1, the tiny
+model's, so that every teacher moves as far in the short budget), then the linear-SVM protocol on the held-out
+shapes in the global crops' geometry (512 points), for the exported teacher and for the same architecture
+randomly initialised with the same seed. The contrastive term is off (weight 0) or on (`--contrast-weight`). Training speed is
 the run's own `throughput/samples_per_s` (probes off), averaged over its logged steps after the first.
 
 Each finished run appends one line to `<out>/results.jsonl`, and a rerun skips the runs already there, so
-a long comparison can be split over several invocations; the table is built from every line in the file.
+a long comparison can be split over several invocations (with the same --epochs: a run is known by its
+method, contrast weight, seed and epochs); the table is built from every line in the file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "launch" / "pretrain.py"
 DEMO = ROOT / "configs" / "pretrain" / "demo.yaml"
+MOMENTUM = 0.99  # the teacher's EMA momentum at step 0 for every method (then cosine to 1)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("compare-output"))
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=float, default=0.5, help="pretraining epochs of the 2,000 shapes, batch 32")
+    p.add_argument("--epochs", type=float, default=1.0, help="pretraining epochs of the 2,000 shapes, batch 32")
     p.add_argument("--contrast-weight", type=float, default=0.1, help="the weight of the 'on' runs")
     p.add_argument("--table-only", action="store_true", help="print the table of what is in results.jsonl")
     return p.parse_args(argv)
@@ -72,7 +75,7 @@ def pretrain(method: Method, contrast: float, seed: int, epochs: float, data: Pa
              ) -> tuple[Path, str]:
     """(export directory, MLflow run id) of one pretraining run in its own process."""
     cmd = [sys.executable, str(PRETRAIN), "--config", str(DEMO), *method.overrides,
-           f"model.loss.contrast.weight={contrast}", f"train.seed={seed}", f"train.epochs={epochs}",
+           f"model.loss.contrast.weight={contrast}", f"model.teacher.momentum_start={MOMENTUM}", f"train.seed={seed}", f"train.epochs={epochs}",
            f"optim.warmup_epochs={epochs / 4}", f"data.datasets.0.url={data}", f"output_dir={out}",
            "monitor.sets=[]", "checkpoint.every_steps=0", "checkpoint.every_minutes=0",
            f"mlflow.tracking_uri={uri}", "mlflow.experiment=compare-methods",
@@ -108,9 +111,9 @@ def run_all(args: argparse.Namespace) -> Path:
     from launch.demo import load_labelled
 
     results = args.out / "results.jsonl"
-    done = {(r["method"], r["contrast"], r["seed"]) for r in read(results)}
+    done = {(r["method"], r["contrast"], r["seed"], r["epochs"]) for r in read(results)}
     todo = [(m, c, s) for m in args.methods for c in (0.0, args.contrast_weight) for s in args.seeds
-            if (m, c, s) not in done]
+            if (m, c, s, args.epochs) not in done]
     if not todo:
         return results
     data_dir = shards(args.out)
