@@ -15,7 +15,7 @@ from launch.training.config import MonitorConfig, MonitorSet, load_pretrain_conf
 from launch.training.distributed import DistEnv
 from launch.training.errors import MonitorSetError
 from launch.training.monitor import Monitor, ProbeSet, _assemble, load_probe_set
-from model.config import load_model_config
+from model.config import load_model_config, model_config_from_dict
 from sharding.synthetic import FAMILIES
 from tests.conftest import ROOT
 from tests.launch.conftest import DEMO, launch, python_pretrain, small_run
@@ -73,6 +73,21 @@ def test_a_pass_scores_both_protocols_for_the_step_it_was_taken_at():
     assert result.step == 7 and result.name == "blobs" and set(result.accuracy) == {"svm", "knn"}
     assert result.accuracy["svm"] == 1.0 and result.accuracy["knn"] >= 0.9
     assert 0 < waited <= result.seconds
+
+
+@pytest.mark.parametrize("backbone", ["pointnet", "dgcnn"])
+def test_a_point_network_teacher_is_probed_on_its_own_pooling(backbone):
+    cfg = model_config_from_dict({**TINY.model_dump(), "method": "dwc", "backbone": backbone,
+                                  "pointnet": {"widths": [16, 32]}, "dgcnn": {"k": 6, "edge_widths": [8, 16],
+                                                                             "global_dim": 32}})
+    encoder = random_encoder(cfg)
+    monitor = Monitor(MonitorConfig(batch_size=8), [ProbeSet("blobs", two_blobs(), SPEC)], env(), 1, 1, 0)
+    features = _assemble([monitor._features(encoder, two_blobs().train, SPEC, 0, 0)])
+    assert features.shape == (20, encoder.embedding_dim)  # max (PointNet), max + mean (DGCNN) of 32 channels
+    monitor.probe(encoder, 3, None)
+    (result,) = monitor.results(wait=True)
+    monitor.close()
+    assert result.step == 3 and result.accuracy["svm"] >= 0.9
 
 
 def test_an_unreadable_set_is_named(tmp_path):
