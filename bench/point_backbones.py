@@ -1,15 +1,20 @@
-"""Point backbones' forward + backward: `MaskedBatchNorm`'s analytic backward against autograd, and DGCNN's kNN.
+"""Point backbones' forward + backward: `MaskedBatchNorm`'s analytic backward against autograd, DGCNN's fused
+EdgeConv against the unfused one, and DGCNN's kNN.
 
 The masked batch norm's training statistics come from valid rows only. Written as plain tensor ops,
 autograd records a chain of masked reductions and elementwise ops over every (C, N, k, F) edge tensor
 of DGCNN, which dominated its CPU time; `model.point_layers.MaskedBatchNormFunction` computes the same
-forward in a few passes and the backward analytically. Timed, best of --rounds after a warm-up call:
+forward in a few passes and the backward analytically. `model.dgcnn.edge_norm_act_max` goes further and
+builds no normalised or activated edge tensor at all. Timed, best of --rounds after a warm-up call:
 
 * forward + backward (the global embedding summed) of PointNet and DGCNN at their default configs in
-  train mode, the same network and crops once with each batch norm; crops hold between half and all of
-  --points valid points. Embeddings and gradients are compared too: in float32, DGCNN's kNN graphs and
-  max over neighbours turn rounding into a different choice where two candidates nearly tie, so its
-  gradients differ by up to ~1e-3 of the largest (in float64 both agree to ~1e-14);
+  train mode, the same network and crops once with each batch norm (DGCNN with `UnfusedEdgeConv` layers
+  both times); crops hold between half and all of --points valid points. Embeddings and gradients are
+  compared too: in float32, DGCNN's kNN graphs and max over neighbours turn rounding into a different
+  choice where two candidates nearly tie, so its gradients differ by up to ~1e-3 of the largest (in
+  float64 both agree to ~1e-14);
+* DGCNN forward + backward with `UnfusedEdgeConv` layers (analytic batch norm) against the fused
+  `EdgeConv`, same network and crops, compared the same way;
 * the batch norm alone, forward + backward, on DGCNN's widest edge tensor (crops, points, k, 256) with
   its (C, N, 1) mask;
 * `model.dgcnn.knn` on (crops, points, 64) features against its previous (distance bits, index) keys,
@@ -29,12 +34,13 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.common import add_json_option, benchmark_main, best_of_rounds
 from model.backbone import PointCloud
 from model.config import DGCNNConfig, PointNetConfig
-from model.dgcnn import DGCNN, knn
+from model.dgcnn import DGCNN, EdgeConv, knn
 from model.point_layers import MaskedBatchNorm
 from model.pointnet import PointNet
 
@@ -71,6 +77,32 @@ def with_autograd_norms(net: nn.Module) -> nn.Module:
     for module in net.modules():
         if type(module) is MaskedBatchNorm:
             module.__class__ = AutogradMaskedBatchNorm
+    return net
+
+
+class UnfusedEdgeConv(EdgeConv):
+    """EdgeConv as it was before `model.dgcnn.edge_norm_act_max`: the neighbour half gathered to every edge,
+    the center half added, then masked batch norm, LeakyReLU and the max over the (C, N, k, out) edges:
+    the baseline here and the reference of the tests."""
+
+    def forward(self, x: Tensor, valid: Tensor) -> Tensor:
+        c, n, f = x.shape
+        idx = knn(x, valid, self.k)
+        w_neighbour, w_center = self.linear.weight[:, :f], self.linear.weight[:, f:]
+        neighbour = F.linear(x, w_neighbour)
+        center = F.linear(x, w_center - w_neighbour)
+        out = neighbour.shape[-1]
+        gathered = neighbour.gather(1, idx.view(c, -1, 1).expand(-1, -1, out)).view(c, n, self.k, out)
+        edges = gathered + center[:, :, None]
+        return self.activation(self.norm(edges, valid[:, :, None])).amax(dim=2)
+
+
+def with_unfused_edge_convs(net: nn.Module) -> nn.Module:
+    """A copy of `net` whose EdgeConv layers are `UnfusedEdgeConv` (same parameters, buffers)."""
+    net = copy.deepcopy(net)
+    for module in net.modules():
+        if type(module) is EdgeConv:
+            module.__class__ = UnfusedEdgeConv
     return net
 
 
@@ -146,6 +178,16 @@ def relative_grad_diff(ours: list[Tensor], reference: list[Tensor]) -> float:
     return max((a - b).abs().max().item() for a, b in pairs) / max(b.abs().max().item() for _, b in pairs)
 
 
+def compare_networks(baseline: nn.Module, ours: nn.Module, cloud: PointCloud, rounds: int,
+                     device: torch.device) -> dict:
+    """`compare` of two networks' forward + backward, with their embeddings' and gradients' differences."""
+    result = compare({"baseline": lambda: network_step(baseline, cloud),
+                      "ours": lambda: network_step(ours, cloud)}, rounds, device)
+    (embedding, grads), (ref_embedding, ref_grads) = result.pop("first").values()
+    return result | {"max_abs_embedding_diff": (embedding - ref_embedding).abs().max().item(),
+                     "max_rel_grad_diff": relative_grad_diff(grads, ref_grads)}
+
+
 def measure(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -154,13 +196,11 @@ def measure(args: argparse.Namespace) -> dict:
                "valid_points": int(cloud.num_points.sum())}
     for name in args.backbones:
         torch.manual_seed(0)
-        ours = BACKBONES[name]().to(device).train()
-        baseline = with_autograd_norms(ours)
-        result = compare({"baseline": lambda: network_step(baseline, cloud),
-                          "ours": lambda: network_step(ours, cloud)}, args.rounds, device)
-        (embedding, grads), (ref_embedding, ref_grads) = result.pop("first").values()
-        results[name] = result | {"max_abs_embedding_diff": (embedding - ref_embedding).abs().max().item(),
-                                  "max_rel_grad_diff": relative_grad_diff(grads, ref_grads)}
+        net = BACKBONES[name]().to(device).train()
+        unfused = with_unfused_edge_convs(net)
+        results[name] = compare_networks(with_autograd_norms(unfused), unfused, cloud, args.rounds, device)
+        if name == "dgcnn":
+            results["dgcnn_fused"] = compare_networks(unfused, net, cloud, args.rounds, device)
     cfg = DGCNNConfig()
     valid = cloud.valid
     edges = torch.randn(args.crops, args.points, cfg.k, max(cfg.edge_widths), device=device, requires_grad=True)
@@ -188,6 +228,11 @@ def show(results: dict) -> None:
             print(f"  {name} forward + backward: autograd norm {r['baseline_ms']:.1f}, analytic {r['ours_ms']:.1f},"
                   f" x{r['speedup']}; max |diff| embedding {r['max_abs_embedding_diff']:.1e},"
                   f" gradients (relative) {r['max_rel_grad_diff']:.1e}")
+    if "dgcnn_fused" in results:
+        r = results["dgcnn_fused"]
+        print(f"  dgcnn forward + backward: unfused EdgeConv {r['baseline_ms']:.1f}, fused {r['ours_ms']:.1f},"
+              f" x{r['speedup']}; max |diff| embedding {r['max_abs_embedding_diff']:.1e},"
+              f" gradients (relative) {r['max_rel_grad_diff']:.1e}")
     r = results["norm"]
     print(f"  norm alone on {tuple(r['shape'])}: autograd {r['baseline_ms']:.1f}, analytic {r['ours_ms']:.1f},"
           f" x{r['speedup']}")

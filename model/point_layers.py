@@ -130,11 +130,15 @@ class MaskedBatchNorm(nn.Module):
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             return torch.addcmul(self.bias - self.running_mean * scale, x, scale).to(x.dtype)
         out, mean, unbiased = masked_batch_norm(x, valid, self.weight, self.bias, self.eps)
-        with torch.no_grad():
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-            self.num_batches_tracked.add_(1)
+        self.track(mean, unbiased)
         return out
+
+    @torch.no_grad()
+    def track(self, mean: Tensor, unbiased: Tensor) -> None:
+        """Fold a training batch's mean and unbiased variance into the running estimates."""
+        self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+        self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
+        self.num_batches_tracked.add_(1)
 
 
 class PointLayer(nn.Module):

@@ -1,5 +1,5 @@
 """The point backbones: masked batch norm, published parameter counts, padding and order invariance,
-DGCNN's k-NN graph and split EdgeConv, the factory, gradient flow."""
+DGCNN's k-NN graph, split and fused EdgeConv, the factory, gradient flow."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench.point_backbones import AutogradMaskedBatchNorm
+from bench.point_backbones import AutogradMaskedBatchNorm, UnfusedEdgeConv
 from model.backbone import PointBackbone, PointCloud
 from model.backbones import build_backbone
 from model.config import DGCNNConfig, ModelConfig, PointNetConfig
-from model.dgcnn import DGCNN, EdgeConv, knn
+from model.dgcnn import DGCNN, EdgeConv, EdgeNormActMax, knn
 from model.point_layers import MaskedBatchNorm, masked_batch_norm
 from model.pointnet import PointNet
 
@@ -271,6 +271,69 @@ def test_split_edge_conv_equals_the_linear_on_every_edge(train, torch_rng):
     torch.testing.assert_close(conv(x, valid), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(conv.norm.running_mean, direct.norm.running_mean, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(conv.norm.running_var, direct.norm.running_var, atol=1e-6, rtol=1e-5)
+
+
+def randomised_edge_conv(in_dim: int, out_dim: int, k: int, torch_rng: torch.Generator) -> EdgeConv:
+    """An EdgeConv whose batch norm has random weights of both signs (a negative one turns the max over
+    neighbours into a min), random biases and running statistics."""
+    conv = EdgeConv(in_dim, out_dim, k, negative_slope=0.2)
+    with torch.no_grad():
+        conv.linear.weight.copy_(torch.randn(conv.linear.weight.shape, generator=torch_rng) / in_dim ** 0.5)
+        conv.norm.weight.copy_(torch.randn(out_dim, generator=torch_rng))
+        conv.norm.bias.copy_(torch.randn(out_dim, generator=torch_rng))
+        conv.norm.running_mean.copy_(torch.randn(out_dim, generator=torch_rng))
+        conv.norm.running_var.copy_(torch.rand(out_dim, generator=torch_rng) + 0.5)
+    assert (conv.norm.weight < 0).any() and (conv.norm.weight > 0).any()
+    return conv
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_edge_conv_equals_the_unfused_one(train, torch_rng):
+    """Outputs (padded rows included), gradients of the input and of every parameter, and running statistics
+    of the fused EdgeConv equal those of batch norm, LeakyReLU and amax on the (C, N, k, out) edges: a full
+    crop, a partial one, one with fewer valid points than k (repeated neighbours) and one with none."""
+    conv = randomised_edge_conv(24, 48, 10, torch_rng).train(train)
+    unfused = copy.deepcopy(conv)
+    unfused.__class__ = UnfusedEdgeConv
+    x = torch.randn(4, 60, 24, generator=torch_rng) * 2 + 1
+    valid = torch.arange(60) < torch.tensor([60, 37, 6, 0])[:, None]
+    dy = torch.randn(4, 60, 48, generator=torch_rng)
+    results = []
+    for module in (conv, unfused):
+        inputs = x.clone().requires_grad_()
+        out = module(inputs, valid)
+        out.backward(dy)
+        grads = [p.grad for p in module.parameters()]
+        results.append((out, inputs.grad, *grads, *module.buffers()))
+    names = ["out", "x.grad", *(f"{n}.grad" for n, _ in conv.named_parameters()), *dict(conv.named_buffers())]
+    assert len(names) == len(results[0]) == 8
+    for name, a, b in zip(names, *results):
+        torch.testing.assert_close(a, b, **TOL, msg=name)
+
+
+def test_fused_edge_conv_gradcheck(torch_rng):
+    """float64 finite differences of the fused normalise-activate-max in the neighbour and center halves and
+    the batch norm's weight and bias: of valid points' outputs with batch statistics (the statistics pass
+    back the gradient of valid rows only), and of every output with running statistics. Random features
+    leave no ties; the second crop has fewer valid points than k."""
+    valid = torch.arange(9) < torch.tensor([9, 3])[:, None]
+    idx = knn(torch.randn(2, 9, 2, generator=torch_rng, dtype=torch.float64), valid, 4)
+    neighbour, center = (torch.randn(2, 9, 5, generator=torch_rng, dtype=torch.float64).requires_grad_()
+                         for _ in range(2))
+    weight = torch.tensor([1.5, -0.7, 0.4, -2.0, 1.0], dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, generator=torch_rng, dtype=torch.float64).requires_grad_()
+    running = (torch.randn(5, dtype=torch.float64, generator=torch_rng),
+               torch.rand(5, dtype=torch.float64, generator=torch_rng) + 0.5)
+
+    def train(neighbour, center, weight, bias):
+        out = EdgeNormActMax.apply(neighbour, center, idx, valid, weight, bias, None, 1e-5, 0.2)[0]
+        return torch.where(valid[..., None], out, 0)
+
+    def evaluate(neighbour, center, weight, bias):
+        return EdgeNormActMax.apply(neighbour, center, idx, valid, weight, bias, running, 1e-5, 0.2)
+
+    for fn in (train, evaluate):
+        assert torch.autograd.gradcheck(fn, (neighbour, center, weight, bias))
 
 
 @pytest.mark.parametrize("name, cls, dim", [("pointnet", PointNet, 1024), ("dgcnn", DGCNN, 2048)])
