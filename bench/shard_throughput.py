@@ -83,9 +83,15 @@ def noisy_mesh(faces: int, index: int) -> trimesh.Trimesh:
 
 
 def export(mesh: trimesh.Trimesh, fmt: str) -> bytes:
-    if fmt == "obj":
-        return mesh.export(file_type="obj", include_normals=False, include_texture=False).encode()
+    """`obj`: positions and faces; `obj-vn`: with vertex normals (`f v//n`, as scanned and CAD exports
+    write them); `glb`: binary glTF."""
+    if fmt.startswith("obj"):
+        return mesh.export(file_type="obj", include_normals=fmt == "obj-vn", include_texture=False).encode()
     return mesh.export(file_type="glb")
+
+
+def file_name(stem: str, fmt: str) -> str:
+    return f"{stem}.{fmt.split('-')[0]}"
 
 
 def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -246,7 +252,7 @@ def row(fmt: str, faces: str, shapes: int, m: dict) -> str:
         "/".join(f"{m[path]['ms_per_shape'][stage]:.1f}" for stage in STAGES) for path in ("ours", "baseline")
     )
     speeds = f"{m['ours']['shapes_per_s']:>9.2f} {m['baseline']['shapes_per_s']:>9.2f} {m['ratio']:>6.2f}"
-    return f"{fmt:<5} {faces:>8} {shapes:>6} {speeds}  {ours_ms:>20}  {base_ms:>20}"
+    return f"{fmt:<6} {faces:>8} {shapes:>6} {speeds}  {ours_ms:>20}  {base_ms:>20}"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -260,15 +266,15 @@ def run(args: argparse.Namespace) -> dict:
         "cases": [],
         "by_format": {},
     }
-    header = f"{'fmt':<5} {'faces':>8} {'shapes':>6} {'ours/s':>9} {'base/s':>9} {'ratio':>6}"
+    header = f"{'fmt':<6} {'faces':>8} {'shapes':>6} {'ours/s':>9} {'base/s':>9} {'ratio':>6}"
     print(f"{header}  {'ours ms dec/smp/wr':>20}  {'base ms dec/smp/wr':>20}")
     all_items: list[Item] = []
     for fmt in args.formats:
-        warmup = (f"warmup.{fmt}", export(warm_mesh, fmt))
+        warmup = (file_name("warmup", fmt), export(warm_mesh, fmt))
         ours_timings: list[Timing] = []
         base_timings: list[Timing] = []
         for faces, group in meshes.items():
-            items = [(f"shape{i}.{fmt}", export(mesh, fmt)) for i, mesh in enumerate(group)]
+            items = [(file_name(f"shape{i}", fmt), export(mesh, fmt)) for i, mesh in enumerate(group)]
             ours, base = measure(items, warmup)
             ours_timings.append(ours)
             base_timings.append(base)
@@ -298,7 +304,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, nargs="+", default=[10000, 50000, 100000], help="face counts")
     parser.add_argument("--shapes", type=int, default=8, help="shapes per face count (and format)")
-    parser.add_argument("--formats", nargs="+", choices=["obj", "glb"], default=["obj", "glb"])
+    parser.add_argument("--formats", nargs="+", choices=["obj", "obj-vn", "glb"],
+                        default=["obj", "obj-vn", "glb"])
     parser.add_argument("--no-ray", action="store_true", help="skip the 1 -> 2 Ray worker scaling run")
     add_json_option(parser)
     return parser.parse_args(argv)

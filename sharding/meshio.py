@@ -20,6 +20,7 @@ import numpy as np
 import trimesh
 
 from sharding.containers import Container
+from sharding.decoders import obj
 from sharding.headers import declared_counts
 from sharding.limits import Limits, check_size
 from sharding.records import Geometry, MeshData, PointData, ShapeError, error_text
@@ -99,6 +100,8 @@ def decode_points(data: bytes, name: str, max_bytes: int = Limits.max_bytes) -> 
 def decode_mesh(data: bytes, name: str, container: Container | None = None, member: str = "") -> Geometry:
     """Decode a mesh file; a file with vertices but no faces becomes a point cloud."""
     ext = suffix(name)
+    if ext == ".obj":
+        return obj.read(data, name)
     resolver = ContainerResolver(container, member or name) if container is not None else None
     try:
         scene = trimesh.load_scene(
