@@ -20,7 +20,7 @@ import numpy as np
 import trimesh
 
 from sharding.containers import Container
-from sharding.decoders import obj
+from sharding.decoders import obj, stl
 from sharding.headers import declared_counts
 from sharding.limits import Limits, check_size
 from sharding.records import Geometry, MeshData, PointData, ShapeError, error_text
@@ -28,6 +28,7 @@ from sharding.records import Geometry, MeshData, PointData, ShapeError, error_te
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 POINT_SUFFIXES = (".npy", ".npz", ".xyz", ".pts", ".txt", ".h5", ".hdf5")
 POINT_KEYS = ("points", "xyz", "data", "pos", "coords")
+READERS = {".obj": obj.read, ".stl": stl.read}  # the project's own readers (BENCHMARKS.md: mesh decoders)
 
 
 def suffix(name: str) -> str:
@@ -100,8 +101,8 @@ def decode_points(data: bytes, name: str, max_bytes: int = Limits.max_bytes) -> 
 def decode_mesh(data: bytes, name: str, container: Container | None = None, member: str = "") -> Geometry:
     """Decode a mesh file; a file with vertices but no faces becomes a point cloud."""
     ext = suffix(name)
-    if ext == ".obj":
-        return obj.read(data, name)
+    if ext in READERS:
+        return READERS[ext](data, name)
     resolver = ContainerResolver(container, member or name) if container is not None else None
     try:
         scene = trimesh.load_scene(
