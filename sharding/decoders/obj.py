@@ -16,12 +16,13 @@ import io
 import numpy as np
 
 from sharding.decoders.polygons import broken, fan_triangles, mesh_or_cloud
+from sharding.decoders.text import tokens_per_line
 from sharding.records import Geometry
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SLASH_TO_SPACE = bytes.maketrans(b"/f", b"  ")  # the block holds only face lines: 'f' is the keyword
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_INDENT = np.zeros(256, dtype=bool)
+_INDENT[[9, 11, 12, 32]] = True
 _VERTEX, _FACE = 1, 2
 
 
@@ -57,7 +58,7 @@ def _sort_lines(data: bytes) -> tuple[bytes, int, bytes, list[int] | np.ndarray]
     ends = np.concatenate((ends, [len(raw)]))
     padded = np.concatenate((raw, [10, 10]))  # a last line of one byte still has a second byte to read
     first, second = padded[starts], padded[starts + 1]
-    if _WHITESPACE[first[first != 10]].any():  # indented lines: classify line by line
+    if _INDENT[first].any():  # indented lines: classify line by line
         return _sort_indented(data)
     separated = (second == 32) | (second == 9)
     kind = np.where(separated & (first == ord("v")), _VERTEX, np.where(separated & (first == ord("f")), _FACE, 0))
@@ -137,12 +138,7 @@ def _uniform_faces(block: bytes, num_lines: int) -> tuple[np.ndarray, np.ndarray
     Corners are counted as whitespace-separated groups per line (the keyword excluded); the slashes tell
     how many integers each corner holds. None when the forms are mixed or the integers do not add up.
     """
-    raw = np.frombuffer(block, dtype=np.uint8)
-    space = _WHITESPACE[raw]
-    starts = np.flatnonzero(~space[1:] & space[:-1]) + 1  # token starts after the keyword of line 0
-    line_ends = np.flatnonzero(raw == 10)
-    corners = np.bincount(np.searchsorted(line_ends, starts), minlength=num_lines) - (
-        np.arange(num_lines) > 0)  # every line's keyword but the first one's starts after a newline
+    corners = tokens_per_line(block, num_lines) - 1  # the keyword is a token
     total = int(corners.sum())
     slashes, empty = block.count(b"/"), block.count(b"//")
     per_corner = {(0, 0): 1, (total, 0): 2, (2 * total, total): 2, (2 * total, 0): 3}.get((slashes, empty))

@@ -3,33 +3,22 @@
 Layout: `ModelNet40/<class>/<train|test>/<class>_<NNNN>.off`. The class folder is the label and the
 category, the split comes from the path, and the id is the file stem (`<class>_<NNNN>`, numbered
 across both splits, so it is unique in the source). The meshes are Z-up and are stored as they are.
-Some published files glue the counts onto the header line (`OFF490 518 0`); the header is split
-back into two lines before decoding, so the reader does not depend on how tolerant the mesh parser
-is. Files outside this pattern (macOS `._*` resource forks, READMEs) are skipped.
+Some published files glue the counts onto the header line (`OFF490 518 0`), which the OFF reader
+accepts (sharding.decoders.off). Files outside this pattern (macOS `._*` resource forks, READMEs) are skipped.
 Options:
   splits (["train", "test"]): the splits to list; the pretraining mixture uses ["train"].
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
-import re
 from collections.abc import Iterator
 
-from sharding.containers import Container
-from sharding.meshio import decode_mesh
-from sharding.records import InputRef, Loaded
+from sharding.records import InputRef
 from sharding.sources import register
 from sharding.sources.base import SourceReader, SourceSpec
 
 SPLITS = ("train", "test")
-_GLUED_HEADER = re.compile(rb"\A(\s*OFF)(?=\d)")
-
-
-def fix_off_header(data: bytes) -> bytes:
-    """`OFF490 518 0` -> `OFF\\n490 518 0`; well-formed files are returned unchanged."""
-    return _GLUED_HEADER.sub(rb"\1\n", data, count=1)
 
 
 @register
@@ -50,8 +39,3 @@ class ModelNet40Reader(SourceReader):
             uid = posixpath.splitext(filename)[0]
             if split in self.splits and uid.startswith(f"{label}_"):
                 yield self.ref(member, uid, label=label, category=label, split=split)
-
-    def decode(self, ref: InputRef, data: bytes, container: Container) -> Loaded:
-        """Decode with the header repaired; the hash stays that of the published bytes."""
-        geometry = decode_mesh(fix_off_header(data), ref.member, container, ref.member)
-        return Loaded(geometry, hashlib.sha256(data).hexdigest(), self.y_up)

@@ -29,8 +29,9 @@ THREE_VERTICES = "0 0 0\n1 0 0\n0 1 0\n"
         ("faces.ply", PLY_HEADER.format(v=3, f=4) + THREE_VERTICES + "3 0 1 2\n",
          "the header declares 4 faces, the data holds 1"),
         ("face-as-vertex.off", "OFF\n4 2 0\n" + THREE_VERTICES + "3 0 1 2\n",
-         "the header declares 2 faces, the data holds 0"),
-        ("glued.off", "OFF4 2 0\n" + THREE_VERTICES + "3 0 1 2\n", "the header declares 2 faces, the data holds 0"),
+         "the header declares 4 vertices and 2 faces, more than the 4 lines after it can hold"),
+        ("glued.off", "OFF4 2 0\n" + THREE_VERTICES + "3 0 1 2\n",
+         "the header declares 4 vertices and 2 faces, more than the 4 lines after it can hold"),
     ],
 )
 def test_counts_short_of_the_header_are_a_decode_error(name, text, message):

@@ -100,10 +100,7 @@ def test_modelnet40_splits_option(tmp_path):
         reader("modelnet40", path, split=["train"])
 
 
-def test_modelnet40_glued_off_header_is_repaired_and_hashed_as_published(tmp_path):
-    assert modelnet40.fix_off_header(b"OFF490 518 0\n1 2 3\n") == b"OFF\n490 518 0\n1 2 3\n"
-    assert modelnet40.fix_off_header(b"OFF\n490 518 0\n") == b"OFF\n490 518 0\n"
-    assert modelnet40.fix_off_header(b"OFF 490 518 0\n") == b"OFF 490 518 0\n"  # parseable already
+def test_modelnet40_glued_off_header_is_read_and_hashed_as_published(tmp_path):
     path, expected = write_modelnet40(tmp_path)
     r = reader("modelnet40", path)
     ref = listed(r)[f"modelnet40_{GLUED_UID}"]
