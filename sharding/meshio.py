@@ -20,7 +20,7 @@ import numpy as np
 import trimesh
 
 from sharding.containers import Container
-from sharding.decoders import obj, off, stl
+from sharding.decoders import obj, off, ply, stl
 from sharding.headers import declared_counts
 from sharding.limits import Limits, check_size
 from sharding.records import Geometry, MeshData, PointData, ShapeError, error_text
@@ -28,7 +28,7 @@ from sharding.records import Geometry, MeshData, PointData, ShapeError, error_te
 MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 POINT_SUFFIXES = (".npy", ".npz", ".xyz", ".pts", ".txt", ".h5", ".hdf5")
 POINT_KEYS = ("points", "xyz", "data", "pos", "coords")
-READERS = {".obj": obj.read, ".off": off.read, ".stl": stl.read}  # the project's own readers (BENCHMARKS.md: mesh decoders)
+READERS = {".obj": obj.read, ".off": off.read, ".ply": ply.read, ".stl": stl.read}  # the project's own readers (BENCHMARKS.md: mesh decoders)
 
 
 def suffix(name: str) -> str:
