@@ -128,9 +128,10 @@ def _read_ascii(body: bytes, elements: list[Element], name: str) -> dict[str, np
 
 
 def _ascii_vertices(rows: list[bytes], element: Element, name: str) -> np.ndarray:
-    names = [p.name for p in element.properties]
     if any(p.count_type for p in element.properties):
-        raise broken(name, "its vertex element has a list property, which is not supported")
+        columns = _ascii_walk(rows, element, name)
+        return np.stack([columns[a] for a in "xyz"], axis=1)
+    names = [p.name for p in element.properties]
     try:
         return np.loadtxt(io.BytesIO(b"\n".join(rows)), usecols=[names.index(a) for a in "xyz"], ndmin=2,
                           dtype=np.float64)
@@ -139,38 +140,56 @@ def _ascii_vertices(rows: list[bytes], element: Element, name: str) -> np.ndarra
 
 
 def _ascii_faces(rows: list[bytes], element: Element, name: str) -> np.ndarray:
-    """Faces from the list property; scalars and other lists on the line are stepped over by their layout."""
+    columns = _ascii_walk(rows, element, name)
+    face_list = next((p.name for p in element.properties if p.name in FACE_LISTS), None)
+    if face_list is None:
+        raise broken(name, "its face element has no vertex_indices list")
+    indices, corners = columns[face_list]
+    return _triangles(indices.astype(np.int64), corners, name)
+
+
+def _ascii_walk(rows: list[bytes], element: Element, name: str) -> dict:
+    """Every property of an ASCII element: scalars as columns, lists as (flat items, per-line counts).
+
+    The lines are parsed as one block of numbers and the properties stepped through in declared order,
+    all lines at once. A trailing list that a line leaves out entirely counts as empty (Blender 2.77
+    declared a per-vertex list it never wrote).
+    """
+    what = element.name if element.name in ("vertex", "face") else f"'{element.name}'"
     block = b"\n".join(rows)
     try:
         numbers = np.fromstring(block, dtype=np.float64, sep=" ")
     except ValueError:
-        raise broken(name, "a face line holds something that is not a number") from None
+        raise broken(name, f"a {what} line holds something that is not a number") from None
     tokens = tokens_per_line(block, len(rows))
     if len(numbers) != tokens.sum():
-        raise broken(name, "a face line holds something that is not a number")
+        raise broken(name, f"a {what} line holds something that is not a number")
     line_ends = np.cumsum(tokens)
     position = line_ends - tokens  # each line's first token
-    indices, corners = None, None
-    for prop in element.properties:
+    columns: dict = {}
+    short = f"a {what} line does not hold the numbers its properties declare"
+    for number, prop in enumerate(element.properties):
+        present = position < line_ends
         if prop.count_type is None:
+            if not present.all():
+                raise broken(name, short)
+            columns[prop.name] = numbers[position]
             position = position + 1
             continue
-        if np.any(position >= line_ends):
-            raise broken(name, "a face line does not hold the numbers its properties declare")
-        counts = numbers[position]
+        if not present.all() and number < len(element.properties) - 1:
+            raise broken(name, short)
+        counts = np.where(present, numbers[np.minimum(position, len(numbers) - 1)], 0)
         if np.any((counts < 0) | (counts != np.round(counts))):
-            raise broken(name, "a face line's list count is not a whole number")
+            raise broken(name, f"a {what} line's list count is not a whole number")
         counts = counts.astype(np.int64)
-        if np.any(position + 1 + counts > line_ends):
-            raise broken(name, "a face line does not hold the numbers its properties declare")
-        if prop.name in FACE_LISTS and indices is None:
-            indices, corners = ragged_take(numbers, position + 1, counts), counts
-        position = position + 1 + counts
+        starts = position + present
+        if np.any(starts + counts > line_ends):
+            raise broken(name, short)
+        columns[prop.name] = (ragged_take(numbers, starts, counts), counts)
+        position = starts + counts
     if np.any(position != line_ends):
-        raise broken(name, "a face line does not hold the numbers its properties declare")
-    if indices is None:
-        raise broken(name, "its face element has no vertex_indices list")
-    return _triangles(indices, corners, name)
+        raise broken(name, short)
+    return columns
 
 
 # Binary -----------------------------------------------------------------------------------------------

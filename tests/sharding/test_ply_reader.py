@@ -110,3 +110,10 @@ FACES = "element face {f}\nproperty list uchar int vertex_indices\n"
 def test_broken_files_get_a_sentence(data, sentence):
     with pytest.raises(ShapeError, match=f"^decode: broken.ply: {sentence}$"):
         read(data, "broken.ply")
+
+
+def test_ascii_vertex_lists_are_stepped_over_and_may_be_left_out_at_the_end_of_a_line():
+    header = HEAD.format(fmt="ascii") + ("element vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+                                         "property list uchar int tags\nend_header\n")
+    cloud = read((header + "0 0 0 2 7 8\n1 0 0\n0 1 0 0\n").encode(), "tagged.ply")
+    np.testing.assert_array_equal(cloud.points, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
