@@ -1,5 +1,6 @@
-"""glTF 2.0 geometry (.gltf and .glb): every mesh instance of the default scene, in world coordinates.
+"""glTF geometry (.gltf and .glb): every mesh instance of the default scene, in world coordinates.
 
+glTF 1.0 documents are first rewritten in 2.0 form (sharding.decoders.gltf_v1).
 The node tree of the default scene (or of scene 0) is walked with each node's `matrix` or TRS
 transform (glTF 2.0 specification, 3.5); a file without scenes is a library of meshes, each taken once
 as it is. Primitives in TRIANGLES, TRIANGLE_STRIP and TRIANGLE_FAN mode become triangles (3.7.2.1),
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import DracoPy
 import numpy as np
 
+from sharding.decoders import gltf_v1
 from sharding.decoders.gltf_buffers import Buffers, container
 from sharding.decoders.polygons import broken
 from sharding.records import Geometry, MeshData, PointData
@@ -36,6 +38,8 @@ def read(data: bytes, name: str, resolve: Callable[[str], bytes] | None = None) 
         raise broken(name, "it is empty")
     document, binary = container(data, name)
     try:
+        if gltf_v1.is_v1(document):
+            document = gltf_v1.upgrade(document)
         return _geometry(document, Buffers(document, binary, name, resolve), name)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         raise broken(name, "its glTF JSON is malformed (a field is missing or has the wrong type)") from None
@@ -44,7 +48,7 @@ def read(data: bytes, name: str, resolve: Callable[[str], bytes] | None = None) 
 def _geometry(document: dict, buffers: Buffers, name: str) -> Geometry:
     version = str(document.get("asset", {}).get("version", "")) if isinstance(document.get("asset"), dict) else ""
     if not version.startswith("2"):
-        raise broken(name, f"glTF version {version or '1.0 or unknown'} is not supported (only 2.x)")
+        raise broken(name, f"glTF version {version or '(none)'} is not supported (only 1.x and 2.x)")
     unsupported = [e for e in document.get("extensionsRequired", [])
                    if e not in READ_EXTENSIONS and not str(e).startswith(APPEARANCE_PREFIXES)]
     if unsupported:

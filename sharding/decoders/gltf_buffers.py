@@ -1,6 +1,7 @@
 """The binary side of a glTF 2.0 asset: its container (GLB or JSON), buffers, buffer views and accessors.
 
-Rules follow the Khronos glTF 2.0 specification: section 4.4 (GLB container), 3.6 (buffers and buffer
+Rules follow the Khronos glTF 2.0 specification: section 4.4 (GLB container; version 1 is the
+KHR_binary_glTF layout of glTF 1.0), 3.6 (buffers and buffer
 views, `byteStride`), 3.6.2 (accessors, `normalized` integers, sparse storage), and the
 KHR_mesh_quantization extension (integer positions). Every read is bounds-checked against the bytes
 that exist before an array is made, so a count the file claims cannot allocate more than the file holds.
@@ -41,10 +42,15 @@ def _glb(data: bytes, name: str) -> tuple[dict, bytes | None]:
     if len(data) < 20:
         raise broken(name, "it is shorter than a GLB header")
     _, version, length = struct.unpack_from("<4sII", data)
-    if version != 2:
-        raise broken(name, f"it is a version {version} GLB container; only version 2 is supported")
+    if version not in (1, 2):
+        raise broken(name, f"it is a version {version} GLB container; only versions 1 and 2 exist")
     if length > len(data):
         raise broken(name, f"its GLB header declares {length} bytes, the file holds {len(data)}")
+    if version == 1:  # KHR_binary_glTF: JSON content of a declared length, then the binary body
+        content_length = struct.unpack_from("<I", data, 12)[0]
+        if 20 + content_length > length:
+            raise broken(name, "its GLB JSON content runs past the end of the file")
+        return _document(data[20:20 + content_length], name), data[20 + content_length:length]
     chunks, offset = [], 12
     while offset + 8 <= length:
         size, kind = struct.unpack_from("<II", data, offset)
@@ -54,14 +60,18 @@ def _glb(data: bytes, name: str) -> tuple[dict, bytes | None]:
         offset += 8 + size + (-size % 4)
     if not chunks or chunks[0][0] != _JSON_CHUNK:
         raise broken(name, "its GLB container does not start with a JSON chunk")
+    binary = next((chunk for kind, chunk in chunks[1:] if kind == _BIN_CHUNK), None)
+    return _document(chunks[0][1], name), binary
+
+
+def _document(text: bytes, name: str) -> dict:
     try:
-        document = json.loads(chunks[0][1])
+        document = json.loads(text)
     except (ValueError, UnicodeDecodeError):
-        raise broken(name, "its GLB JSON chunk is not valid JSON") from None
+        raise broken(name, "its GLB JSON content is not valid JSON") from None
     if not isinstance(document, dict):
         raise broken(name, "its glTF JSON is not an object")
-    binary = next((chunk for kind, chunk in chunks[1:] if kind == _BIN_CHUNK), None)
-    return document, binary
+    return document
 
 
 class Buffers:
