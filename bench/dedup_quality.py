@@ -1,0 +1,163 @@
+"""Near-duplicate matching measured: precision and recall on planted copies, and its speed at scale.
+
+Originals are synthetic shapes (`sharding.synthetic`, all 16 families), each sampled as the sharder
+samples it (16,384 points). For the first `--planted` of them we plant one copy of each kind, each
+sampled again under another key (so no point is shared with the original):
+
+* rotated: a random rotation in SO(3);
+* rescaled: a uniform scale in [0.5, 2];
+* resampled: nothing else changed;
+* jittered: Gaussian noise of 1% of the RMS radius on every point;
+* other format: the mesh written as PLY, OBJ or GLB by trimesh and read back by our decoders.
+
+Every pair of clouds closer than the tolerance is a predicted duplicate. A predicted pair is right
+when it joins a copy with its original (or two copies of one original); recall is over the planted
+pairs. Other shapes of the same family are negatives, so precision counts look-alikes as errors.
+Speed: the descriptor per shape, and `near_pairs` over descriptors of `--scale` shapes, extrapolated
+to 930K at the measured rate.
+
+    python -m bench.dedup_quality --originals 400 --planted 100
+"""
+
+from __future__ import annotations
+
+from bench.common import one_core_threads
+
+one_core_threads()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import trimesh  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
+
+from bench.common import add_json_option, benchmark_main  # noqa: E402
+from sharding.fingerprint import exact_fingerprint, near_pairs, shape_descriptor  # noqa: E402
+from sharding.meshio import decode_geometry  # noqa: E402
+from sharding.records import Loaded, MeshData  # noqa: E402
+from sharding.sampling import SampleSpec, make_points  # noqa: E402
+from sharding.synthetic import generate_shape  # noqa: E402
+
+SPEC = SampleSpec()
+KINDS = ("rotated", "rescaled", "resampled", "jittered", "other format")
+FORMATS = ("ply", "obj", "glb")
+
+
+def sampled(geometry, key: str) -> np.ndarray:
+    return make_points(Loaded(geometry, "", False), key, SPEC).points.astype(np.float64)
+
+
+def planted_copy(mesh: MeshData, points: np.ndarray, kind: str, index: int, rng: np.random.Generator) -> np.ndarray:
+    key = f"copy_{kind}_{index}"
+    if kind == "rotated":
+        return sampled(MeshData(mesh.vertices @ Rotation.random(random_state=rng).as_matrix().T, mesh.faces), key)
+    if kind == "rescaled":
+        return sampled(MeshData(mesh.vertices * rng.uniform(0.5, 2.0), mesh.faces), key)
+    if kind == "resampled":
+        return sampled(mesh, key)
+    if kind == "jittered":
+        again = sampled(mesh, key)
+        rms = np.sqrt(((again - again.mean(axis=0)) ** 2).sum(axis=1).mean())
+        return again + rng.normal(0.0, 0.01 * rms, again.shape)
+    fmt = FORMATS[index % len(FORMATS)]
+    data = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(file_type=fmt)
+    return sampled(decode_geometry(data if isinstance(data, bytes) else data.encode(), f"copy.{fmt}"), key)
+
+
+def corpus(originals: int, planted: int) -> tuple[list[np.ndarray], list[int], list[str], int]:
+    """(clouds, the original each cloud is a copy of or is, its kind, exact-fingerprint matches of
+    format copies)."""
+    rng = np.random.default_rng(0)
+    clouds, origin, kinds, exact_matches = [], [], [], 0
+    meshes = []
+    for i in range(originals):
+        mesh, _ = generate_shape(i, 0)
+        meshes.append(mesh)
+        clouds.append(sampled(mesh, f"synthetic_{i:07d}"))
+        origin.append(i)
+        kinds.append("original")
+    for i in range(planted):
+        for kind in KINDS:
+            clouds.append(planted_copy(meshes[i], clouds[i], kind, i, rng))
+            origin.append(i)
+            kinds.append(kind)
+        fmt = FORMATS[i % len(FORMATS)]
+        data = trimesh.Trimesh(meshes[i].vertices, meshes[i].faces, process=False).export(file_type=fmt)
+        again = decode_geometry(data if isinstance(data, bytes) else data.encode(), f"copy.{fmt}")
+        exact_matches += exact_fingerprint(again.vertices) == exact_fingerprint(meshes[i].vertices)
+    return clouds, origin, kinds, exact_matches
+
+
+def quality(descriptors: np.ndarray, origin: np.ndarray, kinds: list[str], tolerances: list[float]) -> list[dict]:
+    same = origin[:, None] == origin[None, :]
+    planted = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(same, 1)))}
+    rows = []
+    for tolerance in tolerances:
+        pairs = {tuple(map(int, p)) for p in near_pairs(descriptors, tolerance)}
+        found = pairs & planted
+        by_kind = {}
+        for kind in KINDS:
+            wanted = {(o, c) for o, c in planted if kinds[c] == kind and kinds[o] == "original"}
+            by_kind[kind] = round(len(wanted & pairs) / max(len(wanted), 1), 3)
+        rows.append({"tolerance": tolerance, "predicted": len(pairs), "planted": len(planted),
+                     "precision": round(len(found) / max(len(pairs), 1), 3),
+                     "recall": round(len(found) / max(len(planted), 1), 3), "recall_by_kind": by_kind})
+    return rows
+
+
+def speed(descriptors: np.ndarray, scale: int, tolerance: float, clouds: list[np.ndarray]) -> dict:
+    start = time.perf_counter()
+    for cloud in clouds[:50]:
+        shape_descriptor(cloud)
+    per_shape = (time.perf_counter() - start) / min(50, len(clouds))
+    rng = np.random.default_rng(1)
+    # `scale` descriptors spread like real ones: each is a real descriptor, perturbed by more than the tolerance
+    base = descriptors[rng.integers(0, len(descriptors), scale)]
+    spread = base + rng.normal(0.0, 2 * tolerance / np.sqrt(descriptors.shape[1]), base.shape)
+    start = time.perf_counter()
+    found = near_pairs(spread, tolerance)
+    seconds = time.perf_counter() - start
+    return {"descriptor_ms_per_shape": round(per_shape * 1e3, 2), "match_shapes": scale,
+            "match_seconds": round(seconds, 2), "match_pairs": len(found),
+            "descriptors_930k_core_hours": round(per_shape * 930_000 / 3600, 2),
+            "match_930k_seconds_if_linear": round(seconds * 930_000 / scale, 1)}
+
+
+def run(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    clouds, origin, kinds, exact_matches = corpus(args.originals, args.planted)
+    descriptors = np.stack([shape_descriptor(c) for c in clouds])
+    print(f"{len(clouds)} clouds ({args.originals} originals, {args.planted} x {len(KINDS)} copies) in "
+          f"{time.perf_counter() - start:.0f} s")
+    rows = quality(descriptors, np.asarray(origin), kinds, args.tolerances)
+    print("tolerance  predicted  precision  recall  " + "  ".join(f"{k:>12}" for k in KINDS))
+    for r in rows:
+        print(f"{r['tolerance']:>9.3f}  {r['predicted']:>9}  {r['precision']:>9.3f}  {r['recall']:>6.3f}  "
+              + "  ".join(f"{r['recall_by_kind'][k]:>12.3f}" for k in KINDS))
+    print(f"exact fingerprint: {exact_matches} of {args.planted} format copies match their original")
+    fast = speed(descriptors, args.scale, args.speed_tolerance, clouds)
+    print(f"descriptor: {fast['descriptor_ms_per_shape']} ms per shape ({fast['descriptors_930k_core_hours']} core-hours "
+          f"for 930K); matching {args.scale} descriptors: {fast['match_seconds']} s "
+          f"(x{930_000 / args.scale:.0f} if linear: {fast['match_930k_seconds_if_linear']} s for 930K)")
+    return {"originals": args.originals, "planted": args.planted, "quality": rows,
+            "exact_format_copies_matched": exact_matches, "speed": fast}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--originals", type=int, default=400)
+    parser.add_argument("--planted", type=int, default=100)
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.02, 0.04, 0.06, 0.08, 0.1, 0.15])
+    parser.add_argument("--speed-tolerance", type=float, default=0.06)
+    parser.add_argument("--scale", type=int, default=100_000)
+    add_json_option(parser)
+    return parser.parse_args(argv)
+
+
+main = benchmark_main(parse_args, run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
