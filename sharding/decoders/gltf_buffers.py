@@ -29,13 +29,7 @@ def container(data: bytes, name: str) -> tuple[dict, bytes | None]:
     """(the JSON document, the GLB binary chunk or None) of a .glb or .gltf file."""
     if data[:4] == _GLB_MAGIC:
         return _glb(data, name)
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise broken(name, "it is neither a GLB container nor glTF JSON") from None
-    if not isinstance(document, dict):
-        raise broken(name, "its glTF JSON is not an object")
-    return document, None
+    return _document(data, name, "it is neither a GLB container nor glTF JSON"), None
 
 
 def _glb(data: bytes, name: str) -> tuple[dict, bytes | None]:
@@ -64,11 +58,11 @@ def _glb(data: bytes, name: str) -> tuple[dict, bytes | None]:
     return _document(chunks[0][1], name), binary
 
 
-def _document(text: bytes, name: str) -> dict:
+def _document(text: bytes, name: str, invalid: str = "its GLB JSON content is not valid JSON") -> dict:
     try:
         document = json.loads(text)
     except (ValueError, UnicodeDecodeError):
-        raise broken(name, "its GLB JSON content is not valid JSON") from None
+        raise broken(name, invalid) from None
     if not isinstance(document, dict):
         raise broken(name, "its glTF JSON is not an object")
     return document
