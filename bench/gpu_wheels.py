@@ -1,7 +1,8 @@
 """Fetch the wheels `make gpu-check` needs on a GPU machine that has no network and lacks them.
 
 That machine has torch (with CUDA), triton, numpy, numba, pyyaml and the rest of `MACHINE_HAS`, but
-not pydantic (the configs), DeepSpeed (the engine) or trimesh (synthetic shards). This downloads
+not pydantic (the configs), DeepSpeed (the engine), trimesh (synthetic shards) or DracoPy (imported
+by the mesh decoders). This downloads
 `WHEELS` for its Python (cp312, manylinux x86_64), one version each, pinned to the versions installed
 in this environment, without dependencies; DeepSpeed publishes only an sdist, so its wheel is built
 here without compiled ops (pure Python: the check uses none of its ops). Then it checks what
@@ -29,7 +30,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "hjson",
-          "trimesh", "deepspeed")
+          "trimesh", "DracoPy", "deepspeed")
 BUILT_HERE = ("deepspeed",)  # sdist only: built without compiled ops
 MACHINE_HAS = ("torch", "triton", "numpy", "scipy", "h5py", "fsspec", "safetensors", "pytest", "numba", "pyyaml",
                "psutil", "py-cpuinfo", "msgpack", "ninja", "einops", "packaging", "tqdm", "matplotlib")
