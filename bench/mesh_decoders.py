@@ -1,7 +1,7 @@
 """Mesh decoders compared: what each reads of real files, and how fast it reads large ones, on one core.
 
 Candidates: ours (`sharding.meshio.decode_geometry`), trimesh, and, when installed, point-cloud-utils,
-open3d (open3d-cpu) and assimp-py. They are not project dependencies: install them beside the venv to
+open3d (open3d-cpu) and assimp-py, loaded by name. They are not project dependencies: install them beside the venv to
 compare (`pip install --target DIR point-cloud-utils open3d-cpu assimp-py`, then `PYTHONPATH=DIR`).
 The three take a file path, so they read from a file (as a shard task would have to, after writing the
 bytes it fetched); ours and trimesh take the bytes.
@@ -24,6 +24,8 @@ from bench.common import one_core_threads
 one_core_threads()  # before numpy is imported: measure one core
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
+import importlib  # noqa: E402
 import io  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -33,6 +35,7 @@ import warnings  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
 
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
@@ -66,25 +69,19 @@ def with_trimesh(path: Path) -> Arrays:
     return np.concatenate(clouds) if clouds else np.empty((0, 3)), np.empty((0, 3), dtype=np.int64)
 
 
-def with_pcu(path: Path) -> Arrays:
-    import point_cloud_utils as pcu
-
+def with_pcu(pcu: ModuleType, path: Path) -> Arrays:
     vertices, faces = pcu.load_mesh_vf(str(path))
     return np.asarray(vertices, dtype=np.float64), np.asarray(faces).reshape(-1, 3)
 
 
-def with_open3d(path: Path) -> Arrays:
-    import open3d as o3d
-
+def with_open3d(o3d: ModuleType, path: Path) -> Arrays:
     mesh = o3d.io.read_triangle_mesh(str(path))
     if len(mesh.triangles):
         return np.asarray(mesh.vertices), np.asarray(mesh.triangles)
     return np.asarray(o3d.io.read_point_cloud(str(path)).points), np.empty((0, 3), dtype=np.int64)
 
 
-def with_assimp(path: Path) -> Arrays:
-    import assimp_py
-
+def with_assimp(assimp_py: ModuleType, path: Path) -> Arrays:
     scene = assimp_py.import_file(str(path), assimp_py.Process_Triangulate | assimp_py.Process_PreTransformVertices)
     vertices, faces, offset = [], [], 0
     for mesh in scene.meshes:
@@ -98,14 +95,17 @@ def with_assimp(path: Path) -> Arrays:
             np.concatenate(faces) if faces else np.empty((0, 3), dtype=np.int64))
 
 
+# Optional third-party candidates, not project dependencies: (name, module, decoder taking the module).
+OPTIONAL = (("point-cloud-utils", "point_cloud_utils", with_pcu), ("open3d", "open3d", with_open3d),
+            ("assimp-py", "assimp_py", with_assimp))
+
+
 def candidates() -> dict[str, Decoder | str]:
     """Decoder by name, or the reason it cannot run here."""
     found: dict[str, Decoder | str] = {"ours": ours, "trimesh": with_trimesh}
-    for name, module, decoder in (("point-cloud-utils", "point_cloud_utils", with_pcu),
-                                  ("open3d", "open3d", with_open3d), ("assimp-py", "assimp_py", with_assimp)):
+    for name, module, decoder in OPTIONAL:
         try:
-            __import__(module)
-            found[name] = decoder
+            found[name] = functools.partial(decoder, importlib.import_module(module))
         except ImportError as err:
             found[name] = f"not installed ({err})"
     return found

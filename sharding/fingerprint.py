@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 D2_BINS, D2_RANGE = 32, 2.5  # pair distances over the RMS radius: at most 2 x max radius / RMS radius
 RADIAL_BINS, RADIAL_RANGE = 16, 2.0
@@ -77,8 +78,6 @@ def near_pairs(descriptors: np.ndarray, tolerance: float) -> np.ndarray:
     A k-d tree over the descriptors finds the pairs within `tolerance` in Euclidean distance, which
     is at most the L1 distance, so no near pair is missed; each candidate is then checked in L1.
     """
-    from scipy.spatial import cKDTree
-
     descriptors = np.asarray(descriptors, dtype=np.float64)
     candidates = cKDTree(descriptors).query_pairs(tolerance, output_type="ndarray")
     if len(candidates) == 0:

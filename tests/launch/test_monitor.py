@@ -72,7 +72,8 @@ def test_a_pass_scores_both_protocols_for_the_step_it_was_taken_at():
     monitor.close()
     assert result.step == 7 and result.name == "blobs" and set(result.accuracy) == {"svm", "knn"}
     assert result.accuracy["svm"] == 1.0 and result.accuracy["knn"] >= 0.9
-    assert 0 < waited <= result.seconds
+    # the caller's time is the feature pass, not the scoring (0.1 s allows for handing off on a loaded machine)
+    assert 0 < waited <= result.seconds + 0.1
 
 
 @pytest.mark.parametrize("backbone", ["pointnet", "dgcnn"])
