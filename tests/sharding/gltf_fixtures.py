@@ -1,4 +1,4 @@
-"""Small glTF assets built byte by byte for the reader's tests: one buffer, any accessors, nodes and scenes."""
+"""Small glTF assets built byte by byte for the reader's tests: one buffer, any accessors, nodes, scenes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import struct
 import numpy as np
 
 SQUARE = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.float32)
-FLOAT, USHORT, SHORT = 5126, 5123, 5122
+FLOAT, UBYTE, USHORT, SHORT = 5126, 5121, 5123, 5122
 
 
 class Asset:
@@ -36,9 +36,16 @@ class Asset:
         self.doc["accessors"].append(fields)
         return len(self.doc["accessors"]) - 1
 
-    def mesh(self, positions: np.ndarray = SQUARE, indices: list[int] | None = (0, 1, 2, 0, 2, 3), mode: int = 4,
-             **primitive: object) -> int:
-        prim = {"attributes": {"POSITION": self.accessor(np.asarray(positions, np.float32), "VEC3")}, "mode": mode}
+    def sparse(self, rows: list[int], values: np.ndarray, row_type: int = USHORT) -> dict:
+        """An accessor's `sparse` field: its elements `rows` become the float `values`."""
+        rows_view = self.view(np.array(rows, {UBYTE: np.uint8, USHORT: np.uint16}[row_type]).tobytes())
+        return {"count": len(rows), "indices": {"bufferView": rows_view, "componentType": row_type},
+                "values": {"bufferView": self.view(np.asarray(values, np.float32).tobytes())}}
+
+    def mesh(self, positions: np.ndarray = SQUARE, indices: list[int] | None = (0, 1, 2, 0, 2, 3),
+             mode: int = 4, **primitive: object) -> int:
+        position = self.accessor(np.asarray(positions, np.float32), "VEC3")
+        prim = {"attributes": {"POSITION": position}, "mode": mode}
         if indices is not None:
             prim["indices"] = self.accessor(np.asarray(indices, np.uint16), "SCALAR", USHORT)
         prim.update(primitive)
@@ -64,5 +71,6 @@ class Asset:
         text = json.dumps(self.doc).encode()
         text += b" " * (-len(text) % 4)
         body = bytes(self.data) + b"\0" * (-len(self.data) % 4)
-        chunks = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(body), 0x004E4942) + body
+        chunks = (struct.pack("<II", len(text), 0x4E4F534A) + text
+                  + struct.pack("<II", len(body), 0x004E4942) + body)
         return struct.pack("<4sII", b"glTF", 2, 12 + len(chunks)) + chunks
