@@ -7,7 +7,7 @@ The three take a file path, so they read from a file (as a shard task would have
 bytes it fetched); ours and trimesh take the bytes.
 
 * Real files: every .obj/.ply/.off/.stl/.gltf/.glb of Debian's assimp-testmodels (`--models`), some of
-  them broken on purpose. A file counts as read when the decoder returns a surface with positive area
+  them broken on purpose, each read in a forked child (a crash is counted, not fatal). A file counts as read when the decoder returns a surface with positive area
   and finite vertices, or a cloud of finite points (all scene parts together, transforms applied where
   the decoder does so); an exception or anything else is a miss.
 * Speed: noisy spheres of about `--faces` faces written by trimesh as OBJ, OBJ with normals, binary PLY,
@@ -134,15 +134,33 @@ def surface_area(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2)
 
 
+def isolated(decoder: Decoder, path: Path) -> bool | None:
+    """`read_well` in a forked child, so that a decoder that crashes the process (assimp-py corrupted its
+    heap on the invalid files) costs one file, not the run: None when the child died."""
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(readable)
+        os.write(writable, b"1" if read_well(decoder, path) else b"0")
+        os._exit(0)
+    os.close(writable)
+    answer = os.read(readable, 1)
+    os.close(readable)
+    os.waitpid(pid, 0)
+    return answer == b"1" if answer else None
+
+
 def real_files(models: Path, decoders: dict[str, Decoder]) -> dict:
     files = sorted(p for p in models.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS)
     totals = Counter(p.suffix.lower() for p in files)
-    result = {"files": dict(totals), "read": {}, "seconds": {}}
+    result = {"files": dict(totals), "read": {}, "crashed": {}, "seconds": {}}
     for name, decoder in decoders.items():
         start = time.perf_counter()
-        read = Counter(p.suffix.lower() for p in files if read_well(decoder, p))
+        outcome = {p: isolated(decoder, p) for p in files}
         result["seconds"][name] = round(time.perf_counter() - start, 2)
+        read = Counter(p.suffix.lower() for p, ok in outcome.items() if ok)
         result["read"][name] = {ext: read[ext] for ext in FORMATS if totals[ext]}
+        result["crashed"][name] = sorted(str(p.relative_to(models)) for p, ok in outcome.items() if ok is None)
     return result
 
 
@@ -192,8 +210,10 @@ def run(args: argparse.Namespace) -> dict:
         result["real_files"] = real = real_files(args.models, decoders)
         print("real files read (of " + ", ".join(f"{n} {e}" for e, n in real["files"].items()) + "):")
         for name, read in real["read"].items():
+            crashed = real["crashed"][name]
             print(f"  {name:<18} " + "  ".join(f"{ext} {n}" for ext, n in read.items())
-                  + f"  total {sum(read.values())}  ({real['seconds'][name]} s)")
+                  + f"  total {sum(read.values())}  ({real['seconds'][name]} s)"
+                  + (f"  crashed the process on {', '.join(crashed)}" if crashed else ""))
     else:
         print(f"{args.models} not found: real files skipped (apt-get install assimp-testmodels)")
     result["speed"] = fast = speed(args.faces, args.rounds, decoders)
