@@ -35,7 +35,7 @@ def _is_binary(data: bytes) -> bool:
         count = int(np.frombuffer(data, dtype="<u4", count=1, offset=_HEADER)[0])
         if len(data) == _HEADER + 4 + count * _RECORD.itemsize:
             return True
-    return not data.lstrip()[:5].lower() == b"solid"
+    return data.lstrip()[:5].lower() != b"solid"
 
 
 def _binary(data: bytes, name: str) -> Geometry:
