@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import urllib.parse
 from collections.abc import Callable
@@ -76,6 +77,14 @@ def _document(text: bytes, name: str, invalid: str = "its GLB JSON content is no
     return document
 
 
+_FILE_NAME = re.compile(r"[A-Za-z0-9_.\- /]{1,120}")
+
+
+def _shown(relative: str, index: int) -> str:
+    """A buffer's file name as an error may repeat it: only a plain relative name, never arbitrary content."""
+    return repr(relative) if _FILE_NAME.fullmatch(relative) else f"file of buffer {index}"
+
+
 class Buffers:
     """Lazily loaded buffers and typed accessor reads of one asset."""
 
@@ -121,9 +130,9 @@ class Buffers:
                     raise FileNotFoundError(relative)
                 data = self.resolve(relative)
             except (FileNotFoundError, KeyError):
-                raise broken(self.name, f"the buffer {relative!r} it refers to is missing") from None
+                raise broken(self.name, f"the buffer {_shown(relative, index)} it refers to is missing") from None
             except (OSError, ValueError):  # unreadable, or a path that leaves the source (safe_member)
-                raise broken(self.name, f"the buffer {relative!r} it refers to cannot be read") from None
+                raise broken(self.name, f"the buffer {_shown(relative, index)} it refers to cannot be read") from None
         declared = buffer.get("byteLength", len(data))
         if type(declared) is not int:
             raise broken(self.name, f"buffer {index} has a byte length that is not a whole number")

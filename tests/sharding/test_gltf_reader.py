@@ -349,3 +349,10 @@ def test_damaged_files_fail_with_a_sentence_and_nothing_else():
             read(bytes(damaged), "damaged.glb")
         except ShapeError as err:
             assert err.stage == "decode" and err.reason.startswith("damaged.glb: ")
+
+
+def test_a_missing_buffer_is_named_only_when_its_uri_is_a_plain_file_name():
+    asset = square_asset()
+    data = asset.gltf(uri="odd%0Aname%22.bin")  # a newline and a quote: file content, not a name to repeat
+    with pytest.raises(ShapeError, match="^decode: odd.gltf: the buffer file of buffer 0 it refers to is missing$"):
+        read(data, "odd.gltf", {}.__getitem__)
