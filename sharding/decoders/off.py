@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from sharding.decoders.polygons import broken, fan_triangles, mesh_or_cloud
+from sharding.decoders.polygons import broken, fan_triangles, mesh_or_cloud, read_or_sentence
 from sharding.decoders.text import nonblank_lines, ragged_take
 from sharding.records import Geometry
 
@@ -29,12 +29,7 @@ _NOT_INTEGER = (b".", b"e", b"E", b"n", b"N", b"i", b"I")  # a decimal point, an
 
 def read(data: bytes, name: str) -> Geometry:
     """The mesh (or vertex cloud) of one OFF file."""
-    try:
-        return _read(data, name)
-    except (ArithmeticError, LookupError, TypeError, ValueError) as err:
-        # A last resort: each failure foreseen has its own sentence, and the tests check that mutated files
-        # never get here. A MemoryError is left to propagate: it is no fault of the file.
-        raise broken(name, f"it does not parse as OFF ({type(err).__name__})") from None
+    return read_or_sentence(_read, data, name, "OFF")
 
 
 def _read(data: bytes, name: str) -> Geometry:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sharding.decoders.ply_binary import read_binary
-from sharding.decoders.polygons import broken, fan_triangles, mesh_or_cloud
+from sharding.decoders.polygons import broken, fan_triangles, mesh_or_cloud, read_or_sentence
 from sharding.decoders.text import nonblank_lines, ragged_take
 from sharding.records import Geometry
 
@@ -57,12 +57,7 @@ class Element:
 
 def read(data: bytes, name: str) -> Geometry:
     """The mesh (or vertex cloud) of one PLY file."""
-    try:
-        return _read(data, name)
-    except (ArithmeticError, LookupError, TypeError, ValueError) as err:
-        # A last resort: each failure foreseen has its own sentence, and the tests check that mutated files
-        # never get here. A MemoryError is left to propagate: it is no fault of the file.
-        raise broken(name, f"it does not parse as PLY ({type(err).__name__})") from None
+    return read_or_sentence(_read, data, name, "PLY")
 
 
 def _read(data: bytes, name: str) -> Geometry:

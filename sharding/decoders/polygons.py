@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from sharding.records import Geometry, MeshData, PointData, ShapeError
@@ -10,6 +12,18 @@ from sharding.records import Geometry, MeshData, PointData, ShapeError
 def broken(name: str, sentence: str) -> ShapeError:
     """The decode error for `name`: a sentence that says what is wrong with the file, never its content."""
     return ShapeError("decode", f"{name}: {sentence}")
+
+
+def read_or_sentence(parse: Callable[[bytes, str], Geometry], data: bytes, name: str, fmt: str) -> Geometry:
+    """`parse(data, name)`, with any parser error it did not foresee turned into a sentence as a last resort.
+
+    Each failure foreseen has its own sentence, and the tests check that mutated files never get here. A
+    MemoryError is left to propagate: it is no fault of the file.
+    """
+    try:
+        return parse(data, name)
+    except (ArithmeticError, LookupError, TypeError, ValueError) as err:
+        raise broken(name, f"it does not parse as {fmt} ({type(err).__name__})") from None
 
 
 def fan_triangles(indices: np.ndarray, counts: np.ndarray) -> np.ndarray:
