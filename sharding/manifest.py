@@ -2,7 +2,9 @@
 
 It is a wids shard index (`wids-shard-index-v1`: shard files with their sample counts) plus the job's
 accounting: totals, per-source and per-split counts, the sample format, and the hashes of the config
-and plan that made it. Only pydantic and `configuration` are imported, so the pipeline and evaluation
+and plan that made it. A deduplicated dataset (`sharding.dedup`) also lists, per shard, the samples
+training must skip (duplicates of earlier samples, copies of evaluation test shapes): they stay in the
+tars and in the sample counts, and are counted again as `excluded`. Only pydantic and `configuration` are imported, so the pipeline and evaluation
 read manifests without the sharding extra (trimesh, Ray).
 """
 
@@ -33,17 +35,42 @@ class ShardEntry(StrictModel):
     filesize: Count | None = None  # None: not checked before use (the tar structure still is)
     sha256: Annotated[StrictStr, Field(pattern="^[0-9a-f]{64}$")] | None = None
     split: StrictStr
+    excluded: list[Count] = Field(default_factory=list, description=(
+        "indices (tar order, increasing) of this shard's samples that training skips"))
+
+    @model_validator(mode="after")
+    def _excluded_are_samples(self) -> ShardEntry:
+        if any(b <= a for a, b in zip(self.excluded, self.excluded[1:])):
+            raise ValueError(f"shard {self.url}: excluded indices must be increasing and distinct")
+        if self.excluded and self.excluded[-1] >= self.nsamples:
+            raise ValueError(f"shard {self.url}: excluded index {self.excluded[-1]} is past its "
+                             f"{self.nsamples} samples")
+        return self
 
 
 class SourceCounts(StrictModel):
     inputs: Count
     samples: Count
     failed: Count
+    excluded: Count = 0  # of the samples
 
 
 class SplitCounts(StrictModel):
     shards: Count
     samples: Count
+    excluded: Count = 0  # of the samples
+
+
+class Deduplication(StrictModel):
+    """How the exclusions were decided: the report file (relative to the manifest) with every group and
+    match, its sha256, the matching settings, and the excluded samples by reason."""
+
+    report: StrictStr
+    report_sha256: Annotated[StrictStr, Field(pattern="^[0-9a-f]{64}$")]
+    tolerance: float
+    chamfer: float
+    test_sets: list[StrictStr]
+    excluded: dict[Literal["duplicate", "test-set"], Count]
 
 
 class SampleFormat(StrictModel):
@@ -67,12 +94,23 @@ class ShardManifest(StrictModel):
     config_hash: StrictStr
     plan_hash: StrictStr
     tool_version: StrictStr
+    total_excluded: Count = 0  # samples training skips, of total_samples (listed per shard)
+    deduplication: Deduplication | None = None
 
     @model_validator(mode="after")
     def _every_input_accounted_for(self) -> ShardManifest:
         if self.total_inputs != self.total_samples + self.total_failed:
             raise ValueError(f"accounting error: {self.total_inputs} inputs != {self.total_samples} samples"
                              f" + {self.total_failed} failed")
+        listed = sum(len(entry.excluded) for entry in self.shardlist)
+        for what, count in (("listed in the shards", listed),
+                            ("counted by source", sum(c.excluded for c in self.sources.values())),
+                            ("counted by split", sum(c.excluded for c in self.splits.values())),
+                            ("counted by reason", sum(self.deduplication.excluded.values())
+                             if self.deduplication else 0)):
+            if count != self.total_excluded:
+                raise ValueError(f"accounting error: total_excluded is {self.total_excluded}, but {count} "
+                                 f"samples are excluded {what}")
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def test_the_manifest_round_trips_byte_for_byte():
     manifest = two_split_manifest()
     doc = manifest.to_json()
     assert doc["__kind__"] == KIND and doc["wids_version"] == 1 and "kind" not in doc
-    assert set(doc["shardlist"][0]) == {"url", "nsamples", "filesize", "sha256", "split"}
+    assert set(doc["shardlist"][0]) == {"url", "nsamples", "filesize", "sha256", "split", "excluded"}
     data = as_written(doc)
     again = parse_document(data, URL)
     assert again == manifest
@@ -88,12 +88,15 @@ def set_key(doc: dict, dotted: str, value: object) -> dict:
         ("shardlist.0.url", DELETE, r"shardlist\.0\.url: Field required"),
         ("shardlist.0.split", DELETE, r"shardlist\.0\.split: Field required"),
         ("shardlist.0.nsample", 4, r"shardlist\.0\.nsample: unknown key \(allowed: url, nsamples, filesize, "
-                                   r"sha256, split\); did you mean 'nsamples'\?"),
+                                   r"sha256, split, excluded\); did you mean 'nsamples'\?"),
         ("total_failed", DELETE, r"total_failed: Field required"),
         ("sources.synthetic.failed", 2.0, r"sources\.synthetic\.failed: Input should be a valid integer"),
         ("splits.test.shard", 1, r"splits\.test\.shard: unknown key"),
         ("sample.dtype", "float64", r"sample\.dtype: Input should be 'float32' or 'float16' \(got 'float64'\)"),
         ("total_inputs", 10, r"accounting error: 10 inputs != 7 samples \+ 2 failed"),
+        ("shardlist.0.excluded", [2, 1], r"shard train-000000.tar: excluded indices must be increasing and distinct"),
+        ("shardlist.0.excluded", [4], r"shard train-000000.tar: excluded index 4 is past its 4 samples"),
+        ("shardlist.0.excluded", [1], r"total_excluded is 0, but 1 samples are excluded listed in the shards"),
     ],
 )
 def test_a_bad_or_missing_key_is_named_with_the_file(key, value, message):
@@ -114,3 +117,24 @@ def test_a_bad_or_missing_key_is_named_with_the_file(key, value, message):
 def test_what_is_not_a_manifest_of_ours_is_named_before_its_keys(data, message):
     with pytest.raises(ManifestError, match=f"manifest {URL}: {message}"):
         parse_document(data, URL)
+
+
+def test_exclusions_read_back_and_must_balance_by_source_split_and_reason():
+    doc = two_split_manifest().to_json()
+    doc["shardlist"][0]["excluded"] = [0, 3]
+    doc["total_excluded"] = 2
+    doc["sources"]["synthetic"]["excluded"] = 2
+    doc["splits"]["train"]["excluded"] = 2
+    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "e" * 64, "tolerance": 0.03,
+                            "chamfer": 0.05, "test_sets": ["modelnet40_h5"],
+                            "excluded": {"duplicate": 1, "test-set": 1}}
+    manifest = parse_document(as_written(doc), URL)
+    assert manifest.shardlist[0].excluded == [0, 3] and manifest.total_excluded == 2
+    assert as_written(manifest.to_json()) == as_written(doc)
+    doc["splits"]["train"]["excluded"] = 1
+    with pytest.raises(ManifestError, match="total_excluded is 2, but 1 samples are excluded counted by split"):
+        parse_document(as_written(doc), URL)
+    doc["splits"]["train"]["excluded"] = 2
+    doc["deduplication"]["excluded"]["duplicate"] = 0
+    with pytest.raises(ManifestError, match="total_excluded is 2, but 1 samples are excluded counted by reason"):
+        parse_document(as_written(doc), URL)
