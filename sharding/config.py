@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field
 
 from configuration import StrictModel, load_config
+from sharding.fingerprint import DEFAULT_TOLERANCE
 from sharding.limits import Limits
 from sharding.sampling import MIN_POINTS, SampleSpec
 from sharding.sources import SourceSpec
@@ -30,6 +31,31 @@ class SourceConfig(StrictModel):
 
     def spec(self) -> SourceSpec:
         return SourceSpec(self.kind, self.path, self.name, dict(self.options), dict(self.storage_options))
+
+
+class TestSetConfig(StrictModel):
+    """An evaluation set whose test shapes pretraining must not hold (`--test-set KIND:PATH`)."""
+
+    kind: Literal["scanobjectnn", "modelnet40_h5", "shapenetpart", "objaverse_lvis", "shards"]
+    path: str
+    name: str = Field("", description="name in the report and the manifest (default: the kind)")
+    options: dict[str, Any] = Field(default_factory=dict, description=(
+        "reader options of launch.evaluation.data.LabelledDataConfig: variant, lvis_shot, lvis_fold"))
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options; never logged")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class DedupConfig(StrictModel):
+    """The `dedup:` stage: find duplicates and copies of test shapes, and optionally exclude them."""
+
+    tolerance: float = Field(DEFAULT_TOLERANCE, gt=0, description=(
+        "L1 distance between shape descriptors under which two samples are the same shape"))
+    test_sets: list[TestSetConfig] = Field(default_factory=list)
+    exclude: list[Literal["duplicate", "test-set"]] = Field(default_factory=list, description=(
+        "what training skips: later copies inside the corpus (duplicate), copies of test shapes (test-set)"))
 
 
 class ShardingConfig(StrictModel):
@@ -52,6 +78,7 @@ class ShardingConfig(StrictModel):
     max_failure_ratio: float = Field(0.01, ge=0, le=1)
     task_retries: int = Field(3, ge=0, description="Ray retries of a shard task (system and application errors)")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options of the output")
+    dedup: DedupConfig | None = Field(None, description="run the dedup stage after sharding (sharding.dedup)")
 
     def sample_spec(self) -> SampleSpec:
         return SampleSpec(self.num_points, self.dtype, self.max_faces, self.max_vertices, self.min_points)
@@ -62,7 +89,7 @@ class ShardingConfig(StrictModel):
     def config_hash(self) -> str:
         """Hash of everything that determines shard contents (not where they go, nor credentials)."""
         content = self.model_dump(
-            exclude={"output", "storage_options", "max_failure_ratio", "task_retries"},
+            exclude={"output", "storage_options", "max_failure_ratio", "task_retries", "dedup"},
         )
         for source in content["sources"]:
             source.pop("storage_options")

@@ -31,6 +31,9 @@ PAIRS = 65536  # pairs drawn for D2
 RADIAL_POINTS = 16384
 SEED = 0x5EED
 DESCRIPTOR_SIZE = D2_BINS + RADIAL_BINS + 3
+DEFAULT_TOLERANCE = 0.03  # BENCHMARKS.md, "Duplicates and test-set leakage"
+GRID = 1 << 16  # quantisation steps across the largest side of the bounding box
+GRID_BITS = 17  # bits of one quantised coordinate (0..GRID)
 
 
 def exact_fingerprint(vertices: np.ndarray) -> str:
@@ -38,9 +41,9 @@ def exact_fingerprint(vertices: np.ndarray) -> str:
     vertices = np.asarray(vertices, dtype=np.float32).astype(np.float64).reshape(-1, 3)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     size = float((high - low).max()) or 1.0
-    grid = np.round((vertices - (low + high) / 2) / size * 65536).astype(np.int64)
-    distinct = np.unique(grid, axis=0)  # sorted rows
-    return hashlib.sha256(distinct.tobytes()).hexdigest()
+    grid = np.round((vertices - (low + high) / 2) / size * GRID).astype(np.int64) + GRID // 2  # in [0, GRID]
+    packed = (grid[:, 0] << 2 * GRID_BITS) | (grid[:, 1] << GRID_BITS) | grid[:, 2]  # one int64 per vertex
+    return hashlib.sha256(np.unique(packed).tobytes()).hexdigest()
 
 
 def shape_descriptor(points: np.ndarray) -> np.ndarray:

@@ -68,7 +68,6 @@ class Deduplication(StrictModel):
     report: StrictStr
     report_sha256: Annotated[StrictStr, Field(pattern="^[0-9a-f]{64}$")]
     tolerance: float
-    chamfer: float
     test_sets: list[StrictStr]
     excluded: dict[Literal["duplicate", "test-set"], Count]
 

@@ -10,8 +10,10 @@ Without a cluster (no --ray-address, no RAY_ADDRESS) a local Ray instance is sta
 the shard tasks run one after another in this process and Ray is never imported (machines without
 Ray, small corpora): the shards and manifest are byte for byte those of a Ray run. Re-running the
 same command resumes: finished shards are skipped and the final manifest equals an uninterrupted
-run's. Exits 1 when more than --max-failure-ratio of the inputs failed, or (one `error:` line) when the
-output cannot be opened or a source cannot be listed; 2 (one `error:` line) on a bad config or flag;
+run's. With `dedup:` in the config, duplicates and copies of evaluation test shapes are found (and,
+as asked, excluded) before the manifest is published (sharding.dedup). Exits 1 when more than
+--max-failure-ratio of the inputs failed, or (one `error:` line) when the output cannot be opened, a
+source cannot be listed or the dedup stage fails; 2 (one `error:` line) on a bad config or flag;
 --print-config prints the resolved job and exits.
 """
 
@@ -35,6 +37,7 @@ from configuration import ConfigError  # noqa: E402
 from configuration.cli import add_print_config, print_config, run_cli  # noqa: E402
 from configuration.redact import redact_urls  # noqa: E402
 from sharding.config import ShardingConfig, SourceConfig, load_sharding_config  # noqa: E402
+from sharding.dedup.run import deduplicate  # noqa: E402
 from sharding.manifest import (  # noqa: E402
     SAMPLE_FORMAT,
     SampleFormat,
@@ -209,7 +212,8 @@ def failed_shard_record(plan: Plan, name: str, err: Exception) -> dict:
 
 def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingConfig,
                   seconds: float) -> tuple[ShardManifest, dict]:
-    """errors.jsonl, sizes.json, stats.json, manifest.json (last); returns the manifest and the stats."""
+    """errors.jsonl, sizes.json, stats.json, the `dedup:` stage's report if configured, manifest.json (last);
+    returns the manifest and the stats."""
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]
     out.publish_bytes("".join(json.dumps(f, sort_keys=True) + "\n" for f in failures).encode(), "errors.jsonl")
     written = [r for r in records if not r.get("task_failed")]
@@ -244,6 +248,8 @@ def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingCon
              "shards_skipped": sum(bool(r.get("skipped")) for r in records),
              "shards_failed": sum(bool(r.get("task_failed")) for r in records)}
     out.publish_json(stats, "stats.json")
+    if cfg.dedup is not None:
+        manifest = deduplicate(out, manifest, cfg.dedup, lambda line: print(line, file=sys.stderr))
     out.publish_json(manifest.to_json(), "manifest.json")
     out.clear_tmp()
     return manifest, stats
@@ -292,7 +298,13 @@ def run(args: argparse.Namespace) -> int:
                 import ray
 
                 ray.shutdown()
-        manifest, stats = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
+        try:
+            manifest, stats = write_outputs(out, plan, records, cfg, time.perf_counter() - start)
+        except (OSError, ValueError) as err:  # the dedup stage could not read a test set or fingerprint file
+            print(redact_urls(f"error: the shards are written but the dedup stage failed, so no manifest was: "
+                              f"{type(err).__name__}: {err} (fix it and re-run: finished shards are skipped)"),
+                  file=sys.stderr)
+            return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     failures = list(plan.failures) + [f for r in records for f in r["failures"]]

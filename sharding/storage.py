@@ -43,6 +43,9 @@ class Output:
     def size(self, name: str) -> int:
         return self.fs.size(self.path(name))
 
+    def read_bytes(self, name: str) -> bytes:
+        return self.fs.cat_file(self.path(name))
+
     def read_json(self, name: str) -> Any:
         with self.fs.open(self.path(name), "r") as f:
             return json.load(f)

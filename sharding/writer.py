@@ -6,6 +6,7 @@ recorded size, means the shard is finished, which is what makes re-running the s
 
 A sample is `<key>.points.npy` and `<key>.json`; one sampled from a mesh with semantic parts also has
 `<key>.parts.npy` (each point's part, uint8), and its metadata lists the `part_names` those index.
+Each shard's fingerprints (`sharding.dedup.sidecar`) are published with it, for `sharding.dedup`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
+from sharding.fingerprint import exact_fingerprint, shape_descriptor
+from sharding.layouts import Z_UP_FROM_Y_UP
 from sharding.limits import Limits, time_limit
 from sharding.plan import failure_record, input_path
-from sharding.records import InputRef, ShapeError
+from sharding.records import InputRef, Loaded, MeshData, ShapeError
 from sharding.sampling import Cloud, SampleSpec, make_points
 from sharding.sources import SourceSpec, make_reader
 from sharding.storage import Output
@@ -53,7 +57,7 @@ def finished_record(out: Output, shard: str, job: ShardJob) -> dict | None:
     record = out.read_json(done_name(shard))
     if record.get("plan_hash") != job.plan_hash or record.get("config_hash") != job.config_hash:
         return None
-    if not out.exists(shard) or out.size(shard) != record.get("filesize"):
+    if not out.exists(shard) or out.size(shard) != record.get("filesize") or not out.exists(sidecar_name(shard)):
         return None
     return record
 
@@ -102,13 +106,25 @@ def _members(ref: InputRef, raw_sha256: str, cloud: Cloud) -> list[tuple[str, by
     return members
 
 
-def _sample_all(refs: list[InputRef], job: ShardJob,
-                shard: str) -> tuple[dict[str, list[tuple[str, bytes]]], list[dict]]:
-    """Load and sample every ref; returns (key -> its tar members) and the failure records."""
+def _fingerprint(ref: InputRef, loaded: Loaded, cloud: Cloud) -> tuple[str, str, str, np.ndarray]:
+    """The sidecar row of a sample: exact fingerprint of its decoded geometry (Z-up, as stored), descriptor
+    of its stored points."""
+    geometry = loaded.geometry
+    coordinates = geometry.vertices if isinstance(geometry, MeshData) else geometry.points
+    if loaded.y_up:
+        coordinates = coordinates[:, Z_UP_FROM_Y_UP]
+    return ref.key, ref.source, exact_fingerprint(coordinates), shape_descriptor(cloud.points)
+
+
+def _sample_all(refs: list[InputRef], job: ShardJob, shard: str
+                ) -> tuple[dict[str, list[tuple[str, bytes]]], dict[str, tuple], list[dict]]:
+    """Load, sample and fingerprint every ref; returns (key -> its tar members), (key -> its fingerprint
+    row) and the failure records."""
     by_source: dict[str, list[InputRef]] = defaultdict(list)
     for ref in refs:
         by_source[ref.source].append(ref)
     samples: dict[str, list[tuple[str, bytes]]] = {}
+    fingerprints: dict[str, tuple] = {}
     failures: list[dict] = []
     for source, source_refs in by_source.items():
         spec = job.sources.get(source)
@@ -125,13 +141,14 @@ def _sample_all(refs: list[InputRef], job: ShardJob,
                 try:
                     with time_limit(job.limits.time_s):
                         cloud = make_points(loaded, ref.key, job.sample)
+                        fingerprints[ref.key] = _fingerprint(ref, loaded, cloud)
                 except Exception as err:
                     failures.append(failure_record(ref, _stage(err, "sample"), _reason(err), shard))
                     continue
                 samples[ref.key] = _members(ref, loaded.raw_sha256, cloud)
         finally:
             reader.close()
-    return samples, failures
+    return samples, fingerprints, failures
 
 
 def _stage(err: Exception, default: str) -> str:
@@ -149,7 +166,7 @@ def build_shard(shard: str, refs: list[InputRef], job: ShardJob) -> dict:
     if record is not None:
         return {**record, "skipped": True}
     start = time.perf_counter()
-    samples, failures = _sample_all(refs, job, shard)
+    samples, fingerprints, failures = _sample_all(refs, job, shard)
     counts: dict[str, Counter] = defaultdict(Counter)
     for ref in refs:
         counts[ref.source]["inputs"] += 1
@@ -168,6 +185,8 @@ def build_shard(shard: str, refs: list[InputRef], job: ShardJob) -> dict:
         out.publish_file(str(path), shard)
     finally:
         path.unlink(missing_ok=True)
+    rows = [fingerprints[ref.key] for ref in refs if ref.key in samples]  # tar order
+    out.publish_bytes(ShardFingerprints.from_rows(rows).to_bytes(), sidecar_name(shard))
     record = {
         "shard": shard,
         "nsamples": len(samples),

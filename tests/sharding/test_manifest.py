@@ -125,8 +125,7 @@ def test_exclusions_read_back_and_must_balance_by_source_split_and_reason():
     doc["total_excluded"] = 2
     doc["sources"]["synthetic"]["excluded"] = 2
     doc["splits"]["train"]["excluded"] = 2
-    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "e" * 64, "tolerance": 0.03,
-                            "chamfer": 0.05, "test_sets": ["modelnet40_h5"],
+    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "e" * 64, "tolerance": 0.03, "test_sets": ["modelnet40_h5"],
                             "excluded": {"duplicate": 1, "test-set": 1}}
     manifest = parse_document(as_written(doc), URL)
     assert manifest.shardlist[0].excluded == [0, 3] and manifest.total_excluded == 2

@@ -1,0 +1,1 @@
+"""Duplicates and test-set leakage in a sharded corpus: fingerprints per shard, matching, exclusions."""

@@ -1,0 +1,152 @@
+"""The dedup stage over a written dataset: fingerprints in, a report and a manifest with exclusions out.
+
+Every sample's fingerprints come from the shard's fingerprint file. Duplicates inside the corpus are
+found in manifest order (`matching.duplicates`), copies of test shapes against every configured test
+set. The report, `dedup/report.json`, lists every group and every match; the manifest lists per shard
+the samples training skips, counts them by source, split and reason, and records the report's sha256.
+Re-running on the same dataset recomputes from the fingerprints, so the result never depends on an
+earlier run's exclusions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from sharding.config import DedupConfig
+from sharding.dedup.matching import Matches, duplicates, test_set_matches
+from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
+from sharding.dedup.test_sets import TestSet, read_test_set
+from sharding.manifest import Deduplication, ShardManifest
+from sharding.storage import Output
+
+REPORT = "dedup/report.json"
+READ_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The fingerprints of every sample in manifest order, with where each sample is."""
+
+    keys: np.ndarray
+    sources: np.ndarray
+    exact: np.ndarray
+    descriptors: np.ndarray
+    shard: np.ndarray  # (n,) index into the manifest's shardlist
+    index: np.ndarray  # (n,) index within the shard (tar order)
+
+
+class DedupError(ValueError):
+    """A dataset whose fingerprints cannot be read or do not fit its manifest; names the file."""
+
+
+def read_corpus(out: Output, manifest: ShardManifest) -> Corpus:
+    """Every shard's fingerprint file, checked against the manifest's sample counts."""
+    def read(entry_index: int) -> ShardFingerprints:
+        entry = manifest.shardlist[entry_index]
+        name = sidecar_name(entry.url)
+        if not out.exists(name):
+            raise DedupError(f"{out.path(name)} is missing: the shards were written before fingerprints were; "
+                             "re-run sharding.shard_corpus with the same config to add them")
+        prints = ShardFingerprints.from_bytes(out.read_bytes(name), out.path(name))
+        if len(prints) != entry.nsamples:
+            raise DedupError(f"{out.path(name)} lists {len(prints)} samples, the manifest's {entry.url} holds "
+                             f"{entry.nsamples}")
+        return prints
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        parts = list(pool.map(read, range(len(manifest.shardlist))))
+    sizes = [len(p) for p in parts]
+    return Corpus(
+        keys=np.concatenate([p.keys for p in parts]) if parts else np.empty(0, str),
+        sources=np.concatenate([p.sources for p in parts]) if parts else np.empty(0, str),
+        exact=np.concatenate([p.exact for p in parts]) if parts else np.empty(0, "S64"),
+        descriptors=np.concatenate([p.descriptors for p in parts]) if parts else np.empty((0, 0), np.float32),
+        shard=np.repeat(np.arange(len(parts)), sizes),
+        index=np.concatenate([np.arange(s) for s in sizes]) if parts else np.empty(0, np.int64),
+    )
+
+
+def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
+                log: Callable[[str], None] = print) -> ShardManifest:
+    """Match, publish the report, and return `manifest` with the exclusions `cfg.exclude` asks for."""
+    corpus = read_corpus(out, manifest)
+    copies = duplicates(corpus.exact, corpus.descriptors, cfg.tolerance)
+    log(f"dedup: {len(corpus.keys)} samples, {int(copies.found.sum())} copies of earlier samples "
+        f"({int(copies.exact.sum())} exact)")
+    test_sets, leaks = [], []
+    for test_cfg in cfg.test_sets:
+        test_set = read_test_set(test_cfg)
+        matches = test_set_matches(corpus.exact, corpus.descriptors, test_set.exact, test_set.descriptors,
+                                   cfg.tolerance)
+        log(f"dedup: {int(matches.found.sum())} samples match one of the {len(test_set.keys)} test shapes of "
+            f"{test_set.name}")
+        test_sets.append(test_set)
+        leaks.append(matches)
+    reason = _reasons(copies, leaks, cfg.exclude)
+    report = _report(corpus, copies, test_sets, leaks, reason, cfg)
+    data = (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()
+    out.publish_bytes(data, REPORT)
+    record = Deduplication(report=REPORT, report_sha256=hashlib.sha256(data).hexdigest(), tolerance=cfg.tolerance,
+                           test_sets=[t.name for t in test_sets], excluded=dict(Counter(reason[reason != ""].tolist())))
+    return with_exclusions(manifest, corpus, reason, record)
+
+
+def _reasons(copies: Matches, leaks: list[Matches], exclude: list[str]) -> np.ndarray:
+    """Per sample, why training skips it ("" = it does not): a test-set copy first, else a duplicate."""
+    reason = np.full(len(copies.other), "", dtype="<U9")
+    if "duplicate" in exclude:
+        reason[copies.found] = "duplicate"
+    if "test-set" in exclude:
+        for matches in leaks:
+            reason[matches.found] = "test-set"
+    return reason
+
+
+def _report(corpus: Corpus, copies: Matches, test_sets: list[TestSet], leaks: list[Matches], reason: np.ndarray,
+            cfg: DedupConfig) -> dict:
+    keys = corpus.keys.tolist()
+    groups: dict[int, list[dict]] = {}
+    for later in np.flatnonzero(copies.found).tolist():
+        groups.setdefault(int(copies.other[later]), []).append(
+            {"key": keys[later], "distance": round(float(copies.distance[later]), 5),
+             "exact": bool(copies.exact[later])})
+    matches = [{"key": keys[i], "test_set": t.name, "test_key": t.keys[int(m.other[i])],
+                "distance": round(float(m.distance[i]), 5), "exact": bool(m.exact[i])}
+               for t, m in zip(test_sets, leaks) for i in np.flatnonzero(m.found).tolist()]
+    return {
+        "tolerance": cfg.tolerance,
+        "exclude": sorted(cfg.exclude),
+        "samples": len(keys),
+        "test_sets": {t.name: len(t.keys) for t in test_sets},
+        "groups": [{"kept": keys[first], "copies": group} for first, group in sorted(groups.items())],
+        "test_set_matches": matches,
+        "excluded": {r: int((reason == r).sum()) for r in ("duplicate", "test-set")},
+    }
+
+
+def with_exclusions(manifest: ShardManifest, corpus: Corpus, reason: np.ndarray,
+                    record: Deduplication) -> ShardManifest:
+    """`manifest` with per-shard exclusion lists and excluded counts replaced by those of `reason`."""
+    skipped = reason != ""
+    by_shard: dict[int, list[int]] = {}
+    for shard, index in zip(corpus.shard[skipped].tolist(), corpus.index[skipped].tolist()):
+        by_shard.setdefault(shard, []).append(index)
+    shardlist = [e.model_copy(update={"excluded": by_shard.get(i, [])}) for i, e in enumerate(manifest.shardlist)]
+    by_source = Counter(corpus.sources[skipped].tolist())
+    split_of = [e.split for e in manifest.shardlist]
+    by_split = Counter(split_of[s] for s in corpus.shard[skipped].tolist())
+    updated = manifest.model_copy(update={
+        "shardlist": shardlist,
+        "sources": {s: c.model_copy(update={"excluded": by_source.get(s, 0)}) for s, c in manifest.sources.items()},
+        "splits": {s: c.model_copy(update={"excluded": by_split.get(s, 0)}) for s, c in manifest.splits.items()},
+        "total_excluded": int(skipped.sum()),
+        "deduplication": record,
+    })
+    return ShardManifest.model_validate(updated.to_json())  # the accounting checks, on the new counts
