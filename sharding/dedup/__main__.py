@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from configuration import ConfigError
+from pydantic import ValidationError
+
+from configuration import ConfigError, format_validation_error
 from configuration.cli import run_cli
 from configuration.redact import redact_urls
 from sharding.config import DedupConfig, TestSetConfig, load_sharding_config
@@ -46,14 +48,20 @@ def dedup_config(args: argparse.Namespace) -> DedupConfig:
         update["exclude"] = args.exclude
     if args.test_set:
         update["test_sets"] = [*base.test_sets, *map(test_set_spec, args.test_set)]
-    return DedupConfig.model_validate({**base.model_dump(), **update})
+    try:
+        return DedupConfig.model_validate({**base.model_dump(), **update})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "flags", DedupConfig, "dedup config")) from None
 
 
 def test_set_spec(spec: str) -> dict:
     kind, sep, path = spec.partition(":")
     if not sep or not path:
         raise ConfigError(f"--test-set must be KIND:PATH, got {spec!r}")
-    return TestSetConfig.model_validate({"kind": kind, "path": path}).model_dump()
+    try:
+        return TestSetConfig.model_validate({"kind": kind, "path": path}).model_dump()
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, f"--test-set {spec}", TestSetConfig, "test set")) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,8 +2,9 @@
 
 Both matches join two samples when their exact fingerprints are equal or their descriptors are
 closer than the tolerance in L1 (`sharding.fingerprint`). Duplicates are decided greedily in corpus
-order: a sample is a copy of the first earlier sample it matches that is itself kept, so every group
-keeps its first sample, and a chain of look-alikes (A ~ B ~ C, A !~ C) loses B only.
+order: a sample is a copy of the first earlier sample it matches that is itself kept (an exact match
+before a near one), so every group keeps its first sample, and a chain of look-alikes (A ~ B ~ C,
+A !~ C) loses B only.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def _exact_pairs(exact: np.ndarray) -> np.ndarray:
 def duplicates(exact: np.ndarray, descriptors: np.ndarray, tolerance: float) -> Matches:
     """For every sample, the kept earlier sample it copies (greedy in index order; see the module docstring)."""
     n = len(exact)
-    pairs = np.concatenate([_exact_pairs(exact), near_pairs(descriptors, tolerance)])
-    pairs = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]  # by later sample, then earlier
+    exact_pairs, close_pairs = _exact_pairs(exact), near_pairs(descriptors, tolerance)
+    pairs = np.concatenate([exact_pairs, close_pairs])
+    inexact = np.repeat([False, True], [len(exact_pairs), len(close_pairs)])
+    pairs = pairs[np.lexsort((pairs[:, 0], inexact, pairs[:, 1]))]  # by later sample, exact first, then earlier
     other = np.full(n, -1, np.int64)
     for first, later in pairs.tolist():
         if other[later] < 0 and other[first] < 0:  # the earlier one is kept, and `later` has no match yet
@@ -49,7 +52,7 @@ def duplicates(exact: np.ndarray, descriptors: np.ndarray, tolerance: float) -> 
     return _matches(other, exact, descriptors, exact, descriptors)
 
 
-def test_set_matches(exact: np.ndarray, descriptors: np.ndarray, test_exact: np.ndarray,
+def copies_of_test_shapes(exact: np.ndarray, descriptors: np.ndarray, test_exact: np.ndarray,
                      test_descriptors: np.ndarray, tolerance: float) -> Matches:
     """For every corpus sample, the test shape it copies: an equal exact fingerprint first, else the nearest
     descriptor under the tolerance."""

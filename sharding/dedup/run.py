@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sharding.config import DedupConfig
-from sharding.dedup.matching import Matches, duplicates, test_set_matches
+from sharding.dedup.matching import Matches, copies_of_test_shapes, duplicates
 from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
 from sharding.dedup.test_sets import TestSet, read_test_set
 from sharding.manifest import Deduplication, ShardManifest
@@ -83,7 +83,7 @@ def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
     test_sets, leaks = [], []
     for test_cfg in cfg.test_sets:
         test_set = read_test_set(test_cfg)
-        matches = test_set_matches(corpus.exact, corpus.descriptors, test_set.exact, test_set.descriptors,
+        matches = copies_of_test_shapes(corpus.exact, corpus.descriptors, test_set.exact, test_set.descriptors,
                                    cfg.tolerance)
         log(f"dedup: {int(matches.found.sum())} samples match one of the {len(test_set.keys)} test shapes of "
             f"{test_set.name}")
