@@ -13,8 +13,11 @@ sampled again under another key (so no point is shared with the original):
 Every pair of clouds closer than the tolerance is a predicted duplicate. A predicted pair is right
 when it joins a copy with its original (or two copies of one original); recall is over the planted
 pairs. Other shapes of the same family are negatives, so precision counts look-alikes as errors.
-Speed: the descriptor per shape, and `near_pairs` over descriptors of `--scale` shapes, extrapolated
-to 930K at the measured rate.
+Exclusion scores what the dedup stage would drop (`sharding.dedup.matching.duplicates`, greedy in
+corpus order, originals first): precision is the share of dropped clouds that are planted copies,
+recall the share of planted copies dropped.
+Speed: the descriptor per shape, the exact fingerprint per 100K vertices, and `near_pairs` and the
+greedy pass over descriptors of `--scale` shapes, extrapolated to 930K at the measured rate.
 
     python -m bench.dedup_quality --originals 400 --planted 100
 """
@@ -34,6 +37,7 @@ import trimesh  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 
 from bench.common import add_json_option, benchmark_main  # noqa: E402
+from sharding.dedup.matching import duplicates  # noqa: E402
 from sharding.fingerprint import exact_fingerprint, near_pairs, shape_descriptor  # noqa: E402
 from sharding.meshio import decode_geometry  # noqa: E402
 from sharding.records import Loaded, MeshData  # noqa: E402
@@ -101,9 +105,15 @@ def quality(descriptors: np.ndarray, origin: np.ndarray, kinds: list[str], toler
         for kind in KINDS:
             wanted = {(o, c) for o, c in planted if kinds[c] == kind and kinds[o] == "original"}
             by_kind[kind] = round(len(wanted & pairs) / max(len(wanted), 1), 3)
+        distinct = np.array([str(i).encode() for i in range(len(origin))], dtype="S64")
+        dropped = duplicates(distinct, descriptors, tolerance).found
+        copies = np.asarray(kinds) != "original"
         rows.append({"tolerance": tolerance, "predicted": len(pairs), "planted": len(planted),
                      "precision": round(len(found) / max(len(pairs), 1), 3),
-                     "recall": round(len(found) / max(len(planted), 1), 3), "recall_by_kind": by_kind})
+                     "recall": round(len(found) / max(len(planted), 1), 3), "recall_by_kind": by_kind,
+                     "dropped": int(dropped.sum()),
+                     "drop_precision": round(float(copies[dropped].mean()) if dropped.any() else 0.0, 3),
+                     "drop_recall": round(float(dropped[copies].mean()), 3)})
     return rows
 
 
@@ -119,10 +129,21 @@ def speed(descriptors: np.ndarray, scale: int, tolerance: float, clouds: list[np
     start = time.perf_counter()
     found = near_pairs(spread, tolerance)
     seconds = time.perf_counter() - start
-    return {"descriptor_ms_per_shape": round(per_shape * 1e3, 2), "match_shapes": scale,
-            "match_seconds": round(seconds, 2), "match_pairs": len(found),
+    start = time.perf_counter()
+    duplicates(np.array([str(i).encode() for i in range(scale)], dtype="S64"), spread, tolerance)
+    greedy = time.perf_counter() - start
+    vertices = rng.normal(size=(100_000, 3))
+    exact_fingerprint(vertices)
+    start = time.perf_counter()
+    for _ in range(10):
+        exact_fingerprint(vertices)
+    exact_ms = (time.perf_counter() - start) / 10 * 1e3
+    return {"descriptor_ms_per_shape": round(per_shape * 1e3, 2), "exact_ms_per_100k_vertices": round(exact_ms, 2),
+            "match_shapes": scale, "match_seconds": round(seconds, 2), "match_pairs": len(found),
+            "dedup_seconds": round(greedy, 2),
             "descriptors_930k_core_hours": round(per_shape * 930_000 / 3600, 2),
-            "match_930k_seconds_if_linear": round(seconds * 930_000 / scale, 1)}
+            "match_930k_seconds_if_linear": round(seconds * 930_000 / scale, 1),
+            "dedup_930k_seconds_if_linear": round(greedy * 930_000 / scale, 1)}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -132,15 +153,19 @@ def run(args: argparse.Namespace) -> dict:
     print(f"{len(clouds)} clouds ({args.originals} originals, {args.planted} x {len(KINDS)} copies) in "
           f"{time.perf_counter() - start:.0f} s")
     rows = quality(descriptors, np.asarray(origin), kinds, args.tolerances)
-    print("tolerance  predicted  precision  recall  " + "  ".join(f"{k:>12}" for k in KINDS))
+    print("tolerance  predicted  precision  recall  " + "  ".join(f"{k:>12}" for k in KINDS)
+          + "  dropped  drop precision  drop recall")
     for r in rows:
         print(f"{r['tolerance']:>9.3f}  {r['predicted']:>9}  {r['precision']:>9.3f}  {r['recall']:>6.3f}  "
-              + "  ".join(f"{r['recall_by_kind'][k]:>12.3f}" for k in KINDS))
+              + "  ".join(f"{r['recall_by_kind'][k]:>12.3f}" for k in KINDS)
+              + f"  {r['dropped']:>7}  {r['drop_precision']:>14.3f}  {r['drop_recall']:>11.3f}")
     print(f"exact fingerprint: {exact_matches} of {args.planted} format copies match their original")
     fast = speed(descriptors, args.scale, args.speed_tolerance, clouds)
     print(f"descriptor: {fast['descriptor_ms_per_shape']} ms per shape ({fast['descriptors_930k_core_hours']} core-hours "
-          f"for 930K); matching {args.scale} descriptors: {fast['match_seconds']} s "
-          f"(x{930_000 / args.scale:.0f} if linear: {fast['match_930k_seconds_if_linear']} s for 930K)")
+          f"for 930K); exact: {fast['exact_ms_per_100k_vertices']} ms per 100K vertices; matching {args.scale} "
+          f"descriptors: {fast['match_seconds']} s, whole greedy pass {fast['dedup_seconds']} s "
+          f"(x{930_000 / args.scale:.0f} if linear: {fast['match_930k_seconds_if_linear']} s and "
+          f"{fast['dedup_930k_seconds_if_linear']} s for 930K)")
     return {"originals": args.originals, "planted": args.planted, "quality": rows,
             "exact_format_copies_matched": exact_matches, "speed": fast}
 
