@@ -151,9 +151,14 @@ def load_manifests(data: DataConfig) -> list[Manifest]:
     return [load_manifest(d.url, d.storage_options, d.split) for d in data.datasets]
 
 
+def dataset_shards(manifest: Manifest, weight: float) -> DatasetShards:
+    """What the order needs of a dataset: its shards' sample counts and excluded samples, and its weight."""
+    return DatasetShards(tuple(s.nsamples for s in manifest.shards), weight,
+                         tuple(s.excluded for s in manifest.shards))
+
+
 def epoch_order(data: DataConfig, manifests: list[Manifest], seed: int, epoch: int, global_batch: int) -> EpochOrder:
-    datasets = [DatasetShards(tuple(s.nsamples for s in m.shards), d.weight)
-                for m, d in zip(manifests, data.datasets)]
+    datasets = [dataset_shards(m, d.weight) for m, d in zip(manifests, data.datasets)]
     return EpochOrder(datasets, seed, epoch, global_batch, data.block_shards)
 
 

@@ -3,7 +3,8 @@
 The loader trusts nothing it has not checked: a missing, unparsable or malformed manifest is an
 error that names the file and the offending key (the schema is `sharding.manifest.ShardManifest`).
 Shard URLs are resolved relative to the manifest's location, so a dataset can be moved or mirrored
-(local <-> s3://) as a whole.
+(local <-> s3://) as a whole. Samples the manifest excludes stay in the shards but are not counted as
+samples to read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ShardInfo:
     nsamples: int
     filesize: int | None
     sha256: str | None
+    excluded: tuple[int, ...] = ()  # indices (tar order, increasing) of the samples not to read
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class Manifest:
 
     @property
     def num_samples(self) -> int:
-        return sum(s.nsamples for s in self.shards)
+        """The samples to read: those of the shards, less the excluded ones."""
+        return sum(s.nsamples - len(s.excluded) for s in self.shards)
 
 
 def _resolve(base: str, url: str) -> str:
@@ -48,11 +51,15 @@ def _resolve(base: str, url: str) -> str:
 def parse_manifest(data: bytes, url: str, split: str | None = "train") -> Manifest:
     """Validate manifest bytes; keep the shards of `split` (None: all splits)."""
     document = parse_document(data, url)
-    shards = tuple(ShardInfo(_resolve(url, entry.url), entry.nsamples, entry.filesize, entry.sha256)
+    shards = tuple(ShardInfo(_resolve(url, entry.url), entry.nsamples, entry.filesize, entry.sha256,
+                             tuple(entry.excluded))
                    for entry in document.shardlist if split is None or entry.split == split)
-    if sum(s.nsamples for s in shards) == 0:
-        raise ManifestError(f"manifest {url}: no samples in split {split!r}")
-    return Manifest(url, shards, hashlib.sha256(data).hexdigest(), document)
+    manifest = Manifest(url, shards, hashlib.sha256(data).hexdigest(), document)
+    if manifest.num_samples == 0:
+        excluded = sum(len(s.excluded) for s in shards)
+        raise ManifestError(f"manifest {url}: no samples in split {split!r}"
+                            + (f" (all {excluded} are excluded)" if excluded else ""))
+    return manifest
 
 
 def load_manifest(url: str, storage_options: dict | None = None, split: str | None = "train") -> Manifest:

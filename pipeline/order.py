@@ -1,10 +1,13 @@
 """Deterministic global sample order: which sample every (rank, worker, step) reads, as a pure function.
 
 Why: splitting shards per rank (WebDataset) gives ranks unequal sample counts, which hangs DDP at the end
-of an epoch, and cannot resume mid-epoch. As in MosaicML Streaming, the
-order here depends only on (seed, epoch), the datasets' shard sizes and weights, and `block_shards`. Ranks
-and workers only choose which slice of it to read, so the resume state is tiny and the world size may change
+of an epoch, and cannot resume mid-epoch. As in MosaicML Streaming, the order here depends only on
+(seed, epoch), the datasets' shard sizes, excluded samples and weights, and `block_shards`. Ranks and
+workers only choose which slice of it to read, so the resume state is tiny and the world size may change
 across restarts.
+
+Samples a manifest excludes (duplicates, copies of test shapes) are never selected: below, the samples of a
+dataset or shard are its kept ones, and a shard with none kept has no visit.
 
 Design, per epoch (G = global batch, samples per optimizer micro-step over all ranks):
 1. Mixture. Dataset d with n_d samples and weight w_d contributes m_d = floor(w_d * n_d + 1/2) samples (round
@@ -29,8 +32,9 @@ Design, per epoch (G = global batch, samples per optimizer micro-step over all r
    receives j = 0, 1, 2, ...
 7. Resume. `LoaderState(seed, epoch, samples_consumed, global_batch, fingerprint)`. samples_consumed is a
    multiple of G, so a restart with the same G and any W dividing G continues at step samples_consumed / G
-   with exactly the batches an uninterrupted run would have read. The fingerprint (shard sizes, weights,
-   block_shards) catches a changed manifest or mixture, which would silently change the order.
+   with exactly the batches an uninterrupted run would have read. The fingerprint (shard sizes, excluded
+   samples, weights, block_shards) catches a changed manifest or mixture, which would silently change the
+   order; with nothing excluded it is the same as before exclusions existed.
 
 Randomness comes from the raw output of the PCG64 bit generator, turned into permutations by a stable argsort.
 Bit-generator streams are fixed across NumPy versions; `Generator` methods such as `permutation` are not. So a
@@ -44,6 +48,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -61,10 +66,12 @@ class OrderError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetShards:
-    """One dataset: its shards' sample counts in manifest order, and its mixing weight (1 = one pass)."""
+    """One dataset: its shards' sample counts in manifest order, its mixing weight (1 = one pass over the
+    kept samples), and per shard the indices (tar order, increasing) of the samples never to select."""
 
     sizes: tuple[int, ...]
     weight: float = 1.0
+    excluded: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         sizes = tuple(int(s) for s in self.sizes)
@@ -73,15 +80,27 @@ class DatasetShards:
             raise OrderError(f"shard sizes must be >= 0: shard {negative[0]} has {sizes[negative[0]]}")
         if not (math.isfinite(self.weight) and self.weight >= 0):
             raise OrderError(f"dataset weight must be finite and >= 0, got {self.weight}")
+        excluded = tuple(tuple(map(int, e)) for e in self.excluded)
+        if excluded and len(excluded) != len(sizes):
+            raise OrderError(f"excluded samples are given for {len(excluded)} shards, the dataset has "
+                             f"{len(sizes)}")
         object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "excluded", excluded if any(excluded) else ())  # () when none
+        object.__setattr__(self, "_excluded_at", _excluded_positions(np.asarray(sizes, np.int64), excluded))
+
+    @property
+    def excluded_positions(self) -> NDArray[np.int64]:
+        """The excluded samples as increasing positions in the dataset's samples, numbered shard by shard."""
+        return self._excluded_at  # type: ignore[attr-defined]  # set in __post_init__
 
     @property
     def num_samples(self) -> int:
-        return sum(self.sizes)
+        """The kept samples: those an epoch selects from."""
+        return sum(self.sizes) - len(self.excluded_positions)
 
     @property
     def num_selected(self) -> int:
-        """Samples this dataset contributes per epoch: weight * size, rounded half up."""
+        """Samples this dataset contributes per epoch: weight * kept samples, rounded half up."""
         return math.floor(self.weight * self.num_samples + 0.5) if self.num_samples else 0
 
 
@@ -107,7 +126,7 @@ class LoaderState:
     epoch: int
     samples_consumed: int
     global_batch: int
-    fingerprint: str  # of the datasets' shard sizes and weights and block_shards (EpochOrder.fingerprint)
+    fingerprint: str  # of the datasets (sizes, exclusions, weights) and block_shards (EpochOrder.fingerprint)
 
     def __post_init__(self) -> None:
         for name in ("seed", "epoch", "samples_consumed", "global_batch"):
@@ -141,6 +160,25 @@ class LoaderState:
         return cls(**{n: data[n] for n in names})  # type: ignore[arg-type]  # checked in __post_init__
 
 
+def _excluded_positions(sizes: NDArray[np.int64], excluded: Sequence[Sequence[int]]) -> NDArray[np.int64]:
+    """Per-shard excluded indices as positions in the dataset (shard starts + index), checked: each index is
+    one of its shard's samples, and a shard's indices increase."""
+    counts = np.fromiter(map(len, excluded), np.int64, len(excluded))
+    index = np.fromiter(chain.from_iterable(excluded), np.int64, int(counts.sum()))
+    shard = np.repeat(np.arange(len(excluded)), counts)
+    outside = np.flatnonzero((index < 0) | (index >= sizes[shard]))
+    if len(outside):
+        s, i = shard[outside[0]], index[outside[0]]
+        raise OrderError(f"shard {s}: excluded index {i} is not one of its {sizes[s]} samples")
+    unordered = np.flatnonzero((shard[1:] == shard[:-1]) & (index[1:] <= index[:-1]))
+    if len(unordered):
+        j = unordered[0]
+        raise OrderError(
+            f"shard {shard[j]}: excluded indices must increase, got {index[j]} then {index[j + 1]}"
+        )
+    return (np.cumsum(sizes) - sizes)[shard] + index
+
+
 def _random_bits(entropy: Sequence[int], n: int) -> NDArray[np.uint64]:
     """n raw 64-bit draws from PCG64: a stream NumPy keeps fixed across versions."""
     return np.random.PCG64(np.random.SeedSequence(list(entropy))).random_raw(n)
@@ -167,23 +205,30 @@ def _random_subset(entropy: Sequence[int], n: int, k: int) -> NDArray[np.int64]:
 
 
 def _select(
-    sizes: NDArray[np.int64], num_selected: int, entropy: Sequence[int]
+    sizes: NDArray[np.int64], excluded: NDArray[np.int64], num_selected: int, entropy: Sequence[int]
 ) -> tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.int64]]:
     """One dataset's selected samples in canonical order: (shard, index, visit), visits numbered from 0.
 
-    q = num_selected // n full passes, each shard a visit per pass, then the random remainder r, grouped
-    by shard (one visit per shard it touches) in index order.
+    The n kept samples are those not at the `excluded` positions (`DatasetShards.excluded_positions`).
+    q = num_selected // n full passes, each shard with kept samples a visit per pass, then the random
+    remainder r, grouped by shard (one visit per shard it touches) in index order.
     """
-    n = int(sizes.sum())
     if num_selected == 0:
         empty = np.empty(0, np.int32)
         return empty, empty, np.empty(0, np.int64)
+    total = int(sizes.sum())
+    shard = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
+    index = (np.arange(total, dtype=np.int64) - (np.cumsum(sizes) - sizes)[shard]).astype(np.int32)
+    kept_sizes = sizes
+    if len(excluded):
+        kept = np.ones(total, bool)
+        kept[excluded] = False
+        shard, index = shard[kept], index[kept]
+        kept_sizes = np.bincount(shard, minlength=len(sizes))
+    n = len(shard)
     passes, remainder = divmod(num_selected, n)
-    nonempty = np.flatnonzero(sizes)
-    starts = np.cumsum(sizes) - sizes
-    shard = np.repeat(nonempty, sizes[nonempty]).astype(np.int32)
-    index = (np.arange(n, dtype=np.int64) - starts[shard]).astype(np.int32)
-    visit = np.repeat(np.arange(len(nonempty), dtype=np.int64), sizes[nonempty])
+    nonempty = np.flatnonzero(kept_sizes)
+    visit = np.repeat(np.arange(len(nonempty), dtype=np.int64), kept_sizes[nonempty])
 
     chosen = _random_subset(entropy, n, remainder)
     rest_shard = shard[chosen]
@@ -223,9 +268,17 @@ def _block_shuffle(
 
 
 def _fingerprint(datasets: Sequence[DatasetShards], block_shards: int) -> str:
-    """A short digest of everything besides (seed, epoch) that determines the order."""
-    doc = {"datasets": [[list(d.sizes), d.weight] for d in datasets], "block_shards": block_shards}
+    """A short digest of everything besides (seed, epoch) that determines the order. A dataset's exclusions
+    enter as a digest of their positions, and only when there are any, so that states saved before
+    exclusions existed stay valid."""
+    doc = {"datasets": [[list(d.sizes), d.weight] + _exclusion_digest(d) for d in datasets],
+           "block_shards": block_shards}
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _exclusion_digest(dataset: DatasetShards) -> list[str]:
+    positions = dataset.excluded_positions
+    return [hashlib.sha256(positions.astype("<i8").tobytes()).hexdigest()] if len(positions) else []
 
 
 class EpochOrder:
@@ -262,8 +315,9 @@ class EpochOrder:
 
         parts, num_visits = [], 0
         for d, ds in enumerate(self.datasets):
-            sizes = np.asarray(ds.sizes, np.int64)
-            shard, index, visit = _select(sizes, ds.num_selected, (self.seed, self.epoch, _MIXTURE_STREAM, d))
+            sizes, excluded = np.asarray(ds.sizes, np.int64), ds.excluded_positions
+            entropy = (self.seed, self.epoch, _MIXTURE_STREAM, d)
+            shard, index, visit = _select(sizes, excluded, ds.num_selected, entropy)
             parts.append((np.full(len(shard), d, np.int32), shard, index, visit + num_visits))
             num_visits += int(visit[-1]) + 1 if len(visit) else 0
         dataset, shard, index, visit = (np.concatenate(arrays) for arrays in zip(*parts))
@@ -279,7 +333,11 @@ class EpochOrder:
         self._dataset, self._shard, self._index = dataset[order], shard[order], index[order]
 
     def _describe(self) -> str:
-        return ", ".join(f"{len(d.sizes)} shards/{d.num_samples} samples x {d.weight}" for d in self.datasets)
+        parts = []
+        for d in self.datasets:
+            excluded = f" ({len(d.excluded_positions)} excluded)" if d.excluded else ""
+            parts.append(f"{len(d.sizes)} shards/{d.num_samples} samples{excluded} x {d.weight}")
+        return ", ".join(parts)
 
     def _refs(self, start: int, stop: int) -> SampleRefs:
         position = np.arange(start, stop, dtype=np.int64)

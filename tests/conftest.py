@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -70,3 +71,23 @@ def upload_dir(storage: dict, local: Path, url: str) -> None:
     for f in sorted(local.iterdir()):
         if f.is_file():
             fs.put_file(str(f), f"{url}/{f.name}")
+
+
+def exclude_samples(dataset: Path, excluded: dict[int, list[int]]) -> None:
+    """Rewrite `dataset`/manifest.json to exclude, per shard number, those sample indices (increasing), with
+    the counts by source, split and reason balanced as the deduplication step writes them (one source)."""
+    from sharding.manifest import ShardManifest
+
+    path = dataset / "manifest.json"
+    doc = json.loads(path.read_text())
+    for shard, indices in excluded.items():
+        doc["shardlist"][shard]["excluded"] = indices
+    total = sum(len(entry.get("excluded", [])) for entry in doc["shardlist"])
+    [source] = doc["sources"].values()
+    source["excluded"] = total
+    for name, split in doc["splits"].items():
+        split["excluded"] = sum(len(e.get("excluded", [])) for e in doc["shardlist"] if e["split"] == name)
+    doc["total_excluded"] = total
+    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "0" * 64, "tolerance": 0.0,
+                            "chamfer": 0.0, "test_sets": [], "excluded": {"duplicate": total}}
+    path.write_text(json.dumps(ShardManifest.model_validate(doc).to_json()))

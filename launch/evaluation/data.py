@@ -5,7 +5,8 @@ ScanObjectNN PB_T50_RS 14k) with Z-up coordinates, as in pretraining:
 
 * `shards:DIR|URL`: a dataset written by `sharding.shard_corpus`; the label is a key of each sample's
   metadata (`label`). Shards of split `test` are the test set; a corpus without them (the synthetic
-  one) is split into train/test by a stratified, seeded hold-out, and the report says so.
+  one) is split into train/test by a stratified, seeded hold-out, and the report says so. Samples the
+  manifest excludes (duplicates, copies of test shapes) are not read, as in pretraining.
 * `scanobjectnn:PATH`: the ScanObjectNN `h5_files.zip` (or the extracted tree), one variant.
 * `modelnet40_h5:PATH`: `modelnet40_ply_hdf5_2048` (directory or zip): `ply_data_{train,test}N.h5`
   plus `shape_names.txt`.
@@ -171,14 +172,18 @@ class ShardSplit:
 
 
 def read_shard_split(cfg: LabelledDataConfig, split: str, offset: int = 0, with_parts: bool = False) -> ShardSplit:
-    """Read split `split` of the shards; each cloud (and its parts) capped at `cfg.max_points` with seed
-    `cfg.split_seed` + `offset` + its index, so the same clouds come out with or without parts."""
+    """Read split `split` of the shards, less the samples the manifest excludes; each cloud (and its parts)
+    capped at `cfg.max_points` with seed `cfg.split_seed` + `offset` + its index, so the same clouds come
+    out with or without parts."""
     manifest = load_manifest(cfg.path, cfg.storage_options, split=split)
     store = ShardStore(storage_options=cfg.storage_options)
     out = ShardSplit([], [], [], manifest.digest)
     try:
         for shard in manifest.shards:
+            excluded = set(shard.excluded)
             for i in range(store.num_samples(shard)):
+                if i in excluded:
+                    continue
                 sample = store.sample(shard, i)
                 label = sample.meta.get(cfg.label_key)
                 if label is None:

@@ -30,11 +30,12 @@ def synthetic_shape(index: int, seed: int = 0, num_points: int | None = None) ->
 
 
 def shard_shape(dataset: str, index: int, split: str = "train", storage_options: dict | None = None) -> Shape:
-    """Sample `index` (counted over the manifest's shards in order) of a sharded dataset, local or remote."""
+    """Sample `index` (counted over the manifest's shards in order, excluded samples included) of a sharded
+    dataset, local or remote."""
     manifest = load_manifest(dataset, storage_options, split)
-    if not 0 <= index < manifest.num_samples:
-        raise ValueError(f"sample index {index} is out of range: {manifest.url} holds {manifest.num_samples} samples")
     ends = np.cumsum([s.nsamples for s in manifest.shards])
+    if not 0 <= index < ends[-1]:
+        raise ValueError(f"sample index {index} is out of range: {manifest.url} holds {ends[-1]} samples")
     shard = int(np.searchsorted(ends, index, side="right"))
     store = ShardStore(storage_options=storage_options)
     try:

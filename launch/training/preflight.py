@@ -18,8 +18,8 @@ from configuration import PROJECT_ROOT, ConfigError, read_mapping
 from launch.training.checkpoint import resolve_resume
 from launch.training.config import PretrainConfig
 from pipeline.config import DatasetConfig
+from pipeline.loader import dataset_shards
 from pipeline.manifest import Manifest, ManifestError, load_manifest
-from pipeline.order import DatasetShards
 
 ENDPOINT_TIMEOUT_S = 5.0  # to open a connection to an S3 endpoint
 
@@ -105,8 +105,7 @@ def check_reachable(what: str, endpoint: str, timeout_s: float = ENDPOINT_TIMEOU
 
 def check_global_batch(cfg: PretrainConfig, manifests: list[Manifest]) -> None:
     """One optimizer step must not need more samples than an epoch of the datasets holds."""
-    per_epoch = sum(DatasetShards(tuple(s.nsamples for s in m.shards), d.weight).num_selected
-                    for m, d in zip(manifests, cfg.data.datasets))
+    per_epoch = sum(dataset_shards(m, d.weight).num_selected for m, d in zip(manifests, cfg.data.datasets))
     if cfg.train.global_batch > per_epoch:
         sizes = ", ".join(f"{m.num_samples} in {m.url}" for m in manifests)
         raise ConfigError(f"train.global_batch={cfg.train.global_batch} is more than the corpus holds: an epoch has "

@@ -3,6 +3,7 @@ ModelNet40 h5 releases as published (directory or zip, Y-up turned Z-up), and cl
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import numpy as np
@@ -17,7 +18,10 @@ from launch.evaluation.data import (
     load_shards,
     stratified_split,
 )
+from pipeline.manifest import load_manifest
+from pipeline.shards import ShardStore
 from sharding.synthetic import FAMILIES, family_of
+from tests.conftest import exclude_samples
 from tests.launch.eval_fixtures import write_h5
 
 
@@ -33,6 +37,25 @@ def test_shards_without_a_test_split_get_a_stratified_holdout(pretrain_shards):
     assert set(data.train.keys).isdisjoint(data.test.keys)
     assert data.train.points.shape[1:] == (4096, 3) and "hold-out" in data.info["split"]
     assert data.info["manifest_digest"]
+
+
+@pytest.mark.slow
+def test_samples_the_manifest_excludes_are_not_evaluated(pretrain_shards, tmp_path):
+    cfg = LabelledDataConfig(kind="shards", path=str(pretrain_shards), test_fraction=0.34)
+    whole = load_shards(cfg)
+    data = tmp_path / "shards"
+    shutil.copytree(pretrain_shards, data)
+    exclude_samples(data, {0: [0, 7], 2: [5]})  # three families keep two shapes, enough for the hold-out
+    kept = load_shards(cfg.model_copy(update={"path": str(data)}))
+    manifest, store = load_manifest(str(data)), ShardStore()
+    dropped = {store.sample(shard, i).key for shard in manifest.shards for i in shard.excluded}
+    store.close()
+    assert len(dropped) == 3
+    for split in (kept.train, kept.test):
+        for key, label in zip(split.keys, split.labels):
+            assert split.class_names[label] == family_of(int(key.rsplit("_", 1)[1]))  # labels stay with keys
+    assert len(kept.train) + len(kept.test) == 45
+    assert set(kept.train.keys) | set(kept.test.keys) == (set(whole.train.keys) | set(whole.test.keys)) - dropped
 
 
 @pytest.mark.slow

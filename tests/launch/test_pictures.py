@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 
 import numpy as np
@@ -40,7 +41,7 @@ from model.config import load_model_config, model_config_from_dict
 from model.export import export_encoder
 from model.masking import inverse_block_mask, mask_counts
 from model.patchify import patchify
-from tests.conftest import ROOT
+from tests.conftest import ROOT, exclude_samples
 from tests.launch.eval_fixtures import help_without
 
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
@@ -493,6 +494,17 @@ def test_cli_draws_a_sample_of_a_sharded_dataset(tmp_path, pretrain_shards, enco
                           "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["sample20_attention.png", "sample20_crops.png",
                                                      "sample20_masks.png"]
+
+
+@pytest.mark.slow
+def test_a_shard_sample_index_counts_the_excluded_samples_too(tmp_path, pretrain_shards):
+    data = tmp_path / "shards"
+    shutil.copytree(pretrain_shards, data)
+    exclude_samples(data, {1: [4], 2: [15]})  # samples 20 and 47 of the 48
+    assert shard_shape(str(data), 20).name == shard_shape(str(pretrain_shards), 20).name
+    assert shard_shape(str(data), 47).name == shard_shape(str(pretrain_shards), 47).name
+    with pytest.raises(ValueError, match="index 48 is out of range.*holds 48 samples"):
+        shard_shape(str(data), 48)
 
 
 def test_save_figure_writes_pdf_and_svg_for_reports(tmp_path):

@@ -16,7 +16,7 @@ from launch.training.errors import CheckpointError
 from launch.training.memory import activation_bytes, check_micro_batch, free_bytes
 from launch.training.preflight import preflight, shard_command
 from sharding.manifest import KIND
-from tests.conftest import ROOT, free_port, s3_storage
+from tests.conftest import ROOT, exclude_samples, free_port, s3_storage
 
 DEMO = ROOT / "configs" / "pretrain" / "demo.yaml"
 
@@ -94,6 +94,10 @@ def test_a_global_batch_larger_than_the_corpus_is_refused_with_its_size(tmp_path
     half = config(tmp_path, "train.global_batch=256", "data.datasets.0.weight=0.5")  # 200 samples an epoch
     assert "an epoch has 200 samples" in refusal(half)
     assert preflight(config(tmp_path, "train.global_batch=400")).manifests
+    exclude_samples(tmp_path / "data", {0: list(range(100))})  # what config() writes, less 100 samples
+    cfg = load_pretrain_config(DEMO, [f"data.datasets.0.url={tmp_path / 'data'}", f"output_dir={tmp_path / 'run'}",
+                                      "train.global_batch=400"])
+    assert refusal(cfg).startswith("train.global_batch=400 is more than the corpus holds: an epoch has 300 samples")
 
 
 def test_resume_points_are_checked_before_the_engine(tmp_path):

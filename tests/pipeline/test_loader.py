@@ -19,10 +19,11 @@ from model.config import PatchifyConfig, load_model_config
 from model.schedules import DistillSchedule
 from pipeline.config import CropConfig, DataConfig, DatasetConfig
 from pipeline.loader import SampleError, load_manifests, make_loader
+from pipeline.manifest import ManifestError
 from pipeline.order import LoaderState
 from pipeline.shards import ShardError, ShardStore
 from sharding.manifest import SAMPLE_FORMAT, ShardManifest
-from tests.conftest import ROOT, s3_storage, upload_dir
+from tests.conftest import ROOT, exclude_samples, s3_storage, upload_dir
 
 SMALL = {"global_crops": CropConfig(count=2, points=512, scale=(0.4, 1.0)),
          "local_crops": CropConfig(count=4, points=128, scale=(0.05, 0.4))}
@@ -250,3 +251,46 @@ def test_skip_lines_show_no_url_userinfo(tmp_path, capsys, monkeypatch):
     run_epoch(config(data), world=1, workers=0, global_batch=4)
     out = capsys.readouterr().out
     assert "PASS" not in out and "skipping shard s3://***@bucket/train-000001.tar: unreadable" in out
+
+
+def test_excluded_samples_are_never_read(uneven_shards, tmp_path, monkeypatch):
+    data = tmp_path / "d"
+    shutil.copytree(uneven_shards, data)
+    exclude_samples(data, {0: [1, 5], 1: [0], 2: list(range(6))})  # shard 2 wholly: 11 of 20 samples kept
+    [manifest] = load_manifests(config(data))
+    assert manifest.num_samples == 11 and manifest.shards[1].excluded == (0,)
+    store = ShardStore()
+    key = {(s, i): store.sample(shard, i).key
+           for s, shard in enumerate(manifest.shards) for i in range(shard.nsamples)}
+    excluded = {key[s, i] for s, shard in enumerate(manifest.shards) for i in shard.excluded}
+    assert len(excluded) == 9
+
+    batches, order = run_epoch(config(data), world=2, workers=2, global_batch=4)
+    assert (order.num_samples, order.num_steps, order.padding) == (11, 3, 1)
+    assert [[b.step for b in bs] for bs in batches.values()] == [[0, 1, 2], [0, 1, 2]]
+    assert all(len(b.positions) == 2 for bs in batches.values() for b in bs)
+    refs = order.positions()
+    positions = sorted(torch.cat([b.positions for bs in batches.values() for b in bs]).tolist())
+    assert positions == list(range(12))
+    read = Counter(key[int(refs.shard[p]), int(refs.index[p])] for p in positions if p < order.num_samples)
+    assert set(read) == set(key.values()) - excluded and set(read.values()) == {1}
+
+    loaded = []  # the samples actually decoded, in-process (no workers)
+    read_sample = ShardStore.sample
+
+    def recorded(self, shard, index):
+        loaded.append((shard.url, index))
+        return read_sample(self, shard, index)
+
+    monkeypatch.setattr(ShardStore, "sample", recorded)
+    run_epoch(config(data), world=1, workers=0, global_batch=4)
+    urls = [shard.url for shard in manifest.shards]
+    assert len(loaded) == 12 and {key[urls.index(url), i] for url, i in loaded} == set(read)
+
+
+def test_a_split_with_only_excluded_samples_has_no_samples(uneven_shards, tmp_path):
+    data = tmp_path / "d"
+    shutil.copytree(uneven_shards, data)
+    exclude_samples(data, {0: list(range(7)), 1: list(range(7)), 2: list(range(6))})
+    with pytest.raises(ManifestError, match=r"no samples in split 'train' \(all 20 are excluded\)"):
+        load_manifests(config(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from itertools import pairwise, zip_longest
 
@@ -258,3 +259,105 @@ def test_one_million_samples_are_indexed_compactly() -> None:
     order = EpochOrder((DatasetShards(tuple(sizes.tolist())),), seed=0, epoch=0, global_batch=1024)
     assert order.num_samples == 1_000_000
     assert order.positions().index.dtype == np.int32
+
+
+# Shard 2 of dataset 0 is wholly excluded; dataset 1 is read twice, dataset 2 one and a half times.
+EXCLUDING = (
+    DatasetShards((10, 7, 3, 13), excluded=((0, 4, 9), (), (0, 1, 2), (5,))),
+    DatasetShards((6, 5), weight=2.0, excluded=((1,), (0, 4))),
+    DatasetShards((4, 9, 2), weight=1.5, excluded=((3,), (2, 3, 7), ())),
+)
+
+
+def excluded_samples(datasets: tuple[DatasetShards, ...]) -> set[tuple[int, int, int]]:
+    return {(d, s, i) for d, ds in enumerate(datasets) for s, ex in enumerate(ds.excluded) for i in ex}
+
+
+def test_exclusions_are_never_read_and_kept_samples_follow_the_weights() -> None:
+    kept = all_samples(EXCLUDING) - excluded_samples(EXCLUDING)
+    assert [d.num_samples for d in EXCLUDING] == [26, 8, 11] and len(kept) == 45
+    assert [d.num_selected for d in EXCLUDING] == [26, 16, 17]  # 16.5 rounds up
+    order = EpochOrder(EXCLUDING, seed=4, epoch=2, global_batch=G, block_shards=3)
+    assert (order.num_samples, order.num_steps, order.padding) == (59, 8, 5)
+    for world in (1, 2, 4, 8):
+        read: list[tuple[int, int, int]] = []
+        for rank in range(world):
+            for step in range(order.num_steps):
+                refs = order.rank_batch(step, rank, world)
+                assert len(refs) == G // world
+                read += [k for k, pad in zip(keys(refs), refs.is_padding) if not pad]
+                assert not set(keys(refs)) & excluded_samples(EXCLUDING)  # padding included
+        counts = Counter(read)
+        assert set(counts) == kept
+        assert [counts[k] for k in sorted(kept) if k[0] == 0] == [1] * 26
+        assert [counts[k] for k in sorted(kept) if k[0] == 1] == [2] * 8
+        assert sorted(counts[k] for k in kept if k[0] == 2) == [1] * 5 + [2] * 6
+
+
+def test_a_wholly_excluded_shard_gets_no_visit() -> None:
+    # One visit per block: dataset 0 has 3 shards with kept samples, dataset 1 two shards read twice.
+    order = EpochOrder(EXCLUDING[:2], seed=0, epoch=0, global_batch=G, block_shards=1)
+    assert len(order.block_bounds) - 1 == 3 + 2 * 2 and np.all(np.diff(order.block_bounds) > 0)
+    refs = order.positions()
+    assert not np.any((refs.dataset == 0) & (refs.shard == 2))
+    with pytest.raises(OrderError, match=r"selects no samples \(datasets: 2 shards/0 samples \(3 excluded\)"):
+        EpochOrder((DatasetShards((2, 1), excluded=((0, 1), (0,))),), 0, 0, G)
+
+
+def test_no_exclusions_leave_the_order_and_fingerprint_as_they_were() -> None:
+    none = DatasetShards((10, 7, 3, 13), excluded=((), (), (), ()))
+    assert none == UNEVEN[0] and none.excluded == () and none.num_samples == 33
+    plain = EpochOrder(UNEVEN, seed=3, epoch=0, global_batch=G, block_shards=2)
+    empty = EpochOrder((none,), seed=3, epoch=0, global_batch=G, block_shards=2)
+    assert keys(plain.positions()) == keys(empty.positions()) and plain.fingerprint == empty.fingerprint
+    # The values from before exclusions existed: saved states resume, and the order is the same.
+    refs = plain.positions()
+    digest = hashlib.sha256(np.stack([refs.dataset, refs.shard, refs.index]).astype("<i4").tobytes())
+    assert (plain.fingerprint, digest.hexdigest()[:16]) == ("d42103869c9120cd", "b29725e90011349e")
+
+
+def test_changed_exclusions_change_the_fingerprint_and_stop_a_resume() -> None:
+    base = EpochOrder(EXCLUDING, seed=0, epoch=0, global_batch=G)
+    state = LoaderState.from_dict(base.state(2).to_dict())
+    one_more = (DatasetShards((10, 7, 3, 13), excluded=((0, 4, 9), (6,), (0, 1, 2), (5,))), *EXCLUDING[1:])
+    moved = (DatasetShards((10, 7, 3, 13), excluded=((0, 4, 8), (), (0, 1, 2), (5,))), *EXCLUDING[1:])
+    fewer = (DatasetShards((10, 7, 3, 13)), *EXCLUDING[1:])
+    fingerprints = {EpochOrder(d, 0, 0, G).fingerprint for d in (EXCLUDING, one_more, moved, fewer)}
+    assert len(fingerprints) == 4
+    stale = r"datasets or block_shards changed .*4 shards/25 samples \(8 excluded\)"
+    with pytest.raises(OrderError, match=stale):
+        EpochOrder(one_more, 0, 0, G).resume_step(state)
+    assert EpochOrder(EXCLUDING, 0, 0, G).resume_step(state) == 2
+
+
+@pytest.mark.parametrize(
+    ("excluded", "message"),
+    [
+        (((0,), ()), "excluded samples are given for 2 shards, the dataset has 3"),
+        (((), (4,), ()), "shard 1: excluded index 4 is not one of its 4 samples"),
+        (((-1,), (), ()), "shard 0: excluded index -1 is not one of its 3 samples"),
+        (((), (2, 1), ()), "shard 1: excluded indices must increase, got 2 then 1"),
+        (((), (), (1, 1)), "shard 2: excluded indices must increase, got 1 then 1"),
+    ],
+)
+def test_invalid_exclusions_are_named(excluded: tuple[tuple[int, ...], ...], message: str) -> None:
+    with pytest.raises(OrderError, match=message):
+        DatasetShards((3, 4, 2), excluded=excluded)
+
+
+def test_one_million_samples_with_100k_exclusions() -> None:
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(200, 290, 4000)
+    sizes[-1] += 1_000_000 - sizes.sum()
+    starts = np.cumsum(sizes) - sizes
+    excluded_at = np.sort(rng.choice(1_000_000, 100_000, replace=False))
+    shard = np.searchsorted(starts, excluded_at, side="right") - 1
+    bounds = np.searchsorted(shard, np.arange(len(sizes) + 1))
+    excluded = tuple(tuple((excluded_at[a:b] - starts[s]).tolist())
+                     for s, (a, b) in enumerate(pairwise(bounds)))
+    dataset = DatasetShards(tuple(sizes.tolist()), excluded=excluded)
+    order = EpochOrder((dataset,), seed=0, epoch=0, global_batch=1024)
+    assert order.num_samples == 900_000
+    refs = order.positions()
+    read = starts[refs.shard[: order.num_samples]] + refs.index[: order.num_samples]
+    assert len(np.unique(read)) == 900_000 and not np.isin(excluded_at, read).any()
