@@ -38,28 +38,30 @@ GRID_BITS = 17  # bits of one quantised coordinate (0..GRID)
 
 def exact_fingerprint(vertices: np.ndarray) -> str:
     """Hex sha256 of the normalised, quantised, distinct vertex set (see the module docstring)."""
-    vertices = np.asarray(vertices, dtype=np.float32).astype(np.float64).reshape(-1, 3)
-    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    axes = np.asarray(vertices, dtype=np.float32).reshape(-1, 3).T.astype(np.float64, order="C")  # (3, V)
+    low, high = axes.min(axis=1), axes.max(axis=1)
     size = float((high - low).max()) or 1.0
-    grid = np.round((vertices - (low + high) / 2) / size * GRID).astype(np.int64) + GRID // 2  # in [0, GRID]
-    packed = (grid[:, 0] << 2 * GRID_BITS) | (grid[:, 1] << GRID_BITS) | grid[:, 2]  # one int64 per vertex
-    return hashlib.sha256(np.unique(packed).tobytes()).hexdigest()
+    grid = np.round((axes - ((low + high) / 2)[:, None]) / size * GRID).astype(np.int64) + GRID // 2  # 0..GRID
+    packed = np.sort((grid[0] << 2 * GRID_BITS) | (grid[1] << GRID_BITS) | grid[2])  # one int64 per vertex
+    distinct = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]
+    return hashlib.sha256(distinct.tobytes()).hexdigest()
 
 
 def shape_descriptor(points: np.ndarray) -> np.ndarray:
     """(DESCRIPTOR_SIZE,) float32: D2 and radial cumulative distributions (times their bin widths), and the
     principal variance fractions."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    coordinates = np.asarray(points).reshape(-1, 3).T.astype(np.float64, order="C")  # (3, N): rows contiguous
+    count = coordinates.shape[1]
     rng = np.random.default_rng(SEED)
-    centred = points - points.mean(axis=0)
-    rms = float(np.sqrt((centred**2).sum(axis=1).mean())) or 1.0
+    centred = coordinates - coordinates.mean(axis=1, keepdims=True)
+    rms = float(np.sqrt((centred * centred).sum() / count)) or 1.0
     centred /= rms
-    axes = np.ascontiguousarray(centred.T, dtype=np.float32)  # (3, N): gathers along one axis are cheapest
-    first, second = rng.integers(0, len(points), size=(2, PAIRS))
+    axes = centred.astype(np.float32)
+    first, second = rng.integers(0, count, size=(2, PAIRS))
     d2 = _cumulative(_norms(axes.take(first, axis=1) - axes.take(second, axis=1)), D2_BINS, D2_RANGE)
-    chosen = axes.take(rng.integers(0, len(points), size=RADIAL_POINTS), axis=1)
+    chosen = axes.take(rng.integers(0, count, size=RADIAL_POINTS), axis=1)
     radial = _cumulative(_norms(chosen), RADIAL_BINS, RADIAL_RANGE)
-    variances = np.sort(np.linalg.eigvalsh(np.cov(centred.T)))[::-1]
+    variances = np.sort(np.linalg.eigvalsh(np.cov(centred)))[::-1]
     return np.concatenate([d2, radial, variances / variances.sum()]).astype(np.float32)
 
 

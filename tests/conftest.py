@@ -88,6 +88,6 @@ def exclude_samples(dataset: Path, excluded: dict[int, list[int]]) -> None:
     for name, split in doc["splits"].items():
         split["excluded"] = sum(len(e.get("excluded", [])) for e in doc["shardlist"] if e["split"] == name)
     doc["total_excluded"] = total
-    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "0" * 64, "tolerance": 0.0,
-                            "chamfer": 0.0, "test_sets": [], "excluded": {"duplicate": total}}
+    doc["deduplication"] = {"report": "dedup/report.json", "report_sha256": "0" * 64, "tolerance": 0.03,
+                            "test_sets": [], "excluded": {"duplicate": total}}
     path.write_text(json.dumps(ShardManifest.model_validate(doc).to_json()))
