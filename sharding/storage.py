@@ -27,12 +27,13 @@ from sharding.remote import remote_options
 
 
 class Output:
-    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+    def __init__(self, url: str, storage_options: dict | None = None, create: bool = True) -> None:
         self.url = url.rstrip("/")
         self.fs, root = fsspec.core.url_to_fs(self.url, **remote_options(self.url, storage_options))
         self.root = root.rstrip("/")
         self.local = isinstance(self.fs, LocalFileSystem)
-        self.fs.makedirs(self.root, exist_ok=True)
+        if create:
+            self.fs.makedirs(self.root, exist_ok=True)
 
     def path(self, name: str) -> str:
         return posixpath.join(self.root, name)

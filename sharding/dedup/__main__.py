@@ -3,7 +3,7 @@
     python -m sharding.dedup /data/shards/mixture                                  # report only
     python -m sharding.dedup /data/shards/mixture --test-set modelnet40_h5:/data/modelnet40_ply_hdf5_2048 \\
         --test-set scanobjectnn:/data/h5_files.zip --exclude duplicate test-set
-    python -m sharding.dedup s3://bucket/shards/objaverse --config configs/data/mixture.yaml  # its `dedup:`
+    python -m sharding.dedup --config configs/data/mixture.yaml       # the job's output, `dedup:` and credentials
 
 Writes `dedup/report.json` (every duplicate group and test-set match) beside the manifest, and rewrites
 `manifest.json` with the exclusions (`--exclude`), which the training loader skips. The same stage runs
@@ -21,16 +21,19 @@ from pydantic import ValidationError
 from configuration import ConfigError, format_validation_error
 from configuration.cli import run_cli
 from configuration.redact import redact_urls
-from sharding.config import DedupConfig, TestSetConfig, load_sharding_config
+from sharding.config import DedupConfig, ShardingConfig, TestSetConfig, load_sharding_config
+from sharding.dedup.dataset import DedupError, open_dataset
 from sharding.dedup.run import REPORT, deduplicate
-from sharding.manifest import ManifestError, parse_document
-from sharding.storage import Output
+from sharding.dedup.sidecar import SidecarError
+from sharding.manifest import ManifestError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sharding.dedup", description=__doc__.splitlines()[0])
-    p.add_argument("dataset", help="dataset directory or URL (holding manifest.json and fingerprints/)")
-    p.add_argument("--config", help="sharding job YAML whose `dedup:` section to use; flags below override it")
+    p.add_argument("dataset", nargs="?", help="dataset directory or URL (holding manifest.json and fingerprints/); "
+                   "default: the --config job's output")
+    p.add_argument("--config", help="the sharding job's YAML: its `dedup:` section (flags below override it), "
+                   "its output and that output's storage_options")
     p.add_argument("--tolerance", type=float, help="descriptor distance under which shapes are the same")
     p.add_argument("--test-set", action="append", default=[], metavar="KIND:PATH",
                    help="an evaluation set (scanobjectnn, modelnet40_h5, shapenetpart, objaverse_lvis, shards)")
@@ -39,8 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def dedup_config(args: argparse.Namespace) -> DedupConfig:
-    base = (load_sharding_config(args.config).dedup if args.config else None) or DedupConfig()
+def dedup_config(args: argparse.Namespace, job: ShardingConfig | None) -> DedupConfig:
+    """The job's `dedup:` section (or the defaults) with the flags over it."""
+    base = (job.dedup if job else None) or DedupConfig()
     update = {}
     if args.tolerance is not None:
         update["tolerance"] = args.tolerance
@@ -65,16 +69,19 @@ def test_set_spec(spec: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = dedup_config(args)
+    job = load_sharding_config(args.config) if args.config else None
+    cfg = dedup_config(args, job)
+    dataset = args.dataset or (job.output if job else None)
+    if not dataset:
+        raise ConfigError("no dataset: give its directory or URL, or a --config with `output:`")
     try:
-        out = Output(args.dataset)
-        manifest = parse_document(out.read_bytes("manifest.json"), out.path("manifest.json"))
+        out, manifest = open_dataset(dataset, job.storage_options if job else None)
         updated = deduplicate(out, manifest, cfg, lambda line: print(line, file=sys.stderr))
     except (OSError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        print(redact_urls(f"error: {type(err).__name__ if not isinstance(err, ManifestError) else 'manifest'}: "
-                          f"{err}"), file=sys.stderr)
+        known = isinstance(err, (DedupError, SidecarError, ManifestError))  # their messages name the file
+        print(redact_urls(f"error: {err}" if known else f"error: {type(err).__name__}: {err}"), file=sys.stderr)
         return 1
     out.publish_json(updated.to_json(), "manifest.json")
     counts = updated.deduplication.excluded if updated.deduplication else {}

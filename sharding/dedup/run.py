@@ -14,63 +14,17 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
 from sharding.config import DedupConfig
+from sharding.dedup.dataset import Corpus, read_corpus
 from sharding.dedup.matching import Matches, copies_of_test_shapes, duplicates
-from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
 from sharding.dedup.test_sets import TestSet, read_test_set
 from sharding.manifest import Deduplication, ShardManifest
 from sharding.storage import Output
 
 REPORT = "dedup/report.json"
-READ_THREADS = 16
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """The fingerprints of every sample in manifest order, with where each sample is."""
-
-    keys: np.ndarray
-    sources: np.ndarray
-    exact: np.ndarray
-    descriptors: np.ndarray
-    shard: np.ndarray  # (n,) index into the manifest's shardlist
-    index: np.ndarray  # (n,) index within the shard (tar order)
-
-
-class DedupError(ValueError):
-    """A dataset whose fingerprints cannot be read or do not fit its manifest; names the file."""
-
-
-def read_corpus(out: Output, manifest: ShardManifest) -> Corpus:
-    """Every shard's fingerprint file, checked against the manifest's sample counts."""
-    def read(entry_index: int) -> ShardFingerprints:
-        entry = manifest.shardlist[entry_index]
-        name = sidecar_name(entry.url)
-        if not out.exists(name):
-            raise DedupError(f"{out.path(name)} is missing: the shards were written before fingerprints were; "
-                             "re-run sharding.shard_corpus with the same config to add them")
-        prints = ShardFingerprints.from_bytes(out.read_bytes(name), out.path(name))
-        if len(prints) != entry.nsamples:
-            raise DedupError(f"{out.path(name)} lists {len(prints)} samples, the manifest's {entry.url} holds "
-                             f"{entry.nsamples}")
-        return prints
-
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        parts = list(pool.map(read, range(len(manifest.shardlist))))
-    sizes = [len(p) for p in parts]
-    return Corpus(
-        keys=np.concatenate([p.keys for p in parts]) if parts else np.empty(0, str),
-        sources=np.concatenate([p.sources for p in parts]) if parts else np.empty(0, str),
-        exact=np.concatenate([p.exact for p in parts]) if parts else np.empty(0, "S64"),
-        descriptors=np.concatenate([p.descriptors for p in parts]) if parts else np.empty((0, 0), np.float32),
-        shard=np.repeat(np.arange(len(parts)), sizes),
-        index=np.concatenate([np.arange(s) for s in sizes]) if parts else np.empty(0, np.int64),
-    )
 
 
 def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,

@@ -16,10 +16,8 @@ from pydantic import ValidationError
 
 from configuration import ConfigError, format_validation_error
 from sharding.config import TestSetConfig
-from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
+from sharding.dedup.dataset import DedupError, open_dataset, read_corpus
 from sharding.fingerprint import exact_fingerprint, shape_descriptor
-from sharding.manifest import parse_document
-from sharding.storage import Output
 
 LVIS_POINTS = 4096
 
@@ -57,11 +55,8 @@ def read_test_set(cfg: TestSetConfig) -> TestSet:
 
 def _shard_test_set(cfg: TestSetConfig) -> TestSet:
     """The `test` split of a dataset written by `sharding.shard_corpus`, from its fingerprint files."""
-    out = Output(cfg.path, cfg.storage_options)
-    manifest = parse_document(out.read_bytes("manifest.json"), out.path("manifest.json"))
-    parts = [ShardFingerprints.from_bytes(out.read_bytes(sidecar_name(e.url)), out.path(sidecar_name(e.url)))
-             for e in manifest.shardlist if e.split == "test"]
-    if not parts:
-        raise ValueError(f"test set {cfg.label}: {cfg.path} has no shards of split 'test'")
-    return TestSet(cfg.label, tuple(k for p in parts for k in p.keys.tolist()),
-                   np.concatenate([p.exact for p in parts]), np.concatenate([p.descriptors for p in parts]))
+    out, manifest = open_dataset(cfg.path, cfg.storage_options)
+    corpus = read_corpus(out, manifest, split="test")
+    if not len(corpus.keys):
+        raise DedupError(f"test set {cfg.label}: {cfg.path} has no samples of split 'test'")
+    return TestSet(cfg.label, tuple(corpus.keys.tolist()), corpus.exact, corpus.descriptors)

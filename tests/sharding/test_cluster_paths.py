@@ -19,6 +19,7 @@ import s3fs
 import webdataset as wds
 import yaml
 
+from sharding.dedup.__main__ import main as dedup_main
 from sharding.shard_corpus import main
 from tests.conftest import ROOT, free_port, s3_storage
 from tests.sharding.corpora import write_mesh_dir
@@ -48,13 +49,22 @@ def test_s3_round_trip(tmp_path, local_ray, s3_endpoint):
         "output": "s3://shards/mix",
         "storage_options": storage,
         "shard_size": 4,
+        "dedup": {"exclude": ["duplicate"]},
     }
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["--config", str(tmp_path / "s3.yaml"), "--no-progress"]) == 0
     manifest = json.loads(fs.cat("shards/mix/manifest.json"))
     assert (manifest["total_inputs"], manifest["total_samples"]) == (12, 12)
+    # Three meshes (box, sphere, cylinder), each twice in the tree and twice more in the zip: 9 exact copies.
+    report = json.loads(fs.cat("shards/mix/dedup/report.json"))
+    assert manifest["total_excluded"] == 9 and len(report["groups"]) == 3
+    assert all(c["exact"] for g in report["groups"] for c in g["copies"])
+    assert len(fs.ls("shards/mix/fingerprints")) == len(manifest["shardlist"])
+    before = fs.cat("shards/mix/manifest.json")
+    assert dedup_main(["--config", str(tmp_path / "s3.yaml")]) == 0  # the job's output, options and `dedup:`
+    assert fs.cat("shards/mix/manifest.json") == before
     assert not fs.exists("shards/mix/_tmp") or not fs.ls("shards/mix/_tmp")  # temporaries copied away
-    for name in ("manifest.json", "stats.json", "errors.jsonl", "sizes.json"):
+    for name in ("manifest.json", "stats.json", "errors.jsonl", "sizes.json", "dedup/report.json"):
         assert SECRET not in fs.cat(f"shards/mix/{name}").decode()
 
     def s3_open(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
