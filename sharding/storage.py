@@ -27,6 +27,9 @@ from sharding.remote import remote_options
 
 
 class Output:
+    """A dataset's directory or URL: files read from it and published into it atomically (created on
+    first use unless `create` is False, as for a dataset that is only read)."""
+
     def __init__(self, url: str, storage_options: dict | None = None, create: bool = True) -> None:
         self.url = url.rstrip("/")
         self.fs, root = fsspec.core.url_to_fs(self.url, **remote_options(self.url, storage_options))
