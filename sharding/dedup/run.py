@@ -1,8 +1,8 @@
 """The dedup stage over a written dataset: fingerprints in, a report and a manifest with exclusions out.
 
 Every sample's fingerprints come from the shard's fingerprint file. Duplicates inside the corpus are
-found in manifest order (`matching.duplicates`), copies of test shapes against every configured test
-set. The report, `dedup/report.json`, lists every group and every match; the manifest lists per shard
+found in manifest order, test then val samples first (`matching.duplicates`), copies of test shapes
+against every configured test set. The report, `dedup/report.json`, lists every group and every match; the manifest lists per shard
 the samples training skips, counts them by source, split and reason, and records the report's sha256.
 Re-running on the same dataset recomputes from the fingerprints, so the result never depends on an
 earlier run's exclusions.
@@ -25,13 +25,14 @@ from sharding.manifest import Deduplication, ShardManifest
 from sharding.storage import Output
 
 REPORT = "dedup/report.json"
+EVALUATION_SPLITS = ("test", "val")  # kept over any other split's copy, in this order
 
 
 def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
                 log: Callable[[str], None] = print) -> ShardManifest:
     """Match, publish the report, and return `manifest` with the exclusions `cfg.exclude` asks for."""
     corpus = read_corpus(out, manifest)
-    copies = duplicates(corpus.exact, corpus.descriptors, cfg.tolerance)
+    copies = _duplicates_keeping_evaluation_splits(corpus, manifest, cfg.tolerance)
     log(f"dedup: {len(corpus.keys)} samples, {int(copies.found.sum())} copies of earlier samples "
         f"({int(copies.exact.sum())} exact)")
     test_sets, leaks = [], []
@@ -50,6 +51,20 @@ def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
     record = Deduplication(report=REPORT, report_sha256=hashlib.sha256(data).hexdigest(), tolerance=cfg.tolerance,
                            test_sets=[t.name for t in test_sets], excluded=dict(Counter(reason[reason != ""].tolist())))
     return with_exclusions(manifest, corpus, reason, record)
+
+
+def _duplicates_keeping_evaluation_splits(corpus: Corpus, manifest: ShardManifest, tolerance: float) -> Matches:
+    """`duplicates` with the samples of split test first, then val, then the rest in manifest order: of a
+    shape in two splits, the evaluation one is kept and the training copy is the one excluded."""
+    rank = {split: i for i, split in enumerate(EVALUATION_SPLITS)}
+    split_rank = np.array([rank.get(e.split, len(rank)) for e in manifest.shardlist] or [0])[corpus.shard]
+    order = np.argsort(split_rank, kind="stable")
+    found = duplicates(corpus.exact[order], corpus.descriptors[order], tolerance)
+    other = np.full(len(order), -1, np.int64)
+    other[order] = np.where(found.found, order[np.maximum(found.other, 0)], -1)
+    distance, exact = np.empty(len(order)), np.empty(len(order), bool)
+    distance[order], exact[order] = found.distance, found.exact
+    return Matches(other, distance, exact)
 
 
 def _reasons(copies: Matches, leaks: list[Matches], exclude: list[str]) -> np.ndarray:

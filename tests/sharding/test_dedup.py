@@ -3,14 +3,20 @@ in the manifest exactly as asked."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
+from pipeline.loader import dataset_shards
+from pipeline.manifest import ManifestError, load_manifest
+from pipeline.order import EpochOrder
+from pipeline.shards import ShardStore
 from sharding.dedup.__main__ import main as dedup_main
 from sharding.dedup.matching import copies_of_test_shapes, duplicates
 from sharding.manifest import parse_document
@@ -105,7 +111,20 @@ def test_modelnet40_repeats_its_meshes_across_splits_and_the_copies_are_excluded
     assert excluded_keys(dataset) == {k for copies in groups.values() for k in copies}
     assert sum(s.excluded for s in manifest.splits.values()) == 5 and manifest.sources["modelnet40"].excluded == 5
     assert json.loads((dataset / "manifest.json").read_text())["deduplication"]["report_sha256"] == \
-        __import__("hashlib").sha256((dataset / "dedup" / "report.json").read_bytes()).hexdigest()
+        hashlib.sha256((dataset / "dedup" / "report.json").read_bytes()).hexdigest()
+
+    # Every train mesh is also in the test split: the test one is kept, so training has nothing left, and
+    # the test split keeps one of its two boxes. An epoch over it reads each kept sample once.
+    test_keys = {k for e in manifest.shardlist if e.split == "test" for k in keys_in_tar_order(dataset, e.url)}
+    assert set(groups) <= test_keys and len(groups) == 3
+    assert (manifest.splits["train"].excluded, manifest.splits["test"].excluded) == (4, 1)
+    with pytest.raises(ManifestError, match=r"no samples in split 'train' \(all 4 are excluded\)"):
+        load_manifest(str(dataset), split="train")
+    test = load_manifest(str(dataset), split="test")
+    order = EpochOrder([dataset_shards(test, 1.0)], seed=0, epoch=0, global_batch=3)
+    refs, store = order.positions(), ShardStore()
+    read = [store.sample(test.shards[s], i).key for s, i in zip(refs.shard.tolist(), refs.index.tolist())]
+    assert sorted(read) == sorted(groups)
 
 
 def test_turned_rescaled_and_reexported_copies_and_test_shapes_are_found_and_excluded(tmp_path):
@@ -188,3 +207,23 @@ def test_a_sharded_test_split_is_matched_by_its_fingerprint_files(tmp_path):
     assert matches["generic_class1-mesh_1-obj"]["test_key"] == "modelnet40_flower_pot_0004"
     assert set(matches) == {"generic_class0-mesh_0-obj", "generic_class1-mesh_1-obj"}
     assert report["test_sets"] == {"shards": 4} and manifest_of(corpus).total_excluded == 2
+
+
+def test_of_a_shape_in_train_and_val_the_val_sample_is_kept_whatever_the_manifest_order():
+    from sharding.dedup.dataset import Corpus
+    from sharding.dedup.run import _duplicates_keeping_evaluation_splits
+    from sharding.manifest import SAMPLE_FORMAT, SampleFormat, ShardEntry, ShardManifest, SourceCounts, SplitCounts
+
+    manifest = ShardManifest(
+        shardlist=[ShardEntry(url="train-000000.tar", nsamples=2, split="train"),
+                   ShardEntry(url="val-000000.tar", nsamples=1, split="val")],
+        total_inputs=3, total_samples=3, total_failed=0, sources={"s": SourceCounts(inputs=3, samples=3, failed=0)},
+        splits={"train": SplitCounts(shards=1, samples=2), "val": SplitCounts(shards=1, samples=1)},
+        sample=SampleFormat(num_points=16, dtype="float32", format=SAMPLE_FORMAT), config_hash="", plan_hash="",
+        tool_version="test")
+    corpus = Corpus(keys=np.array(["a", "b", "c"]), sources=np.array(["s"] * 3),
+                    exact=np.array([b"x", b"y", b"x"], dtype="S64"), descriptors=np.array([[0.0], [1.0], [0.5]]),
+                    shard=np.array([0, 0, 1]), index=np.array([0, 1, 0]))
+    found = _duplicates_keeping_evaluation_splits(corpus, manifest, 0.01)
+    assert found.other.tolist() == [2, -1, -1] and found.exact.tolist() == [True, False, False]
+    np.testing.assert_allclose(found.distance[0], 0.5)
