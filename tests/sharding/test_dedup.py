@@ -13,6 +13,7 @@ import pytest
 import trimesh
 from scipy.spatial.transform import Rotation
 
+from configuration import ConfigError
 from pipeline.loader import dataset_shards
 from pipeline.manifest import ManifestError, load_manifest
 from pipeline.order import EpochOrder
@@ -227,3 +228,26 @@ def test_of_a_shape_in_train_and_val_the_val_sample_is_kept_whatever_the_manifes
     found = _duplicates_keeping_evaluation_splits(corpus, manifest, 0.01)
     assert found.other.tolist() == [2, -1, -1] and found.exact.tolist() == [True, False, False]
     np.testing.assert_allclose(found.distance[0], 0.5)
+
+
+def test_shapenetpart_gives_its_test_list_and_objaverse_lvis_all_its_shapes(tmp_path):
+    from sharding.config import TestSetConfig
+    from sharding.dedup.test_sets import read_test_set
+    from sharding.fingerprint import exact_fingerprint
+    from sharding.layouts import Z_UP_FROM_Y_UP
+    from tests.launch.test_evaluate_objaverse_lvis import write_lvis_store
+    from tests.launch.test_part_data import keys, write_layout
+
+    root, truth = write_layout(tmp_path)
+    parts = read_test_set(TestSetConfig(kind="shapenetpart", path=str(root)))
+    assert parts.name == "shapenetpart" and parts.keys == keys("test") and parts.descriptors.shape == (3, 51)
+    assert parts.exact.tolist() == [exact_fingerprint(truth[k][0][:, Z_UP_FROM_Y_UP]).encode() for k in keys("test")]
+
+    clouds = write_lvis_store(tmp_path / "Objaverse.zarr")
+    lvis = read_test_set(TestSetConfig(kind="objaverse_lvis", path=str(tmp_path / "Objaverse.zarr"), name="lvis",
+                                       options={"lvis_shot": 2}))
+    assert lvis.name == "lvis" and sorted(lvis.keys) == sorted(clouds)  # both sides of the K-shot fold
+    assert {k: d for k, d in zip(lvis.keys, lvis.exact.tolist())} == {
+        k: exact_fingerprint(c).encode() for k, c in clouds.items()}
+    with pytest.raises(ConfigError, match="test-set options"):
+        read_test_set(TestSetConfig(kind="scanobjectnn", path=str(tmp_path), options={"variant": "pb_t99"}))
