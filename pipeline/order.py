@@ -48,8 +48,8 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import chain
 from dataclasses import dataclass, fields
+from itertools import chain
 
 import numpy as np
 from numpy.typing import NDArray
