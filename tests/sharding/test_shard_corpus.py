@@ -37,8 +37,8 @@ def test_every_input_is_a_sample_or_a_logged_failure(tmp_path, local_ray):
     assert m["__kind__"] == "wids-shard-index-v1" and m["wids_version"] == 1
     assert (m["total_inputs"], m["total_samples"], m["total_failed"]) == (40, 34, 6)
     assert m["sources"] == {
-        "generic": {"inputs": 10, "samples": 4, "failed": 6},
-        "synthetic": {"inputs": 30, "samples": 30, "failed": 0},
+        "generic": {"inputs": 10, "samples": 4, "failed": 6, "excluded": 0},
+        "synthetic": {"inputs": 30, "samples": 30, "failed": 0, "excluded": 0},
     }
     sizes = [s["nsamples"] for s in m["shardlist"]]
     assert len(sizes) == 5 and sum(sizes) == 34  # 40 inputs -> 5 balanced shards of 8, minus failures
@@ -155,5 +155,5 @@ def test_shard_names_and_splits(tmp_path, local_ray):
     m = read_manifest(out)
     assert [s["url"] for s in m["shardlist"]] == [f"train-{i:06d}.tar" for i in range(3)]
     assert [s["nsamples"] for s in m["shardlist"]] == [7, 7, 6]
-    assert m["splits"] == {"train": {"shards": 3, "samples": 20}}
+    assert m["splits"] == {"train": {"shards": 3, "samples": 20, "excluded": 0}}
     shutil.rmtree(out)
