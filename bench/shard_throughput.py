@@ -3,8 +3,9 @@
 Per shape, timed from mesh file bytes in memory to a sample written into an in-memory tar:
 
 * ours: sha256 of the bytes, `sharding.meshio.decode_geometry`, `sharding.sampling.make_points`
-  (16,384 points, Y-up -> Z-up, float32), then `<key>.points.npy` (np.save bytes) and `<key>.json`
-  written with `tarfile`;
+  (16,384 points, Y-up -> Z-up, float32), the sample's fingerprints as a shard task takes them
+  (`sharding.fingerprint`: exact of the geometry, descriptor of the points), then `<key>.points.npy`
+  (np.save bytes) and `<key>.json` written with `tarfile`;
 * baseline (what the reference does): the same sha256, `trimesh.load(..., force="mesh")` with its
   default processing, `trimesh.sample.sample_surface(mesh, 16384)`, the same permutation, cast and
   tar writing.
@@ -14,7 +15,8 @@ Inputs are generated up front and not timed: noisy displaced UV spheres and nois
 each path up before each timed run. Single-core numbers come from this one process with
 OMP/MKL/OpenBLAS threads set to 1 before numpy is imported; each case is the best of 2 rounds, the
 two paths alternating (the machine may be shared); the per-stage columns are mean milliseconds per
-shape in that run.
+shape in that run. `ratio` compares the decode + sample + write paths (the baseline has no
+fingerprints); `with fingerprints` counts our fingerprint stage too.
 
 Ray scaling (skipped with --no-ray): a local `ray.init(num_cpus=2)` (start-up not timed, both
 workers warmed up first), then all generated shapes of our path as 1 task, and as 2 parallel tasks
@@ -55,6 +57,7 @@ import trimesh  # noqa: E402
 
 from bench.common import add_json_option, benchmark_main, best_of_rounds  # noqa: E402
 from configuration import PROJECT_ROOT  # noqa: E402
+from sharding.fingerprint import geometry_fingerprint, shape_descriptor  # noqa: E402
 from sharding.layouts import Z_UP_FROM_Y_UP  # noqa: E402
 from sharding.meshio import decode_geometry  # noqa: E402
 from sharding.records import Loaded  # noqa: E402
@@ -62,7 +65,7 @@ from sharding.sampling import SampleSpec, make_points, seed_from_key  # noqa: E4
 
 SPEC = SampleSpec()
 ROUNDS = 2  # every timing is the best of this many alternating rounds, against noise from other processes
-STAGES = ("decode", "sample", "write")  # decode includes the sha256 of the raw bytes
+STAGES = ("decode", "sample", "fingerprint", "write")  # decode includes the sha256 of the raw bytes
 Item = tuple[str, bytes]  # (file name, file bytes)
 
 
@@ -117,6 +120,11 @@ def sample_ours(loaded: Loaded, key: str) -> np.ndarray:
     return make_points(loaded, key, SPEC).points
 
 
+def fingerprint_ours(loaded: Loaded, points: np.ndarray) -> None:
+    geometry_fingerprint(loaded.geometry, loaded.y_up)
+    shape_descriptor(points)
+
+
 def decode_baseline(name: str, data: bytes) -> trimesh.Trimesh:
     return trimesh.load(io.BytesIO(data), file_type=Path(name).suffix[1:], force="mesh")
 
@@ -126,14 +134,15 @@ def sample_baseline(mesh: trimesh.Trimesh, key: str) -> np.ndarray:
     return points[:, Z_UP_FROM_Y_UP].astype(np.float32)
 
 
-Pipeline = tuple[Callable[[str, bytes], Any], Callable[[Any, str], np.ndarray]]  # (decode, sample)
-OURS: Pipeline = (decode_ours, sample_ours)
-BASELINE: Pipeline = (decode_baseline, sample_baseline)
+# (decode, sample, fingerprint or None)
+Pipeline = tuple[Callable[[str, bytes], Any], Callable[[Any, str], np.ndarray], Callable[[Any, np.ndarray], None] | None]
+OURS: Pipeline = (decode_ours, sample_ours, fingerprint_ours)
+BASELINE: Pipeline = (decode_baseline, sample_baseline, None)
 
 
 def run_batch(pipeline: Pipeline, items: list[Item]) -> tuple[float, dict[str, float], int]:
     """Run `pipeline` over `items` into one in-memory tar; returns (seconds, seconds per stage, tar bytes)."""
-    decode, sample = pipeline
+    decode, sample, fingerprint = pipeline
     stages = dict.fromkeys(STAGES, 0.0)
     buf = io.BytesIO()
     start = time.perf_counter()
@@ -146,11 +155,15 @@ def run_batch(pipeline: Pipeline, items: list[Item]) -> tuple[float, dict[str, f
             t1 = time.perf_counter()
             points = sample(geometry, key)
             t2 = time.perf_counter()
-            write_sample(tar, key, points, sha256)
+            if fingerprint is not None:
+                fingerprint(geometry, points)
             t3 = time.perf_counter()
+            write_sample(tar, key, points, sha256)
+            t4 = time.perf_counter()
             stages["decode"] += t1 - t0
             stages["sample"] += t2 - t1
-            stages["write"] += t3 - t2
+            stages["fingerprint"] += t3 - t2
+            stages["write"] += t4 - t3
     return time.perf_counter() - start, stages, buf.tell()
 
 
@@ -240,10 +253,13 @@ def summary(ours: Timing, baseline: Timing) -> dict:
     for label, (seconds, shapes, stages) in (("ours", ours), ("baseline", baseline)):
         result[label] = {
             "seconds": round(seconds, 4),
-            "shapes_per_s": round(shapes / seconds, 2),
+            "shapes_per_s": round(shapes / (seconds - stages["fingerprint"]), 2),
+            "shapes_per_s_with_fingerprints": round(shapes / seconds, 2),
             "ms_per_shape": {stage: round(1e3 * stages[stage] / shapes, 2) for stage in STAGES},
         }
     result["ratio"] = round(result["ours"]["shapes_per_s"] / result["baseline"]["shapes_per_s"], 3)
+    result["ratio_with_fingerprints"] = round(
+        result["ours"]["shapes_per_s_with_fingerprints"] / result["baseline"]["shapes_per_s"], 3)
     return result
 
 
@@ -251,8 +267,9 @@ def row(fmt: str, faces: str, shapes: int, m: dict) -> str:
     ours_ms, base_ms = (
         "/".join(f"{m[path]['ms_per_shape'][stage]:.1f}" for stage in STAGES) for path in ("ours", "baseline")
     )
-    speeds = f"{m['ours']['shapes_per_s']:>9.2f} {m['baseline']['shapes_per_s']:>9.2f} {m['ratio']:>6.2f}"
-    return f"{fmt:<6} {faces:>8} {shapes:>6} {speeds}  {ours_ms:>20}  {base_ms:>20}"
+    speeds = (f"{m['ours']['shapes_per_s']:>9.2f} {m['baseline']['shapes_per_s']:>9.2f} {m['ratio']:>6.2f} "
+              f"{m['ratio_with_fingerprints']:>8.2f}")
+    return f"{fmt:<6} {faces:>8} {shapes:>6} {speeds}  {ours_ms:>24}  {base_ms:>24}"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -266,8 +283,8 @@ def run(args: argparse.Namespace) -> dict:
         "cases": [],
         "by_format": {},
     }
-    header = f"{'fmt':<6} {'faces':>8} {'shapes':>6} {'ours/s':>9} {'base/s':>9} {'ratio':>6}"
-    print(f"{header}  {'ours ms dec/smp/wr':>20}  {'base ms dec/smp/wr':>20}")
+    header = f"{'fmt':<6} {'faces':>8} {'shapes':>6} {'ours/s':>9} {'base/s':>9} {'ratio':>6} {'with fp':>8}"
+    print(f"{header}  {'ours ms dec/smp/fp/wr':>24}  {'base ms dec/smp/fp/wr':>24}")
     all_items: list[Item] = []
     for fmt in args.formats:
         warmup = (file_name("warmup", fmt), export(warm_mesh, fmt))

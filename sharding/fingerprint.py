@@ -25,6 +25,9 @@ import hashlib
 import numpy as np
 from scipy.spatial import cKDTree
 
+from sharding.layouts import Z_UP_FROM_Y_UP
+from sharding.records import Geometry, MeshData
+
 D2_BINS, D2_RANGE = 32, 2.5  # pair distances over the RMS radius: at most 2 x max radius / RMS radius
 RADIAL_BINS, RADIAL_RANGE = 16, 2.0
 PAIRS = 65536  # pairs drawn for D2
@@ -45,6 +48,12 @@ def exact_fingerprint(vertices: np.ndarray) -> str:
     packed = np.sort((grid[0] << 2 * GRID_BITS) | (grid[1] << GRID_BITS) | grid[2])  # one int64 per vertex
     distinct = packed[np.concatenate([[True], packed[1:] != packed[:-1]])]
     return hashlib.sha256(distinct.tobytes()).hexdigest()
+
+
+def geometry_fingerprint(geometry: Geometry, y_up: bool) -> str:
+    """`exact_fingerprint` of a decoded mesh's vertices or cloud's points, in the Z-up axes samples are stored in."""
+    coordinates = geometry.vertices if isinstance(geometry, MeshData) else geometry.points
+    return exact_fingerprint(coordinates[:, Z_UP_FROM_Y_UP] if y_up else coordinates)
 
 
 def shape_descriptor(points: np.ndarray) -> np.ndarray:

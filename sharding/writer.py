@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from sharding.dedup.sidecar import ShardFingerprints, sidecar_name
-from sharding.fingerprint import exact_fingerprint, shape_descriptor
-from sharding.layouts import Z_UP_FROM_Y_UP
+from sharding.fingerprint import geometry_fingerprint, shape_descriptor
 from sharding.limits import Limits, time_limit
 from sharding.plan import failure_record, input_path
-from sharding.records import InputRef, Loaded, MeshData, ShapeError
+from sharding.records import InputRef, Loaded, ShapeError
 from sharding.sampling import Cloud, SampleSpec, make_points
 from sharding.sources import SourceSpec, make_reader
 from sharding.storage import Output
@@ -109,11 +108,7 @@ def _members(ref: InputRef, raw_sha256: str, cloud: Cloud) -> list[tuple[str, by
 def _fingerprint(ref: InputRef, loaded: Loaded, cloud: Cloud) -> tuple[str, str, str, np.ndarray]:
     """The sidecar row of a sample: exact fingerprint of its decoded geometry (Z-up, as stored), descriptor
     of its stored points."""
-    geometry = loaded.geometry
-    coordinates = geometry.vertices if isinstance(geometry, MeshData) else geometry.points
-    if loaded.y_up:
-        coordinates = coordinates[:, Z_UP_FROM_Y_UP]
-    return ref.key, ref.source, exact_fingerprint(coordinates), shape_descriptor(cloud.points)
+    return ref.key, ref.source, geometry_fingerprint(loaded.geometry, loaded.y_up), shape_descriptor(cloud.points)
 
 
 def _sample_all(refs: list[InputRef], job: ShardJob, shard: str
