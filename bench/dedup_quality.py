@@ -183,9 +183,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--originals", type=int, default=400)
     parser.add_argument("--planted", type=int, default=100)
-    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.01, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06])
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.02, 0.025, 0.03, 0.035, 0.04])
     parser.add_argument("--speed-tolerance", type=float, default=0.03)
-    parser.add_argument("--scale", type=int, default=100_000)
+    parser.add_argument("--scale", type=int, default=50_000)
     add_json_option(parser)
     return parser.parse_args(argv)
 
