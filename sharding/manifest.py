@@ -4,8 +4,8 @@ It is a wids shard index (`wids-shard-index-v1`: shard files with their sample c
 accounting: totals, per-source and per-split counts, the sample format, and the hashes of the config
 and plan that made it. A deduplicated dataset (`sharding.dedup`) also lists, per shard, the samples
 training must skip (duplicates of earlier samples, copies of evaluation test shapes): they stay in the
-tars and in the sample counts, and are counted again as `excluded`. Only pydantic and `configuration` are imported, so the pipeline and evaluation
-read manifests without the sharding extra (trimesh, Ray).
+tars and in the sample counts, and are counted again as `excluded`. Only pydantic and `configuration`
+are imported, so the pipeline and evaluation read manifests without the sharding extra (trimesh, Ray).
 """
 
 from __future__ import annotations

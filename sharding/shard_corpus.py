@@ -249,7 +249,7 @@ def write_outputs(out: Output, plan: Plan, records: list[dict], cfg: ShardingCon
              "shards_failed": sum(bool(r.get("task_failed")) for r in records)}
     out.publish_json(stats, "stats.json")
     if cfg.dedup is not None:
-        manifest = deduplicate(out, manifest, cfg.dedup, lambda line: print(line, file=sys.stderr))
+        manifest = deduplicate(out, manifest, cfg.dedup)
     out.publish_json(manifest.to_json(), "manifest.json")
     out.clear_tmp()
     return manifest, stats

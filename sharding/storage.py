@@ -26,6 +26,11 @@ from fsspec.implementations.local import LocalFileSystem
 from sharding.remote import remote_options
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes every JSON file of a dataset is published as: sorted keys, one-space indent, final newline."""
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
 class Output:
     """A dataset's directory or URL: files read from it and published into it atomically (created on
     first use unless `create` is False, as for a dataset that is only read)."""
@@ -85,7 +90,7 @@ class Output:
             self.fs.rm(tmp)
 
     def publish_json(self, obj: Any, name: str) -> None:
-        self.publish_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), name)
+        self.publish_bytes(json_bytes(obj), name)
 
     def local_scratch(self) -> Path:
         """The local folder for files being built: `_tmp/` of a local output, else a folder in the system

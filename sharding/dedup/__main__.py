@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no dataset: give its directory or URL, or a --config with `output:`")
     try:
         out, manifest = open_dataset(dataset, job.storage_options if job else None)
-        updated = deduplicate(out, manifest, cfg, lambda line: print(line, file=sys.stderr))
+        updated = deduplicate(out, manifest, cfg)
     except (OSError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(redact_urls(f"error: {err}" if known else f"error: {type(err).__name__}: {err}"), file=sys.stderr)
         return 1
     out.publish_json(updated.to_json(), "manifest.json")
-    counts = updated.deduplication.excluded if updated.deduplication else {}
+    counts = updated.deduplication.excluded  # always set by deduplicate
     print(f"done: {updated.total_excluded} of {updated.total_samples} samples excluded "
           f"({', '.join(f'{n} {r}' for r, n in sorted(counts.items())) or 'none asked'}); report "
           f"{redact_urls(out.path(REPORT))}", file=sys.stderr)

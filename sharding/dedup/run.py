@@ -11,7 +11,7 @@ earlier run's exclusions.
 from __future__ import annotations
 
 import hashlib
-import json
+import sys
 from collections import Counter
 from collections.abc import Callable
 
@@ -22,14 +22,14 @@ from sharding.dedup.dataset import Corpus, read_corpus
 from sharding.dedup.matching import Matches, copies_of_test_shapes, duplicates
 from sharding.dedup.test_sets import TestSet, read_test_set
 from sharding.manifest import Deduplication, ShardManifest
-from sharding.storage import Output
+from sharding.storage import Output, json_bytes
 
 REPORT = "dedup/report.json"
 EVALUATION_SPLITS = ("test", "val")  # kept over any other split's copy, in this order
 
 
 def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
-                log: Callable[[str], None] = print) -> ShardManifest:
+                log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> ShardManifest:
     """Match, publish the report, and return `manifest` with the exclusions `cfg.exclude` asks for."""
     corpus = read_corpus(out, manifest)
     copies = _duplicates_keeping_evaluation_splits(corpus, manifest, cfg.tolerance)
@@ -46,7 +46,7 @@ def deduplicate(out: Output, manifest: ShardManifest, cfg: DedupConfig,
         leaks.append(matches)
     reason = _reasons(copies, leaks, cfg.exclude)
     report = _report(corpus, copies, test_sets, leaks, reason, cfg)
-    data = (json.dumps(report, indent=1, sort_keys=True) + "\n").encode()
+    data = json_bytes(report)
     out.publish_bytes(data, REPORT)
     record = Deduplication(report=REPORT, report_sha256=hashlib.sha256(data).hexdigest(), tolerance=cfg.tolerance,
                            test_sets=[t.name for t in test_sets], excluded=dict(Counter(reason[reason != ""].tolist())))
